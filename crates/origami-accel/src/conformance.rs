@@ -1,0 +1,197 @@
+//! The conformance suite every `Accelerator` must pass (CPU, CUDA, wrappers).
+//!
+//! Field layers must be bit-exact against an i128 definition mod p, including worst-case
+//! magnitudes (x̄ = p − 1 everywhere, |w| at the largest value the plan allows); bad calls must
+//! fail with errors; the tail must match the float reference within `tail_tolerance`
+//! (0 for the CPU: bit-identical).
+
+use std::sync::Arc;
+
+use origami_field::P;
+use origami_model::exec;
+use origami_model::linalg::ConvGeom;
+use origami_model::{zoo, Conv, Model, Tensor};
+
+use crate::{Accelerator, FieldLayer, LinearShape};
+
+/// The largest weight magnitude the planner emits (8-bit weights).
+pub const PLAN_WEIGHT_MAX: i32 = 127;
+
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+    fn field(&mut self) -> u32 {
+        (self.next() % P as u64) as u32
+    }
+    fn weight(&mut self, max: i32) -> i32 {
+        (self.next() % (2 * max as u64 + 1)) as i32 - max
+    }
+}
+
+fn geom(in_c: usize, h: usize, w: usize, out_c: usize, k: usize, stride: usize, pad: usize, groups: usize) -> ConvGeom {
+    let c = Conv {
+        out_c,
+        in_c,
+        kh: k,
+        kw: k,
+        stride: [stride, stride],
+        pads: [pad; 4],
+        groups,
+        weight: vec![],
+        bias: vec![],
+    };
+    // Fixed, valid parameters.
+    ConvGeom::new(&c, h, w).unwrap_or_else(|e| panic!("conformance geometry: {e}"))
+}
+
+/// The definition: y[o] = Σ w·x̄ over i128, reduced mod p.
+fn reference(shape: &LinearShape, w: &[i32], x: &[u32]) -> Vec<u32> {
+    let p = P as i128;
+    match shape {
+        LinearShape::Dense { in_f, out_f } => (0..*out_f)
+            .map(|o| {
+                let s: i128 = (0..*in_f).map(|i| w[o * in_f + i] as i128 * x[i] as i128).sum();
+                s.rem_euclid(p) as u32
+            })
+            .collect(),
+        LinearShape::Conv(g) => {
+            let xf: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+            // The naive convolution in f64 is exact only for small K; use i128 directly.
+            let ipg = g.in_c / g.groups;
+            let opg = g.out_c / g.groups;
+            let mut out = vec![0u32; g.out_len()];
+            for oc in 0..g.out_c {
+                let grp = oc / opg;
+                for oy in 0..g.oh {
+                    for ox in 0..g.ow {
+                        let mut s: i128 = 0;
+                        for ci in 0..ipg {
+                            for ky in 0..g.kh {
+                                for kx in 0..g.kw {
+                                    let iy = (oy * g.stride[0] + ky) as isize - g.pads[0] as isize;
+                                    let ix = (ox * g.stride[1] + kx) as isize - g.pads[1] as isize;
+                                    if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
+                                        continue;
+                                    }
+                                    let c = grp * ipg + ci;
+                                    let xv = xf[(c * g.h + iy as usize) * g.w + ix as usize] as i128;
+                                    s += xv * w[((oc * ipg + ci) * g.kh + ky) * g.kw + kx] as i128;
+                                }
+                            }
+                        }
+                        out[(oc * g.oh + oy) * g.ow + ox] = s.rem_euclid(p) as u32;
+                    }
+                }
+            }
+            out
+        }
+    }
+}
+
+fn layers(rng: &mut Lcg) -> Vec<(FieldLayer, Vec<Vec<u32>>)> {
+    let shapes = [
+        LinearShape::Conv(geom(3, 9, 11, 8, 3, 1, 1, 1)),
+        LinearShape::Conv(geom(8, 10, 10, 8, 3, 2, 1, 4)),
+        LinearShape::Conv(geom(6, 7, 7, 6, 3, 1, 1, 6)), // depthwise
+        LinearShape::Conv(geom(16, 5, 5, 4, 1, 1, 0, 1)), // pointwise
+        LinearShape::Conv(geom(512, 3, 3, 2, 3, 1, 1, 1)), // K = 4608, as VGG's deepest convs
+        LinearShape::Dense { in_f: 25_088, out_f: 3 },   // K of VGG's fc6
+        LinearShape::Dense { in_f: 37, out_f: 5 },
+    ];
+    shapes
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let worst = i % 2 == 0;
+            let weight: Vec<i32> = (0..s.weight_len())
+                .map(|j| if worst { if j % 3 == 0 { -PLAN_WEIGHT_MAX } else { PLAN_WEIGHT_MAX } } else { rng.weight(PLAN_WEIGHT_MAX) })
+                .collect();
+            let inputs = vec![
+                vec![P - 1; s.in_len()], // worst-case magnitude
+                vec![0; s.in_len()],
+                (0..s.in_len()).map(|_| rng.field()).collect(),
+            ];
+            (FieldLayer { layer: i as u16 * 3 + 1, shape: *s, weight }, inputs)
+        })
+        .collect()
+}
+
+/// Runs every check; `Err` names the first failure.
+pub fn check_all(accel: &mut dyn Accelerator, tail_tolerance: f32) -> Result<(), String> {
+    let name = accel.name();
+    let fail = |what: String| format!("accelerator {name}: {what}");
+    let mut rng = Lcg(0x5eed);
+    let cases = layers(&mut rng);
+    let model: Arc<Model> = Arc::new(zoo::resnet_small());
+
+    if accel.field_linear(1, &[0]).is_ok() {
+        return Err(fail("field_linear before prepare must fail".into()));
+    }
+    let fl: Vec<FieldLayer> = cases.iter().map(|(l, _)| l.clone()).collect();
+    accel.prepare(model.clone(), &fl).map_err(|e| fail(format!("prepare: {e}")))?;
+
+    for (l, inputs) in &cases {
+        for (ii, x) in inputs.iter().enumerate() {
+            let got = accel.field_linear(l.layer, x).map_err(|e| fail(format!("layer {}: {e}", l.layer)))?;
+            let want = reference(&l.shape, &l.weight, x);
+            if got != want {
+                let bad = got.iter().zip(&want).position(|(a, b)| a != b).unwrap_or(0);
+                return Err(fail(format!(
+                    "layer {} ({:?}) input #{ii}: not exact mod p (first difference at {bad}: got {:?}, want {})",
+                    l.layer,
+                    l.shape,
+                    got.get(bad),
+                    want[bad]
+                )));
+            }
+        }
+    }
+    // Misuse and malformed input.
+    let (l0, x0) = (&cases[0].0, &cases[0].1[2]);
+    if accel.field_linear(999, x0).is_ok() {
+        return Err(fail("an unknown layer must be rejected".into()));
+    }
+    if accel.field_linear(l0.layer, &x0[1..]).is_ok() {
+        return Err(fail("a wrong input length must be rejected".into()));
+    }
+    let mut unreduced = x0.clone();
+    unreduced[0] = P;
+    if accel.field_linear(l0.layer, &unreduced).is_ok() {
+        return Err(fail("an input not reduced mod p must be rejected".into()));
+    }
+    let mut too_big = fl.clone();
+    too_big[0].weight[0] = 1 << 20;
+    if accel.prepare(model.clone(), &too_big).is_ok() {
+        return Err(fail("weights beyond the exactness bound must be rejected".into()));
+    }
+    accel.prepare(model.clone(), &fl).map_err(|e| fail(format!("prepare: {e}")))?;
+
+    // The plain tail, from several split points, against the float reference.
+    let input = zoo::seeded_input(&model, 3);
+    for start in [0, 3, 8, model.nodes.len() - 2] {
+        let mut env: Vec<Option<Tensor>> = vec![None; model.num_values()];
+        env[0] = Some(input.clone());
+        let full = exec::run_from(&model, 0, env).map_err(|e| fail(e.to_string()))?;
+        // Values crossing the split, computed by the reference head.
+        let mut vals = vec![None; model.num_values()];
+        vals[0] = Some(input.clone());
+        for (i, n) in model.nodes.iter().enumerate().take(start) {
+            let ins: Vec<&Tensor> = n.inputs.iter().map(|&v| vals[v].as_ref().expect("computed")).collect();
+            vals[i + 1] = Some(exec::eval_node(n, &ins, 1).map_err(|e| fail(e.to_string()))?);
+        }
+        let handoff = exec::live_across(&model, start)
+            .into_iter()
+            .map(|v| (v, vals[v].clone().expect("computed")))
+            .collect();
+        let got = accel.run_tail(start, handoff).map_err(|e| fail(format!("tail from {start}: {e}")))?;
+        let diff = got.max_abs_diff(&full);
+        if diff > tail_tolerance {
+            return Err(fail(format!("tail from node {start} differs from the reference by {diff}")));
+        }
+    }
+    accel.synchronize().map_err(|e| fail(e.to_string()))?;
+    Ok(())
+}

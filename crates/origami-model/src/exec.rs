@@ -1,0 +1,250 @@
+//! The float executor on CPU: the reference for accuracy and the plain tail of the `origami`
+//! and `plain` placements. Deterministic: the same model, input and thread count give the same
+//! bits (tiles write disjoint outputs; no reduction order depends on scheduling).
+
+use crate::ir::{Model, Node, Op, Pool, ValueId, INPUT};
+use crate::linalg::{conv2d, gemm_nt, ConvGeom};
+use crate::{ModelError, Tensor};
+
+/// Runs the whole model on a batch `[N, C, H, W]`.
+pub fn run(model: &Model, input: &Tensor) -> Result<Tensor, ModelError> {
+    check_input(model, input)?;
+    let mut env: Vec<Option<Tensor>> = vec![None; model.num_values()];
+    env[INPUT] = Some(input.clone());
+    run_from(model, 0, env)
+}
+
+/// Checks that `input` is `[N, C, H, W]` with the model's C, H, W and finite values.
+pub fn check_input(model: &Model, input: &Tensor) -> Result<(), ModelError> {
+    if input.shape.len() != 4 || input.shape[1..] != model.input_shape[..] || input.shape[0] == 0 {
+        return Err(ModelError::Input(format!(
+            "model '{}' takes input [N, {}], got {:?}",
+            model.name,
+            model
+                .input_shape
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            input.shape
+        )));
+    }
+    if input.data.len() != input.shape.iter().product::<usize>() {
+        return Err(ModelError::Input("input data does not match its shape".into()));
+    }
+    if input.data.iter().any(|v| !v.is_finite()) {
+        return Err(ModelError::Input("input holds NaN or infinite values".into()));
+    }
+    Ok(())
+}
+
+/// For each value, the index of the last node that reads it (or `usize::MAX` for the output).
+pub fn last_uses(model: &Model) -> Vec<usize> {
+    let mut last = vec![0usize; model.num_values()];
+    for (i, n) in model.nodes.iter().enumerate() {
+        for &v in &n.inputs {
+            last[v] = i;
+        }
+    }
+    last[model.output] = usize::MAX;
+    last
+}
+
+/// Runs nodes `start..` given the values they need in `env` (values computed before `start`
+/// that later nodes read). Values are dropped after their last use.
+pub fn run_from(model: &Model, start: usize, env: Vec<Option<Tensor>>) -> Result<Tensor, ModelError> {
+    run_observed(model, start, env, |_, _| {})
+}
+
+/// `run_from`, calling `observe(node_index, output)` after every node (calibration uses it).
+pub fn run_observed(
+    model: &Model,
+    start: usize,
+    mut env: Vec<Option<Tensor>>,
+    mut observe: impl FnMut(usize, &Tensor),
+) -> Result<Tensor, ModelError> {
+    if env.len() != model.num_values() {
+        return Err(ModelError::Invalid("environment size does not match the model".into()));
+    }
+    let last = last_uses(model);
+    let threads = rayon::current_num_threads();
+    for (i, node) in model.nodes.iter().enumerate().skip(start) {
+        let out = {
+            let ins: Vec<&Tensor> = node
+                .inputs
+                .iter()
+                .map(|&v| {
+                    env[v].as_ref().ok_or_else(|| {
+                        ModelError::Invalid(format!("value {v} needed by node {} is missing", node.name))
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            eval_node(node, &ins, threads)?
+        };
+        observe(i, &out);
+        for &v in &node.inputs {
+            if last[v] == i {
+                env[v] = None;
+            }
+        }
+        env[node.output] = Some(out);
+    }
+    env[model.output]
+        .take()
+        .ok_or_else(|| ModelError::Invalid("the model output was not computed".into()))
+}
+
+fn dims4(t: &Tensor) -> Result<(usize, usize, usize, usize), ModelError> {
+    match t.shape[..] {
+        [n, c, h, w] => Ok((n, c, h, w)),
+        _ => Err(ModelError::Shape(format!("expected NCHW, got {:?}", t.shape))),
+    }
+}
+
+/// Evaluates one node in float.
+pub fn eval_node(node: &Node, ins: &[&Tensor], threads: usize) -> Result<Tensor, ModelError> {
+    let x = ins[0];
+    Ok(match &node.op {
+        Op::Conv(c) => {
+            let (n, _, h, w) = dims4(x)?;
+            let g = ConvGeom::new(c, h, w)?;
+            let mut out = vec![0f32; n * g.out_len()];
+            for b in 0..n {
+                let o = &mut out[b * g.out_len()..(b + 1) * g.out_len()];
+                conv2d(&g, &x.data[b * g.in_len()..(b + 1) * g.in_len()], &c.weight, o, threads);
+                let plane = g.oh * g.ow;
+                for (oc, chunk) in o.chunks_mut(plane).enumerate() {
+                    let bias = c.bias[oc];
+                    chunk.iter_mut().for_each(|v| *v += bias);
+                }
+            }
+            Tensor::new(vec![n, c.out_c, g.oh, g.ow], out)?
+        }
+        Op::Dense(d) => {
+            let n = x.shape[0];
+            let mut out = vec![0f32; n * d.out_f];
+            gemm_nt(n, d.in_f, d.out_f, &x.data, &d.weight, &mut out, threads);
+            for row in out.chunks_mut(d.out_f) {
+                row.iter_mut().zip(&d.bias).for_each(|(v, b)| *v += b);
+            }
+            Tensor::new(vec![n, d.out_f], out)?
+        }
+        Op::Relu => map(x, |v| v.max(0.0)),
+        Op::Clip { min, max } => map(x, |v| v.max(*min).min(*max)),
+        Op::BatchNorm { scale, shift } => {
+            let c = x.shape[1];
+            let plane = x.data.len() / (x.shape[0] * c);
+            let mut out = x.clone();
+            for (i, chunk) in out.data.chunks_mut(plane).enumerate() {
+                let ch = i % c;
+                chunk.iter_mut().for_each(|v| *v = *v * scale[ch] + shift[ch]);
+            }
+            out
+        }
+        Op::MaxPool(p) => pool(x, p, true)?,
+        Op::AvgPool(p) => pool(x, p, false)?,
+        Op::GlobalAvgPool => {
+            let (n, c, h, w) = dims4(x)?;
+            let data = x
+                .data
+                .chunks(h * w)
+                .map(|pl| (pl.iter().map(|&v| v as f64).sum::<f64>() / (h * w) as f64) as f32)
+                .collect();
+            Tensor::new(vec![n, c, 1, 1], data)?
+        }
+        Op::Flatten => Tensor::new(vec![x.shape[0], x.data.len() / x.shape[0]], x.data.clone())?,
+        Op::Reshape(d) => {
+            let mut s = vec![x.shape[0]];
+            s.extend_from_slice(d);
+            Tensor::new(s, x.data.clone())?
+        }
+        Op::Add => {
+            let y = ins[1];
+            if x.shape != y.shape {
+                return Err(ModelError::Shape(format!("Add of {:?} and {:?}", x.shape, y.shape)));
+            }
+            Tensor::new(x.shape.clone(), x.data.iter().zip(&y.data).map(|(a, b)| a + b).collect())?
+        }
+        Op::Softmax => {
+            let last = *x.shape.last().unwrap_or(&1);
+            let mut out = x.clone();
+            for row in out.data.chunks_mut(last.max(1)) {
+                softmax_in_place(row);
+            }
+            out
+        }
+    })
+}
+
+/// Numerically stable softmax of one row.
+pub fn softmax_in_place(row: &mut [f32]) {
+    let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut s = 0f64;
+    for v in row.iter_mut() {
+        *v = (*v - m).exp();
+        s += *v as f64;
+    }
+    for v in row.iter_mut() {
+        *v = (*v as f64 / s) as f32;
+    }
+}
+
+fn map(x: &Tensor, f: impl Fn(f32) -> f32) -> Tensor {
+    Tensor {
+        shape: x.shape.clone(),
+        data: x.data.iter().map(|&v| f(v)).collect(),
+    }
+}
+
+fn pool(x: &Tensor, p: &Pool, max: bool) -> Result<Tensor, ModelError> {
+    let (n, c, h, w) = dims4(x)?;
+    let (oh, ow) = p.out_hw(h, w)?;
+    let mut out = vec![0f32; n * c * oh * ow];
+    for (pi, plane) in x.data.chunks(h * w).enumerate() {
+        let o = &mut out[pi * oh * ow..(pi + 1) * oh * ow];
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut acc = if max { f32::NEG_INFINITY } else { 0.0 };
+                let mut cnt = 0usize;
+                for ky in 0..p.kernel[0] {
+                    for kx in 0..p.kernel[1] {
+                        let iy = (oy * p.stride[0] + ky) as isize - p.pads[0] as isize;
+                        let ix = (ox * p.stride[1] + kx) as isize - p.pads[1] as isize;
+                        if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                            continue;
+                        }
+                        let v = plane[iy as usize * w + ix as usize];
+                        if max {
+                            acc = acc.max(v);
+                        } else {
+                            acc += v;
+                        }
+                        cnt += 1;
+                    }
+                }
+                o[oy * ow + ox] = if max {
+                    acc
+                } else {
+                    let div = if p.count_include_pad { p.kernel[0] * p.kernel[1] } else { cnt.max(1) };
+                    acc / div as f32
+                };
+            }
+        }
+    }
+    Tensor::new(vec![n, c, oh, ow], out)
+}
+
+/// Value ids read by nodes at or after `start` but produced before it: what crosses a split.
+pub fn live_across(model: &Model, start: usize) -> Vec<ValueId> {
+    let mut v: Vec<ValueId> = model.nodes[start.min(model.nodes.len())..]
+        .iter()
+        .flat_map(|n| n.inputs.iter().copied())
+        .filter(|&v| v <= start)
+        .collect();
+    if model.output <= start {
+        v.push(model.output);
+    }
+    v.sort_unstable();
+    v.dedup();
+    v
+}

@@ -1,0 +1,78 @@
+//! Loading model inputs: images (PNG, JPEG) resized to the model's input and normalized, or
+//! `.npy` tensors taken as they are.
+
+use std::path::Path;
+
+use crate::{ModelError, Model, Tensor};
+
+/// How images are turned into input tensors.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Preprocess {
+    /// Per-channel mean subtracted after scaling pixels to [0, 1].
+    pub mean: Vec<f32>,
+    /// Per-channel standard deviation divided by.
+    pub std: Vec<f32>,
+}
+
+impl Preprocess {
+    /// ImageNet normalization for 3-channel models; identity scaling to [0, 1] otherwise.
+    pub fn for_model(model: &Model) -> Self {
+        if model.input_shape[0] == 3 {
+            Self { mean: vec![0.485, 0.456, 0.406], std: vec![0.229, 0.224, 0.225] }
+        } else {
+            let c = model.input_shape[0];
+            Self { mean: vec![0.0; c], std: vec![1.0; c] }
+        }
+    }
+}
+
+/// Largest image file accepted (bytes).
+const MAX_IMAGE_BYTES: u64 = 64 << 20;
+
+/// Loads an input for `model` from a `.npy` (used as is: NCHW float32) or an image file.
+pub fn load_input(path: &Path, model: &Model) -> Result<Tensor, ModelError> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let t = if ext == "npy" {
+        let mut t = crate::npy::read_npy(path)?;
+        if t.shape.len() == 3 {
+            t.shape.insert(0, 1);
+        }
+        t
+    } else {
+        let meta = std::fs::metadata(path).map_err(|source| ModelError::Io { path: path.display().to_string(), source })?;
+        if meta.len() > MAX_IMAGE_BYTES {
+            return Err(ModelError::Input(format!("{}: image larger than 64 MiB", path.display())));
+        }
+        let img = image::ImageReader::open(path)
+            .map_err(|source| ModelError::Io { path: path.display().to_string(), source })?
+            .with_guessed_format()
+            .map_err(|source| ModelError::Io { path: path.display().to_string(), source })?
+            .decode()
+            .map_err(|e| ModelError::Input(format!("{}: cannot decode image: {e}", path.display())))?;
+        image_to_tensor(&img, model)
+    };
+    crate::exec::check_input(model, &t)?;
+    Ok(t)
+}
+
+/// Resizes (bilinear) and normalizes an image into a `[1, C, H, W]` tensor for `model`.
+pub fn image_to_tensor(img: &image::DynamicImage, model: &Model) -> Tensor {
+    let (c, h, w) = (model.input_shape[0], model.input_shape[1], model.input_shape[2]);
+    let pre = Preprocess::for_model(model);
+    let resized = img.resize_exact(w as u32, h as u32, image::imageops::FilterType::Triangle);
+    let mut data = vec![0f32; c * h * w];
+    if c == 1 {
+        let g = resized.to_luma8();
+        for (i, p) in g.pixels().enumerate() {
+            data[i] = (p.0[0] as f32 / 255.0 - pre.mean[0]) / pre.std[0];
+        }
+    } else {
+        let rgb = resized.to_rgb8();
+        for (i, p) in rgb.pixels().enumerate() {
+            for ch in 0..c.min(3) {
+                data[ch * h * w + i] = (p.0[ch] as f32 / 255.0 - pre.mean[ch]) / pre.std[ch];
+            }
+        }
+    }
+    Tensor { shape: vec![1, c, h, w], data }
+}

@@ -1,0 +1,393 @@
+//! The model IR: a topologically ordered list of nodes over numbered values.
+//!
+//! Value 0 is the model input (NCHW float32). Every node produces exactly one value. Weights are
+//! stored in the node (they are public to the host: the operator owns the model).
+
+use sha2::{Digest, Sha256};
+
+use crate::ModelError;
+
+/// Index of a value (tensor) in a model.
+pub type ValueId = usize;
+
+/// Convolution parameters. Weight layout: `[out_c, in_c / groups, kh, kw]` (ONNX order).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Conv {
+    pub out_c: usize,
+    pub in_c: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: [usize; 2],
+    /// Padding `[top, left, bottom, right]`.
+    pub pads: [usize; 4],
+    pub groups: usize,
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+}
+
+impl Conv {
+    /// Input channels per group.
+    pub fn in_per_group(&self) -> usize {
+        self.in_c / self.groups
+    }
+    /// Output channels per group.
+    pub fn out_per_group(&self) -> usize {
+        self.out_c / self.groups
+    }
+    /// Rows of the per-group weight matrix: `in_c / groups · kh · kw`.
+    pub fn k(&self) -> usize {
+        self.in_per_group() * self.kh * self.kw
+    }
+    /// Output spatial size for an input of `h × w`, or an error when the kernel does not fit.
+    pub fn out_hw(&self, h: usize, w: usize) -> Result<(usize, usize), ModelError> {
+        let ph = h + self.pads[0] + self.pads[2];
+        let pw = w + self.pads[1] + self.pads[3];
+        if ph < self.kh || pw < self.kw {
+            return Err(ModelError::Shape(format!(
+                "kernel {}x{} larger than padded input {ph}x{pw}",
+                self.kh, self.kw
+            )));
+        }
+        Ok((
+            (ph - self.kh) / self.stride[0] + 1,
+            (pw - self.kw) / self.stride[1] + 1,
+        ))
+    }
+}
+
+/// Fully connected layer: `y = x · Wᵀ + b`, weight layout `[out_f, in_f]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dense {
+    pub out_f: usize,
+    pub in_f: usize,
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+}
+
+/// Pooling window.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pool {
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    /// `[top, left, bottom, right]`.
+    pub pads: [usize; 4],
+    /// AveragePool only: whether padded cells count in the divisor.
+    pub count_include_pad: bool,
+}
+
+impl Pool {
+    pub fn out_hw(&self, h: usize, w: usize) -> Result<(usize, usize), ModelError> {
+        let ph = h + self.pads[0] + self.pads[2];
+        let pw = w + self.pads[1] + self.pads[3];
+        if ph < self.kernel[0] || pw < self.kernel[1] || self.stride[0] == 0 || self.stride[1] == 0
+        {
+            return Err(ModelError::Shape(format!(
+                "pool window {:?} does not fit input {h}x{w}",
+                self.kernel
+            )));
+        }
+        Ok((
+            (ph - self.kernel[0]) / self.stride[0] + 1,
+            (pw - self.kernel[1]) / self.stride[1] + 1,
+        ))
+    }
+}
+
+/// An operator.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    Conv(Conv),
+    Dense(Dense),
+    Relu,
+    /// Clamp to `[min, max]` (ReLU6 is `Clip(0, 6)`).
+    Clip {
+        min: f32,
+        max: f32,
+    },
+    MaxPool(Pool),
+    AvgPool(Pool),
+    GlobalAvgPool,
+    /// Inference batch normalization as a per-channel affine map `y = x·scale + shift`.
+    /// The plan folds it into the preceding convolution.
+    BatchNorm {
+        scale: Vec<f32>,
+        shift: Vec<f32>,
+    },
+    /// `[N, ...] → [N, prod(...)]`.
+    Flatten,
+    /// Reshape keeping the batch dimension: `[N, ...] → [N, dims...]`.
+    Reshape(Vec<usize>),
+    /// Elementwise sum of two tensors of the same shape (residual connections).
+    Add,
+    /// Softmax over the last axis.
+    Softmax,
+}
+
+impl Op {
+    /// Whether this is a linear layer (Conv or Dense): what `--split K` counts and what the
+    /// enclave offloads under a pad.
+    pub fn is_linear(&self) -> bool {
+        matches!(self, Op::Conv(_) | Op::Dense(_))
+    }
+
+    /// Short operator name for messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::Conv(_) => "Conv",
+            Op::Dense(_) => "Gemm",
+            Op::Relu => "Relu",
+            Op::Clip { .. } => "Clip",
+            Op::MaxPool(_) => "MaxPool",
+            Op::AvgPool(_) => "AveragePool",
+            Op::GlobalAvgPool => "GlobalAveragePool",
+            Op::BatchNorm { .. } => "BatchNormalization",
+            Op::Flatten => "Flatten",
+            Op::Reshape(_) => "Reshape",
+            Op::Add => "Add",
+            Op::Softmax => "Softmax",
+        }
+    }
+}
+
+/// One node: `output = op(inputs)`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    pub name: String,
+    pub op: Op,
+    pub inputs: Vec<ValueId>,
+    pub output: ValueId,
+}
+
+/// A network.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Model {
+    pub name: String,
+    /// Input shape without the batch dimension: `[C, H, W]`.
+    pub input_shape: Vec<usize>,
+    /// Nodes in topological order. Value 0 is the input; node outputs are numbered 1.. in order.
+    pub nodes: Vec<Node>,
+    /// The value returned by the model.
+    pub output: ValueId,
+    /// Optional class names for the output logits.
+    pub labels: Option<Vec<String>>,
+}
+
+/// The model input value.
+pub const INPUT: ValueId = 0;
+
+impl Model {
+    /// Number of values (input + one per node).
+    pub fn num_values(&self) -> usize {
+        self.nodes.len() + 1
+    }
+
+    /// Indices of the linear nodes, in order.
+    pub fn linear_nodes(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].op.is_linear())
+            .collect()
+    }
+
+    /// Index of the first node of the tail for `--split k`: the head holds the first k linear
+    /// layers and the non-linear layers after each, up to the next linear layer.
+    pub fn split_node(&self, k: usize) -> Result<usize, ModelError> {
+        let lin = self.linear_nodes();
+        if k > lin.len() {
+            return Err(ModelError::Invalid(format!(
+                "split {k} is past the last linear layer (the model has {})",
+                lin.len()
+            )));
+        }
+        Ok(if k == lin.len() {
+            self.nodes.len()
+        } else {
+            lin[k]
+        })
+    }
+
+    /// Checks structural invariants and computes every value's shape for batch size 1.
+    pub fn validate(&self) -> Result<Vec<Vec<usize>>, ModelError> {
+        if self.input_shape.len() != 3 || self.input_shape.contains(&0) {
+            return Err(ModelError::Invalid(format!(
+                "input shape must be [C, H, W] with non-zero sizes, got {:?}",
+                self.input_shape
+            )));
+        }
+        let mut shapes: Vec<Vec<usize>> = Vec::with_capacity(self.num_values());
+        let mut s = vec![1];
+        s.extend_from_slice(&self.input_shape);
+        shapes.push(s);
+        for (i, n) in self.nodes.iter().enumerate() {
+            if n.output != i + 1 {
+                return Err(ModelError::Invalid(format!(
+                    "node {} ({}) must produce value {}",
+                    n.name,
+                    n.op.kind(),
+                    i + 1
+                )));
+            }
+            for &inp in &n.inputs {
+                if inp > i {
+                    return Err(ModelError::Invalid(format!(
+                        "node {} reads value {inp} before it is computed",
+                        n.name
+                    )));
+                }
+            }
+            let want_inputs = if matches!(n.op, Op::Add) { 2 } else { 1 };
+            if n.inputs.len() != want_inputs {
+                return Err(ModelError::Invalid(format!(
+                    "node {} ({}) takes {want_inputs} inputs, has {}",
+                    n.name,
+                    n.op.kind(),
+                    n.inputs.len()
+                )));
+            }
+            let shape = crate::shape::infer(n, &shapes)
+                .map_err(|e| ModelError::Shape(format!("node {} ({}): {e}", n.name, n.op.kind())))?;
+            shapes.push(shape);
+        }
+        if self.output == 0 || self.output > self.nodes.len() {
+            return Err(ModelError::Invalid(format!(
+                "output value {} does not exist",
+                self.output
+            )));
+        }
+        Ok(shapes)
+    }
+
+    /// SHA-256 over a canonical encoding of the whole model (structure and weights): the identity
+    /// that pads and attestation bind to.
+    pub fn hash(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"origami-model-v1");
+        let put = |h: &mut Sha256, v: usize| h.update((v as u64).to_le_bytes());
+        let putf = |h: &mut Sha256, v: &[f32]| {
+            put(h, v.len());
+            for x in v {
+                h.update(x.to_le_bytes());
+            }
+        };
+        put(&mut h, self.input_shape.len());
+        for &d in &self.input_shape {
+            put(&mut h, d);
+        }
+        put(&mut h, self.nodes.len());
+        for n in &self.nodes {
+            h.update(n.op.kind().as_bytes());
+            put(&mut h, n.inputs.len());
+            for &i in &n.inputs {
+                put(&mut h, i);
+            }
+            match &n.op {
+                Op::Conv(c) => {
+                    for v in [c.out_c, c.in_c, c.kh, c.kw, c.groups] {
+                        put(&mut h, v);
+                    }
+                    for v in c.stride.iter().chain(&c.pads) {
+                        put(&mut h, *v);
+                    }
+                    putf(&mut h, &c.weight);
+                    putf(&mut h, &c.bias);
+                }
+                Op::Dense(d) => {
+                    put(&mut h, d.out_f);
+                    put(&mut h, d.in_f);
+                    putf(&mut h, &d.weight);
+                    putf(&mut h, &d.bias);
+                }
+                Op::Clip { min, max } => putf(&mut h, &[*min, *max]),
+                Op::MaxPool(p) | Op::AvgPool(p) => {
+                    for v in p.kernel.iter().chain(&p.stride).chain(&p.pads) {
+                        put(&mut h, *v);
+                    }
+                    put(&mut h, p.count_include_pad as usize);
+                }
+                Op::BatchNorm { scale, shift } => {
+                    putf(&mut h, scale);
+                    putf(&mut h, shift);
+                }
+                Op::Reshape(d) => {
+                    put(&mut h, d.len());
+                    for &x in d {
+                        put(&mut h, x);
+                    }
+                }
+                Op::Relu | Op::GlobalAvgPool | Op::Flatten | Op::Add | Op::Softmax => {}
+            }
+        }
+        put(&mut h, self.output);
+        h.finalize().into()
+    }
+
+    /// Total multiply-accumulates of the linear layers for batch size 1.
+    pub fn macs(&self) -> Result<u64, ModelError> {
+        let shapes = self.validate()?;
+        let mut total = 0u64;
+        for (i, n) in self.nodes.iter().enumerate() {
+            match &n.op {
+                Op::Conv(c) => {
+                    let o = &shapes[i + 1];
+                    total += (o[1] * o[2] * o[3] * c.k()) as u64;
+                }
+                Op::Dense(d) => total += (d.out_f * d.in_f) as u64,
+                _ => {}
+            }
+        }
+        Ok(total)
+    }
+}
+
+impl Model {
+    /// Folds every BatchNormalization that directly follows a convolution (whose output nothing
+    /// else reads) into that convolution's weights and bias; renumbers the values. Other
+    /// BatchNormalization nodes are kept. The float result changes only by rounding.
+    pub fn fold_batchnorm(&self) -> Model {
+        let mut readers = vec![0usize; self.num_values()];
+        for n in &self.nodes {
+            for &v in &n.inputs {
+                readers[v] += 1;
+            }
+        }
+        let mut map: Vec<ValueId> = vec![0; self.num_values()];
+        let mut nodes: Vec<Node> = Vec::with_capacity(self.nodes.len());
+        for n in &self.nodes {
+            if let Op::BatchNorm { scale, shift } = &n.op {
+                let src = n.inputs[0];
+                let foldable = readers[src] == 1 && src != self.output && src > 0 && {
+                    let prev = &nodes[map[src] - 1];
+                    matches!(prev.op, Op::Conv(_)) && prev.output == map[src]
+                };
+                if foldable {
+                    let prev = &mut nodes[map[src] - 1];
+                    if let Op::Conv(c) = &mut prev.op {
+                        let k = c.k();
+                        for oc in 0..c.out_c {
+                            let s = scale[oc];
+                            c.weight[oc * k..(oc + 1) * k].iter_mut().for_each(|w| *w *= s);
+                            c.bias[oc] = c.bias[oc] * s + shift[oc];
+                        }
+                        prev.name = format!("{}+{}", prev.name, n.name);
+                    }
+                    map[n.output] = map[src];
+                    continue;
+                }
+            }
+            let output = nodes.len() + 1;
+            nodes.push(Node {
+                name: n.name.clone(),
+                op: n.op.clone(),
+                inputs: n.inputs.iter().map(|&v| map[v]).collect(),
+                output,
+            });
+            map[n.output] = output;
+        }
+        Model {
+            name: self.name.clone(),
+            input_shape: self.input_shape.clone(),
+            output: map[self.output],
+            nodes,
+            labels: self.labels.clone(),
+        }
+    }
+}

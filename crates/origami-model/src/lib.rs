@@ -1,0 +1,48 @@
+//! Model IR, ONNX import and export, the zoo and the fast float executor.
+//!
+//! Pipeline: `Model` (this crate) → `Plan` (quantized, calibrated, split; `origami-enclave`) →
+//! prepared on an accelerator (`origami-accel`) → one session per request.
+
+pub mod exec;
+pub mod input;
+pub mod ir;
+pub mod linalg;
+pub mod npy;
+pub mod onnx;
+mod shape;
+pub mod tensor;
+pub mod zoo;
+
+pub use ir::{Conv, Dense, Model, Node, Op, Pool, ValueId, INPUT};
+pub use tensor::Tensor;
+
+/// Errors of this crate, by cause.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ModelError {
+    /// The model uses an operator (or an attribute value) that Origami does not support.
+    #[error("unsupported operator {op} at node '{node}': {detail}")]
+    Unsupported {
+        op: String,
+        node: String,
+        detail: String,
+    },
+    /// The file is not a well-formed model (truncated, corrupt, inconsistent).
+    #[error("malformed model: {0}")]
+    Malformed(String),
+    /// Tensor shapes do not fit together.
+    #[error("shape error: {0}")]
+    Shape(String),
+    /// A structurally invalid model or argument.
+    #[error("invalid: {0}")]
+    Invalid(String),
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    /// An input file (image, .npy) could not be used.
+    #[error("input: {0}")]
+    Input(String),
+}
