@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use origami_model::linalg::ConvGeom;
+pub use origami_model::linalg::LinearShape;
 use origami_model::{Model, Tensor, ValueId};
 
 pub mod conformance;
@@ -21,44 +21,6 @@ pub use wrappers::{Record, Recording, Tampering};
 /// Largest weight magnitude a field layer may have: exactness of the f64 path needs
 /// 2^24 · max|w| · K < 2^53 (see `FieldLayer::check_exact`).
 pub const MAX_FIELD_WEIGHT: i32 = 1 << 15;
-
-/// Shape of a linear layer over the field.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LinearShape {
-    Conv(ConvGeom),
-    Dense { in_f: usize, out_f: usize },
-}
-
-impl LinearShape {
-    /// Elements of one image's input.
-    pub fn in_len(&self) -> usize {
-        match self {
-            LinearShape::Conv(g) => g.in_len(),
-            LinearShape::Dense { in_f, .. } => *in_f,
-        }
-    }
-    /// Elements of one image's output.
-    pub fn out_len(&self) -> usize {
-        match self {
-            LinearShape::Conv(g) => g.out_len(),
-            LinearShape::Dense { out_f, .. } => *out_f,
-        }
-    }
-    /// Terms in each output's dot product.
-    pub fn k(&self) -> usize {
-        match self {
-            LinearShape::Conv(g) => g.k(),
-            LinearShape::Dense { in_f, .. } => *in_f,
-        }
-    }
-    /// Elements of the weight tensor.
-    pub fn weight_len(&self) -> usize {
-        match self {
-            LinearShape::Conv(g) => g.out_c * g.k(),
-            LinearShape::Dense { in_f, out_f } => in_f * out_f,
-        }
-    }
-}
 
 /// A quantized linear layer the accelerator computes over Z_p: `y = W·x̄ mod p` (no bias: the
 /// enclave adds it after unblinding). Weight layout as in the float model.

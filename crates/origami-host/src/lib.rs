@@ -1,1 +1,161 @@
+//! The untrusted host: the one place where the enclave core and the accelerator meet.
+//!
+//! `Engine` owns a core, an accelerator and the store of sealed pads, and drives one request
+//! through `begin`/`resume`, timing each stage. `bench` runs the four placements side by side.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use origami_accel::{AccelError, Accelerator, FieldLayer};
+use origami_enclave::{CoreConfig, EnclaveCore, EnclaveError, Plan, Reply, Step};
+use origami_field::SealedPad;
+use origami_model::Tensor;
+
+pub mod bench;
+
+/// Host errors, by cause.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HostError {
+    #[error(transparent)]
+    Enclave(#[from] EnclaveError),
+    #[error("accelerator: {0}")]
+    Accel(#[from] AccelError),
+    /// The pad store has no sealed u for a pad the enclave asked for.
+    #[error("sealed pad {pad_id} for layer {layer} is missing from the pad store")]
+    PadMissing { pad_id: u64, layer: u16 },
+}
+
+/// Sealed pads kept outside the enclave (host memory). Each is handed out once.
+#[derive(Default)]
+pub struct PadStore {
+    pads: HashMap<(u64, u16), SealedPad>,
+}
+
+impl PadStore {
+    pub fn insert_all(&mut self, pads: Vec<SealedPad>) {
+        for p in pads {
+            self.pads.insert((p.pad_id, p.layer), p);
+        }
+    }
+    /// Removes and returns the sealed u for (pad, layer).
+    pub fn take(&mut self, pad_id: u64, layer: u16) -> Option<SealedPad> {
+        self.pads.remove(&(pad_id, layer))
+    }
+    pub fn len(&self) -> usize {
+        self.pads.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.pads.is_empty()
+    }
+    /// Bytes of sealed data held.
+    pub fn bytes(&self) -> usize {
+        self.pads.values().map(|p| p.ciphertext.len()).sum()
+    }
+}
+
+/// Time spent per stage of one request.
+#[derive(Clone, Debug, Default)]
+pub struct StageTimes {
+    /// Inside the enclave core (blinding, unblinding, non-linear layers, checks).
+    pub enclave: Duration,
+    /// Blinded linear layers on the accelerator.
+    pub field: Duration,
+    /// The plain tail on the accelerator.
+    pub tail: Duration,
+    pub total: Duration,
+    pub offloads: usize,
+    /// Bytes sent to / received from the accelerator for blinded layers.
+    pub bytes_out: usize,
+    pub bytes_in: usize,
+}
+
+/// One enclave core, one accelerator, one pad store.
+pub struct Engine {
+    pub core: EnclaveCore,
+    pub accel: Box<dyn Accelerator>,
+    pub pads: PadStore,
+}
+
+/// The field layers the accelerator needs for `core`'s placement.
+pub fn field_layers(plan: &Plan, head_end: usize) -> Vec<FieldLayer> {
+    plan.linears
+        .iter()
+        .filter(|l| l.node < head_end)
+        .map(|l| FieldLayer { layer: l.layer, shape: l.shape, weight: l.weights_i32() })
+        .collect()
+}
+
+impl Engine {
+    /// Creates a core with fresh OS keys and prepares the accelerator.
+    pub fn new(plan: Arc<Plan>, cfg: CoreConfig, accel: Box<dyn Accelerator>) -> Result<Self, HostError> {
+        let core = EnclaveCore::new(plan, cfg)?;
+        Self::with_core(core, accel)
+    }
+
+    /// Wraps an existing core and prepares the accelerator for it.
+    pub fn with_core(core: EnclaveCore, mut accel: Box<dyn Accelerator>) -> Result<Self, HostError> {
+        let plan = core.plan().clone();
+        let layers = if core.needs_pads() { field_layers(&plan, core.head_end()) } else { Vec::new() };
+        accel.prepare(plan.model.clone(), &layers)?;
+        Ok(Self { core, accel, pads: PadStore::default() })
+    }
+
+    /// Offline precompute of `count` pads; returns the time taken.
+    pub fn precompute(&mut self, count: usize) -> Result<Duration, HostError> {
+        if !self.core.needs_pads() {
+            return Ok(Duration::ZERO);
+        }
+        let t = Instant::now();
+        let sealed = self.core.precompute(count)?;
+        self.pads.insert_all(sealed);
+        Ok(t.elapsed())
+    }
+
+    /// One private inference.
+    pub fn infer(&mut self, input: Tensor) -> Result<(Tensor, StageTimes), HostError> {
+        let r = self.infer_inner(input);
+        if r.is_err() {
+            self.core.abort();
+        }
+        r
+    }
+
+    fn infer_inner(&mut self, input: Tensor) -> Result<(Tensor, StageTimes), HostError> {
+        let mut st = StageTimes::default();
+        let t0 = Instant::now();
+        let mut t = Instant::now();
+        let mut step = self.core.begin(input)?;
+        st.enclave += t.elapsed();
+        loop {
+            match step {
+                Step::Offload(o) => {
+                    st.offloads += 1;
+                    st.bytes_out += o.blinded.len() * 4;
+                    let sealed_u = self.pads.take(o.pad_id, o.layer).ok_or(HostError::PadMissing { pad_id: o.pad_id, layer: o.layer })?;
+                    t = Instant::now();
+                    let result = self.accel.field_linear(o.layer, &o.blinded)?;
+                    st.field += t.elapsed();
+                    st.bytes_in += result.len() * 4;
+                    t = Instant::now();
+                    step = self.core.resume(Reply::Linear { result, sealed_u })?;
+                    st.enclave += t.elapsed();
+                }
+                Step::Handoff(h) => {
+                    t = Instant::now();
+                    let out = self.accel.run_tail(h.start, h.values)?;
+                    self.accel.synchronize()?;
+                    st.tail += t.elapsed();
+                    t = Instant::now();
+                    step = self.core.resume(Reply::Tail(out))?;
+                    st.enclave += t.elapsed();
+                }
+                Step::Done(out) => {
+                    st.total = t0.elapsed();
+                    return Ok((out, st));
+                }
+            }
+        }
+    }
+}

@@ -123,6 +123,44 @@ impl ConvGeom {
     }
 }
 
+/// Shape of a linear layer (convolution or dense).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinearShape {
+    Conv(ConvGeom),
+    Dense { in_f: usize, out_f: usize },
+}
+
+impl LinearShape {
+    /// Elements of one image's input.
+    pub fn in_len(&self) -> usize {
+        match self {
+            LinearShape::Conv(g) => g.in_len(),
+            LinearShape::Dense { in_f, .. } => *in_f,
+        }
+    }
+    /// Elements of one image's output.
+    pub fn out_len(&self) -> usize {
+        match self {
+            LinearShape::Conv(g) => g.out_len(),
+            LinearShape::Dense { out_f, .. } => *out_f,
+        }
+    }
+    /// Terms in each output's dot product.
+    pub fn k(&self) -> usize {
+        match self {
+            LinearShape::Conv(g) => g.k(),
+            LinearShape::Dense { in_f, .. } => *in_f,
+        }
+    }
+    /// Elements of the weight tensor.
+    pub fn weight_len(&self) -> usize {
+        match self {
+            LinearShape::Conv(g) => g.out_c * g.k(),
+            LinearShape::Dense { in_f, out_f } => in_f * out_f,
+        }
+    }
+}
+
 /// Raw output pointer shared by tiles that write disjoint columns.
 #[derive(Clone, Copy)]
 struct OutPtr<T>(*mut T);

@@ -1,0 +1,500 @@
+//! The trusted core as an I/O-free state machine.
+//!
+//! `begin(input)` and `resume(reply)` return a `Step`: `Offload` (a blinded linear layer for
+//! the accelerator), `Handoff` (plain features for the tail, `origami`/`plain` only) or `Done`
+//! (the answer). The core never calls the accelerator or does I/O; the host loop moves the
+//! bytes. The same code runs in-process, behind a socket, or inside a TEE.
+//!
+//! Per offloaded layer the core (1) requantizes the input and blinds it, x̄ = x̃ + r mod p, with
+//! r regenerated from the pad key; (2) on the reply, opens the sealed u = W·r (rejecting any
+//! tampered, replayed or foreign pad), optionally runs two Freivalds checks, unblinds
+//! y = W·x̄ − u, adds the bias and checks the field bound in one pass.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use origami_field::freivalds::combine_rows;
+use origami_field::{center, reduce, sub, PadKey, SealedPad, Sealer, P, P_I64};
+use origami_model::exec;
+use origami_model::linalg::{conv2d, gemm_nt, ConvGeom, LinearShape};
+use origami_model::{Tensor, ValueId};
+
+use crate::plan::Plan;
+use crate::qops::{eval_nonlinear, finish_linear, linear_local, requantize, QVal};
+use crate::EnclaveError;
+
+/// Where the layers run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// Every layer inside the enclave: the secure baseline.
+    Enclave,
+    /// Every linear layer blinded and offloaded; non-linear layers in the enclave.
+    Slalom,
+    /// The first `split` linear layers as in slalom, the rest in plain on the accelerator.
+    Origami { split: usize },
+    /// Everything in plain on the accelerator: no privacy.
+    Plain,
+}
+
+impl Placement {
+    /// Parses `--mode` and `--split`.
+    pub fn parse(mode: &str, split: Option<usize>) -> Result<Self, EnclaveError> {
+        match (mode, split) {
+            ("enclave", None) => Ok(Self::Enclave),
+            ("slalom", None) => Ok(Self::Slalom),
+            ("plain", None) => Ok(Self::Plain),
+            ("origami", Some(k)) => Ok(Self::Origami { split: k }),
+            ("origami", None) => Err(EnclaveError::Plan("--mode origami needs --split K".into())),
+            ("enclave" | "slalom" | "plain", Some(_)) => Err(EnclaveError::Plan(format!("--split only applies to --mode origami, not {mode}"))),
+            _ => Err(EnclaveError::Plan(format!("unknown mode '{mode}' (enclave, slalom, origami, plain)"))),
+        }
+    }
+
+    pub fn name(&self) -> String {
+        match self {
+            Self::Enclave => "enclave".into(),
+            Self::Slalom => "slalom".into(),
+            Self::Origami { split } => format!("origami --split {split}"),
+            Self::Plain => "plain".into(),
+        }
+    }
+
+    /// First tail node for this placement on `plan`.
+    pub fn head_end(&self, plan: &Plan) -> Result<usize, EnclaveError> {
+        match self {
+            Self::Enclave | Self::Slalom => Ok(plan.model.nodes.len()),
+            Self::Plain => Ok(0),
+            Self::Origami { split } => plan.split_node(*split),
+        }
+    }
+}
+
+/// Core settings.
+#[derive(Clone, Debug)]
+pub struct CoreConfig {
+    pub placement: Placement,
+    /// Freivalds checks on every blinded layer.
+    pub verify: bool,
+    /// Threads the enclave itself uses (1 = a single enclave thread, as in SGX baselines).
+    pub threads: usize,
+}
+
+/// What the host must do next.
+#[derive(Debug)]
+pub enum Step {
+    Offload(Offload),
+    Handoff(Handoff),
+    Done(Tensor),
+}
+
+/// A blinded linear layer to compute: `(W_layer · blinded) mod p`.
+#[derive(Debug)]
+pub struct Offload {
+    pub layer: u16,
+    /// The pad whose sealed u the host must return with the result.
+    pub pad_id: u64,
+    pub blinded: Vec<u32>,
+}
+
+/// Plain values for the tail, which starts at node `start`.
+#[derive(Debug)]
+pub struct Handoff {
+    pub start: usize,
+    pub values: Vec<(ValueId, Tensor)>,
+}
+
+/// The host's answer to a step.
+pub enum Reply {
+    /// The accelerator's result for the last `Offload`, and the sealed u of its pad and layer.
+    Linear { result: Vec<u32>, sealed_u: SealedPad },
+    /// The tail's output after a `Handoff`.
+    Tail(Tensor),
+}
+
+/// Counters the host can report.
+#[derive(Clone, Debug, Default)]
+pub struct CoreStats {
+    /// Bytes the core holds for its lifetime (head weights, Freivalds probes).
+    pub static_bytes: usize,
+    /// Largest bytes of request data held at once (values, messages in and out, pads).
+    pub peak_request_bytes: usize,
+    pub pads_precomputed: u64,
+    pub pads_consumed: u64,
+}
+
+/// Secret Freivalds vectors for one layer and the probe weights (sᵀW split in 12-bit limbs).
+struct Probe {
+    s: [Vec<u32>; 2],
+    shape: LinearShape,
+    /// 4 rows: s₀ low limb, s₀ high limb, s₁ low, s₁ high.
+    w: Vec<f64>,
+}
+
+enum Await {
+    Linear { li: usize, blinded: Option<Vec<u32>> },
+    Tail,
+}
+
+struct Session {
+    next: usize,
+    env: Vec<Option<QVal>>,
+    pad_id: Option<u64>,
+    awaiting: Option<Await>,
+}
+
+/// The trusted core. Holds every secret: pad key, sealing key, Freivalds vectors.
+pub struct EnclaveCore {
+    plan: Arc<Plan>,
+    cfg: CoreConfig,
+    head_end: usize,
+    offloaded: Vec<bool>,
+    last_use: Vec<usize>,
+    pad_key: PadKey,
+    sealer: Sealer,
+    next_pad: u64,
+    ready: VecDeque<u64>,
+    probes: Vec<Option<Probe>>,
+    session: Option<Session>,
+    stats: CoreStats,
+}
+
+impl EnclaveCore {
+    /// A core with fresh keys from the operating system.
+    pub fn new(plan: Arc<Plan>, cfg: CoreConfig) -> Result<Self, EnclaveError> {
+        let pad_key = PadKey::from_os()?;
+        let sealer = Sealer::from_os(plan.hash)?;
+        let probe_key = PadKey::from_os()?;
+        Self::with_keys(plan, cfg, pad_key, sealer, probe_key)
+    }
+
+    /// NO SECURITY: a core with keys from a fixed seed, for deterministic tests only.
+    pub fn insecure_with_seed_for_tests(plan: Arc<Plan>, cfg: CoreConfig, seed: u8) -> Result<Self, EnclaveError> {
+        let h = plan.hash;
+        Self::with_keys(
+            plan,
+            cfg,
+            PadKey::insecure_from_seed_for_tests([seed; 32]),
+            Sealer::insecure_from_seed_for_tests([seed ^ 0x55; 32], h),
+            PadKey::insecure_from_seed_for_tests([seed ^ 0xaa; 32]),
+        )
+    }
+
+    fn with_keys(plan: Arc<Plan>, cfg: CoreConfig, pad_key: PadKey, sealer: Sealer, probe_key: PadKey) -> Result<Self, EnclaveError> {
+        let head_end = cfg.placement.head_end(&plan)?;
+        if let Placement::Origami { split } = cfg.placement {
+            if split == 0 {
+                return Err(EnclaveError::Plan("origami --split 0 would hand the raw input to the host; use --mode plain to say so".into()));
+            }
+            if exec::live_across(&plan.model, head_end).contains(&0) {
+                return Err(EnclaveError::Plan(format!("split {split} is not private: the tail reads the model input directly")));
+            }
+        }
+        let blinded = matches!(cfg.placement, Placement::Slalom | Placement::Origami { .. });
+        let offloaded: Vec<bool> = plan.linears.iter().map(|l| blinded && l.node < head_end).collect();
+        let mut probes = Vec::with_capacity(plan.linears.len());
+        let mut static_bytes = 0;
+        for (l, &off) in plan.linears.iter().zip(&offloaded) {
+            if l.node < head_end {
+                static_bytes += l.wq.len() * 8;
+            }
+            if off && cfg.verify {
+                let p = make_probe(&probe_key, l.layer, &l.shape, &l.wq);
+                static_bytes += p.w.len() * 8 + p.s[0].len() * 8;
+                probes.push(Some(p));
+            } else {
+                probes.push(None);
+            }
+        }
+        Ok(Self {
+            last_use: exec::last_uses(&plan.model),
+            plan,
+            cfg,
+            head_end,
+            offloaded,
+            pad_key,
+            sealer,
+            next_pad: 0,
+            ready: VecDeque::new(),
+            probes,
+            session: None,
+            stats: CoreStats { static_bytes, ..Default::default() },
+        })
+    }
+
+    pub fn plan(&self) -> &Arc<Plan> {
+        &self.plan
+    }
+    pub fn config(&self) -> &CoreConfig {
+        &self.cfg
+    }
+    pub fn head_end(&self) -> usize {
+        self.head_end
+    }
+    pub fn stats(&self) -> &CoreStats {
+        &self.stats
+    }
+    /// Pads precomputed and not yet consumed.
+    pub fn pads_ready(&self) -> usize {
+        self.ready.len()
+    }
+    /// Whether requests need pads (some layer is offloaded).
+    pub fn needs_pads(&self) -> bool {
+        self.offloaded.iter().any(|&o| o)
+    }
+
+    /// Offline: draws `count` new pads, computes u = W·r for every offloaded layer inside the
+    /// enclave and returns them sealed, for the host to keep until use.
+    pub fn precompute(&mut self, count: usize) -> Result<Vec<SealedPad>, EnclaveError> {
+        let mut out = Vec::new();
+        for _ in 0..count {
+            let id = self.next_pad;
+            if id > origami_field::pad::MAX_PAD_ID {
+                return Err(EnclaveError::PadsExhausted("pad id space exhausted; restart the enclave".into()));
+            }
+            self.next_pad += 1;
+            for (l, _) in self.plan.linears.iter().zip(&self.offloaded).filter(|(_, &o)| o) {
+                let mut r = vec![0u32; l.shape.in_len()];
+                self.pad_key.mask_stream(id, l.layer).fill(&mut r);
+                let rf: Vec<f64> = r.iter().map(|&v| v as f64).collect();
+                r.iter_mut().for_each(|v| *v = 0); // r is secret: cleared once used
+                let mut u = vec![0f64; l.shape.out_len()];
+                match &l.shape {
+                    LinearShape::Conv(g) => conv2d(g, &rf, &l.wq, &mut u, self.cfg.threads),
+                    LinearShape::Dense { in_f, out_f } => gemm_nt(1, *in_f, *out_f, &rf, &l.wq, &mut u, self.cfg.threads),
+                }
+                // Exact: r < 2^24, |w̃| ≤ 127, K < 2^15.
+                let mut uq: Vec<u32> = u.iter().map(|&v| (v as i64).rem_euclid(P_I64) as u32).collect();
+                out.push(self.sealer.seal(id, l.layer, &uq));
+                uq.iter_mut().for_each(|v| *v = 0);
+                self.stats.peak_request_bytes = self.stats.peak_request_bytes.max(rf.len() * 8 + u.len() * 12);
+            }
+            self.ready.push_back(id);
+            self.stats.pads_precomputed += 1;
+        }
+        Ok(out)
+    }
+
+    /// Starts a request on one input `[1, C, H, W]`.
+    pub fn begin(&mut self, input: Tensor) -> Result<Step, EnclaveError> {
+        if self.session.is_some() {
+            return Err(EnclaveError::Misuse("a request is already in flight".into()));
+        }
+        let r = self.begin_inner(input);
+        if r.is_err() {
+            self.session = None;
+        }
+        r
+    }
+
+    /// Continues the request with the host's reply.
+    pub fn resume(&mut self, reply: Reply) -> Result<Step, EnclaveError> {
+        let r = self.resume_inner(reply);
+        if r.is_err() {
+            // A failed request is abandoned; its pad stays consumed.
+            self.session = None;
+        }
+        r
+    }
+
+    /// Abandons the request in flight, if any (its pad stays consumed).
+    pub fn abort(&mut self) {
+        self.session = None;
+    }
+
+    fn begin_inner(&mut self, input: Tensor) -> Result<Step, EnclaveError> {
+        exec::check_input(&self.plan.model, &input).map_err(|e| EnclaveError::BadRequest(e.to_string()))?;
+        if input.shape[0] != 1 {
+            return Err(EnclaveError::BadRequest(format!("one image per request, got a batch of {}", input.shape[0])));
+        }
+        let mut env = vec![None; self.plan.model.num_values()];
+        if self.head_end == 0 {
+            self.session = Some(Session { next: 0, env, pad_id: None, awaiting: Some(Await::Tail) });
+            return Ok(Step::Handoff(Handoff { start: 0, values: vec![(0, input)] }));
+        }
+        let pad_id = if self.needs_pads() {
+            let id = self.ready.pop_front().ok_or_else(|| EnclaveError::PadsExhausted("no precomputed pad is left; precompute more".into()))?;
+            self.stats.pads_consumed += 1;
+            Some(id)
+        } else {
+            None
+        };
+        env[0] = Some(QVal::Float(input));
+        self.session = Some(Session { next: 0, env, pad_id, awaiting: None });
+        self.advance()
+    }
+
+    fn resume_inner(&mut self, reply: Reply) -> Result<Step, EnclaveError> {
+        let s = self.session.as_mut().ok_or_else(|| EnclaveError::Misuse("no request in flight".into()))?;
+        match (s.awaiting.take(), reply) {
+            (Some(Await::Linear { li, blinded }), Reply::Linear { result, sealed_u }) => {
+                let l = &self.plan.linears[li];
+                let node = &self.plan.model.nodes[l.node];
+                let out_len = l.shape.out_len();
+                let misbehaved = |detail: String| EnclaveError::AcceleratorMisbehaved { layer: l.layer, detail };
+                if result.len() != out_len {
+                    return Err(misbehaved(format!("returned {} values, expected {out_len}", result.len())));
+                }
+                if result.iter().any(|&v| v >= P) {
+                    return Err(misbehaved("returned values not reduced mod p".into()));
+                }
+                let pad_id = s.pad_id.ok_or_else(|| EnclaveError::Misuse("no pad".into()))?;
+                let u = self.sealer.open(pad_id, l.layer, out_len, &sealed_u)?;
+                if let (Some(probe), Some(x)) = (&self.probes[li], &blinded) {
+                    if !freivalds_ok(probe, x, &result, self.cfg.threads) {
+                        return Err(misbehaved("Freivalds check failed: the result is not W·x̄".into()));
+                    }
+                }
+                let held = s.env.iter().flatten().map(QVal::bytes).sum::<usize>() + result.len() * 8 + blinded.as_ref().map_or(0, |b| b.len() * 4);
+                let y = finish_linear(l, &node.name, result.iter().zip(u.iter()).map(|(&r, &u)| center(sub(r, u))), &self.plan.shapes[node.output])?;
+                self.stats.peak_request_bytes = self.stats.peak_request_bytes.max(held + y.bytes());
+                s.env[node.output] = Some(y);
+                drop_dead(s, &self.plan.model.nodes[l.node].inputs, l.node, &self.last_use);
+                s.next = l.node + 1;
+                self.advance()
+            }
+            (Some(Await::Tail), Reply::Tail(t)) => {
+                let want = &self.plan.shapes[self.plan.model.output];
+                if &t.shape != want || t.data.len() != want.iter().product::<usize>() {
+                    return Err(EnclaveError::AcceleratorMisbehaved { layer: u16::MAX, detail: format!("tail output has shape {:?}, expected {want:?}", t.shape) });
+                }
+                self.session = None;
+                Ok(Step::Done(t))
+            }
+            (None, _) => Err(EnclaveError::Misuse("the request is not waiting for a reply".into())),
+            _ => Err(EnclaveError::Misuse("reply of the wrong kind for this step".into())),
+        }
+    }
+
+    /// Runs head nodes until an offload or the end of the head.
+    fn advance(&mut self) -> Result<Step, EnclaveError> {
+        let plan = self.plan.clone();
+        let model = &plan.model;
+        let s = self.session.as_mut().ok_or_else(|| EnclaveError::Misuse("no request in flight".into()))?;
+        while s.next < self.head_end {
+            let i = s.next;
+            let n = &model.nodes[i];
+            if let Some(li) = plan.by_node[i] {
+                let l = &plan.linears[li];
+                let x = s.env[n.inputs[0]].as_ref().ok_or_else(|| EnclaveError::Misuse("missing value".into()))?;
+                let xq = requantize(x, l.in_exp, plan.act_clamp);
+                if self.offloaded[li] {
+                    let pad_id = s.pad_id.ok_or_else(|| EnclaveError::Misuse("no pad".into()))?;
+                    // Blind: x̄ = x̃ + r mod p, r regenerated from the pad key, never stored.
+                    let mut rng = self.pad_key.mask_stream(pad_id, l.layer);
+                    let blinded: Vec<u32> = xq.iter().map(|&v| origami_field::add(reduce(v as i64), rng.next_element())).collect();
+                    drop(xq);
+                    drop_dead(s, &n.inputs, i, &self.last_use);
+                    let keep = self.probes[li].as_ref().map(|_| blinded.clone());
+                    let held = s.env.iter().flatten().map(QVal::bytes).sum::<usize>() + blinded.len() * 4 + keep.as_ref().map_or(0, |k| k.len() * 4);
+                    self.stats.peak_request_bytes = self.stats.peak_request_bytes.max(held);
+                    s.awaiting = Some(Await::Linear { li, blinded: keep });
+                    return Ok(Step::Offload(Offload { layer: l.layer, pad_id, blinded }));
+                }
+                let y = linear_local(l, &n.name, &xq, &plan.shapes[n.output], self.cfg.threads)?;
+                s.env[n.output] = Some(y);
+            } else {
+                let ins: Vec<&QVal> = n.inputs.iter().map(|&v| s.env[v].as_ref().ok_or_else(|| EnclaveError::Misuse("missing value".into()))).collect::<Result<_, _>>()?;
+                let y = eval_nonlinear(n, &ins)?;
+                s.env[n.output] = Some(y);
+            }
+            drop_dead(s, &n.inputs, i, &self.last_use);
+            let held = s.env.iter().flatten().map(QVal::bytes).sum::<usize>();
+            self.stats.peak_request_bytes = self.stats.peak_request_bytes.max(held);
+            s.next = i + 1;
+        }
+        if self.head_end >= model.nodes.len() {
+            let out = s.env[model.output].take().ok_or_else(|| EnclaveError::Misuse("no output".into()))?;
+            self.session = None;
+            return Ok(Step::Done(out.to_float()));
+        }
+        let values = exec::live_across(model, self.head_end)
+            .into_iter()
+            .map(|v| s.env[v].as_ref().map(|q| (v, q.to_float())).ok_or_else(|| EnclaveError::Misuse("missing value".into())))
+            .collect::<Result<Vec<_>, _>>()?;
+        s.env.iter_mut().for_each(|v| *v = None);
+        s.awaiting = Some(Await::Tail);
+        Ok(Step::Handoff(Handoff { start: self.head_end, values }))
+    }
+}
+
+fn drop_dead(s: &mut Session, inputs: &[ValueId], node: usize, last_use: &[usize]) {
+    for &v in inputs {
+        if last_use[v] <= node {
+            s.env[v] = None;
+        }
+    }
+}
+
+/// Builds the probe: v_j = s_jᵀ·W mod p, as a linear layer with 4 outputs (12-bit limbs) so
+/// that an f64 GEMM on x̄ < 2^24 stays exact: 2^12 · 2^24 · K < 2^53 for K < 2^17.
+fn make_probe(key: &PadKey, layer: u16, shape: &LinearShape, wq: &[f64]) -> Probe {
+    let m = match shape {
+        LinearShape::Conv(g) => g.out_c,
+        LinearShape::Dense { out_f, .. } => *out_f,
+    };
+    let k = shape.k();
+    let s: [Vec<u32>; 2] = [0u64, 1].map(|j| {
+        let mut v = vec![0u32; m];
+        key.mask_stream(j, layer).fill(&mut v);
+        v
+    });
+    let (probe_shape, kfull) = match shape {
+        LinearShape::Conv(g) => {
+            let pg = ConvGeom { out_c: 4, groups: 1, ..*g };
+            (LinearShape::Conv(pg), pg.k())
+        }
+        LinearShape::Dense { in_f, .. } => (LinearShape::Dense { in_f: *in_f, out_f: 4 }, *in_f),
+    };
+    let mut w = vec![0f64; 4 * kfull];
+    for (j, sj) in s.iter().enumerate() {
+        let mut v = vec![0u64; kfull];
+        match shape {
+            LinearShape::Conv(g) => {
+                let (ipg, opg, kk) = (g.in_c / g.groups, g.out_c / g.groups, g.kh * g.kw);
+                for oc in 0..g.out_c {
+                    let grp = oc / opg;
+                    for t in 0..ipg * kk {
+                        let wv = reduce(wq[oc * k + t] as i64) as u64;
+                        let dst = grp * ipg * kk + t;
+                        v[dst] = (v[dst] + sj[oc] as u64 * wv) % P as u64;
+                    }
+                }
+            }
+            LinearShape::Dense { .. } => {
+                for o in 0..m {
+                    for t in 0..k {
+                        let wv = reduce(wq[o * k + t] as i64) as u64;
+                        v[t] = (v[t] + sj[o] as u64 * wv) % P as u64;
+                    }
+                }
+            }
+        }
+        for t in 0..kfull {
+            w[(2 * j) * kfull + t] = (v[t] & 0xFFF) as f64;
+            w[(2 * j + 1) * kfull + t] = (v[t] >> 12) as f64;
+        }
+    }
+    Probe { s, shape: probe_shape, w }
+}
+
+/// Checks sᵀ·y ≡ (sᵀW)·x̄ (mod p) for both secret vectors, column by column.
+fn freivalds_ok(p: &Probe, x: &[u32], y: &[u32], threads: usize) -> bool {
+    let xf: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+    let cols = match p.shape {
+        LinearShape::Conv(g) => g.oh * g.ow,
+        LinearShape::Dense { .. } => 1,
+    };
+    let mut z = vec![0f64; 4 * cols];
+    match &p.shape {
+        LinearShape::Conv(g) => conv2d(g, &xf, &p.w, &mut z, threads),
+        LinearShape::Dense { in_f, .. } => gemm_nt(1, *in_f, 4, &xf, &p.w, &mut z, threads),
+    }
+    (0..2).all(|j| {
+        let lhs = combine_rows(&p.s[j], y, cols);
+        (0..cols).all(|c| {
+            let lo = z[(2 * j) * cols + c] as i64;
+            let hi = z[(2 * j + 1) * cols + c] as i64;
+            reduce(lo.rem_euclid(P_I64) + (hi.rem_euclid(P_I64) << 12)) == lhs[c]
+        })
+    })
+}

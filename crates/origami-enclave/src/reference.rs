@@ -1,0 +1,44 @@
+//! The quantized reference: the head in fixed point computed directly (no field, no blinding,
+//! no state machine), then the float tail. Every placement must reproduce it bit for bit.
+
+use origami_model::{exec, Tensor};
+
+use crate::plan::Plan;
+use crate::qops::{eval_nonlinear, linear_local, requantize, QVal};
+use crate::EnclaveError;
+
+/// Runs nodes `..head_end` in fixed point and the rest in float.
+/// `head_end = 0` is the float model; `head_end = nodes.len()` is fully quantized.
+pub fn reference(plan: &Plan, input: &Tensor, head_end: usize, threads: usize) -> Result<Tensor, EnclaveError> {
+    let model = &plan.model;
+    exec::check_input(model, input).map_err(|e| EnclaveError::BadRequest(e.to_string()))?;
+    if head_end == 0 {
+        return exec::run(model, input).map_err(|e| EnclaveError::Plan(e.to_string()));
+    }
+    let mut env: Vec<Option<QVal>> = vec![None; model.num_values()];
+    env[0] = Some(QVal::Float(input.clone()));
+    for (i, n) in model.nodes.iter().enumerate().take(head_end) {
+        let out = if let Some(li) = plan.by_node[i] {
+            let l = &plan.linears[li];
+            let x = env[n.inputs[0]].as_ref().ok_or_else(|| EnclaveError::Plan("missing value".into()))?;
+            let xq = requantize(x, l.in_exp, plan.act_clamp);
+            linear_local(l, &n.name, &xq, &plan.shapes[n.output], threads)?
+        } else {
+            let ins: Vec<&QVal> = n
+                .inputs
+                .iter()
+                .map(|&v| env[v].as_ref().ok_or_else(|| EnclaveError::Plan("missing value".into())))
+                .collect::<Result<_, _>>()?;
+            eval_nonlinear(n, &ins)?
+        };
+        env[n.output] = Some(out);
+    }
+    if head_end >= model.nodes.len() {
+        return env[model.output].as_ref().map(QVal::to_float).ok_or_else(|| EnclaveError::Plan("no output".into()));
+    }
+    let mut fenv: Vec<Option<Tensor>> = vec![None; model.num_values()];
+    for v in exec::live_across(model, head_end) {
+        fenv[v] = env[v].as_ref().map(QVal::to_float);
+    }
+    exec::run_from(model, head_end, fenv).map_err(|e| EnclaveError::Plan(e.to_string()))
+}

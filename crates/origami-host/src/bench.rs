@@ -1,0 +1,104 @@
+//! Side-by-side benchmark of placements on one model and input, in one process: warm-ups,
+//! medians, ratios, enclave-core memory and the offline precompute cost per image.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use origami_accel::CpuAccelerator;
+use origami_enclave::{CoreConfig, Placement, Plan};
+use origami_model::Tensor;
+use serde::Serialize;
+
+use crate::{Engine, HostError, StageTimes};
+
+/// Benchmark settings.
+#[derive(Clone, Debug)]
+pub struct BenchConfig {
+    pub placements: Vec<Placement>,
+    pub warmup: usize,
+    pub iters: usize,
+    pub verify: bool,
+    /// Threads of the enclave core (1 = one enclave thread).
+    pub enclave_threads: usize,
+}
+
+/// One placement's measurements (milliseconds).
+#[derive(Clone, Debug, Serialize)]
+pub struct PlacementResult {
+    pub placement: String,
+    pub median_ms: f64,
+    pub min_ms: f64,
+    pub max_ms: f64,
+    pub iters: usize,
+    /// Medians of the stage breakdown.
+    pub enclave_ms: f64,
+    pub field_ms: f64,
+    pub tail_ms: f64,
+    pub offloads: usize,
+    pub bytes_to_accelerator: usize,
+    /// Offline precompute (u = W·r inside the enclave, sealing) per image.
+    pub precompute_ms_per_image: f64,
+    /// Enclave core: lifetime bytes (head weights, probes) + peak request bytes.
+    pub enclave_static_bytes: usize,
+    pub enclave_peak_request_bytes: usize,
+    /// Sealed pad bytes kept on the host per image.
+    pub sealed_pad_bytes_per_image: usize,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        0.0
+    } else if v.len() % 2 == 1 {
+        v[v.len() / 2]
+    } else {
+        (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+    }
+}
+
+/// Runs every placement in `cfg` on `input`; `progress(placement, done, total)` after each run.
+pub fn run(plan: Arc<Plan>, input: &Tensor, cfg: &BenchConfig, mut progress: impl FnMut(&str, usize, usize)) -> Result<Vec<PlacementResult>, HostError> {
+    let mut results = Vec::new();
+    for &placement in &cfg.placements {
+        let name = placement.name();
+        let core_cfg = CoreConfig { placement, verify: cfg.verify, threads: cfg.enclave_threads };
+        let mut engine = Engine::new(plan.clone(), core_cfg, Box::new(CpuAccelerator::new()))?;
+        let total = cfg.warmup + cfg.iters;
+        let pre = engine.precompute(total)?;
+        let sealed_per_image = engine.pads.bytes() / total.max(1);
+        let mut samples: Vec<StageTimes> = Vec::new();
+        for i in 0..total {
+            let (_, st) = engine.infer(input.clone())?;
+            if i >= cfg.warmup {
+                samples.push(st);
+            }
+            progress(&name, i + 1, total);
+        }
+        let mut tot: Vec<f64> = samples.iter().map(|s| ms(s.total)).collect();
+        let mut enc: Vec<f64> = samples.iter().map(|s| ms(s.enclave)).collect();
+        let mut fld: Vec<f64> = samples.iter().map(|s| ms(s.field)).collect();
+        let mut tail: Vec<f64> = samples.iter().map(|s| ms(s.tail)).collect();
+        let stats = engine.core.stats().clone();
+        results.push(PlacementResult {
+            placement: name,
+            median_ms: median(&mut tot),
+            min_ms: tot.first().copied().unwrap_or(0.0),
+            max_ms: tot.last().copied().unwrap_or(0.0),
+            iters: samples.len(),
+            enclave_ms: median(&mut enc),
+            field_ms: median(&mut fld),
+            tail_ms: median(&mut tail),
+            offloads: samples.first().map_or(0, |s| s.offloads),
+            bytes_to_accelerator: samples.first().map_or(0, |s| s.bytes_out),
+            precompute_ms_per_image: ms(pre) / total.max(1) as f64,
+            enclave_static_bytes: stats.static_bytes,
+            enclave_peak_request_bytes: stats.peak_request_bytes,
+            sealed_pad_bytes_per_image: sealed_per_image,
+        });
+    }
+    Ok(results)
+}
