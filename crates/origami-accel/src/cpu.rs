@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use origami_field::P_I64;
+use origami_field::{reduce_f64, P_I64};
 use origami_model::exec;
 use origami_model::linalg::{conv2d, gemm_nt};
 use origami_model::{Model, Tensor, ValueId};
@@ -66,7 +66,7 @@ impl Accelerator for CpuAccelerator {
             LinearShape::Dense { in_f, out_f } => gemm_nt(1, *in_f, *out_f, &x, w, &mut y, threads),
         }
         // Every y is an exact integer below 2^53 in magnitude (check_exact), so the cast is exact.
-        Ok(y.into_iter().map(|v| (v as i64).rem_euclid(P_I64) as u32).collect())
+        Ok(y.into_iter().map(reduce_f64).collect())
     }
 
     fn run_tail(&mut self, start: usize, values: Vec<(ValueId, Tensor)>) -> Result<Tensor, AccelError> {

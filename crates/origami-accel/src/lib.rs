@@ -33,7 +33,8 @@ pub struct FieldLayer {
 
 impl FieldLayer {
     /// Checks sizes and the exactness bound: every |Σ w·x̄| with x̄ < p < 2^24 must stay below
-    /// 2^53 so that an f64 GEMM computes it exactly: max|w| · K · 2^24 < 2^53.
+    /// 2^52, so that an f64 GEMM computes it exactly (< 2^53) and `reduce_f64` reduces it
+    /// exactly: max|w| · K · 2^24 < 2^52.
     pub fn check_exact(&self) -> Result<(), AccelError> {
         if self.weight.len() != self.shape.weight_len() {
             return Err(AccelError::BadInput(format!(
@@ -45,9 +46,9 @@ impl FieldLayer {
         }
         let wmax = self.weight.iter().map(|w| w.unsigned_abs()).max().unwrap_or(0) as u128;
         let bound = wmax * self.shape.k() as u128 * (1u128 << 24);
-        if wmax > MAX_FIELD_WEIGHT as u128 || bound >= 1u128 << 53 {
+        if wmax > MAX_FIELD_WEIGHT as u128 || bound >= 1u128 << 52 {
             return Err(AccelError::BadInput(format!(
-                "layer {}: max |w| = {wmax} over K = {} could exceed 2^53 (f64 exactness)",
+                "layer {}: max |w| = {wmax} over K = {} could exceed 2^52 (f64 exactness)",
                 self.layer,
                 self.shape.k()
             )));

@@ -1,1 +1,385 @@
-fn main() {}
+//! `origami`: private split inference from the command line. Thin: parsing, loading, printing.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use origami_accel::CpuAccelerator;
+use origami_enclave::{CoreConfig, Placement, Plan, QuantConfig};
+use origami_host::bench::{self, BenchConfig, PlacementResult};
+use origami_host::{Engine, StageTimes};
+use origami_model::{exec, input, npy, onnx, zoo, Model, Op, Tensor};
+
+/// Bundled Fashion-MNIST test images (see assets/extract_fashion.py).
+const BUNDLED: [(&str, &[u8]); 3] = [
+    ("0_ankle_boot.png", include_bytes!("../assets/0_ankle_boot.png")),
+    ("1_pullover.png", include_bytes!("../assets/1_pullover.png")),
+    ("2_trouser.png", include_bytes!("../assets/2_trouser.png")),
+];
+
+#[derive(Parser)]
+#[command(name = "origami", version, about = "Private split inference: enclave head under one-time pads, plain tail on the accelerator")]
+struct Cli {
+    /// Worker threads for the accelerator (default: RAYON_NUM_THREADS or all cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// A private inference end to end on a built-in model and a bundled image.
+    Demo {
+        /// Built-in model: small, resnet-small, vgg16, vgg19 (or vgg16@N for N×N input).
+        #[arg(long, default_value = "small")]
+        model: String,
+    },
+    /// One inference with a chosen placement.
+    Run {
+        /// A .onnx file or a built-in model (small, resnet-small, vgg16, vgg19, vgg16@N).
+        #[arg(long)]
+        model: String,
+        /// enclave | slalom | origami | plain
+        #[arg(long, default_value = "origami")]
+        mode: String,
+        /// For origami: the head holds the first K linear layers (Conv/Gemm).
+        #[arg(long)]
+        split: Option<usize>,
+        /// Freivalds checks on every blinded layer.
+        #[arg(long)]
+        verify: bool,
+        /// Input: .png, .jpg or .npy (NCHW float32, used as is).
+        #[arg(long)]
+        input: PathBuf,
+        /// Write the output tensor as float32 .npy.
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Seeded calibration inputs for the fixed-point scales.
+        #[arg(long, default_value_t = 4)]
+        calib: usize,
+    },
+    /// The four placements side by side on one model and input.
+    Bench {
+        #[arg(long, default_value = "vgg16")]
+        model: String,
+        /// Input file (default: a seeded random input).
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// Split for the origami placement (default: after block 2 for VGG, else half the linear layers).
+        #[arg(long)]
+        split: Option<usize>,
+        #[arg(long, default_value_t = 5)]
+        iters: usize,
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+        #[arg(long)]
+        verify: bool,
+        /// Threads of the enclave core.
+        #[arg(long, default_value_t = 1)]
+        enclave_threads: usize,
+        /// Only these placements (comma-separated: enclave,slalom,origami,plain).
+        #[arg(long, default_value = "enclave,slalom,origami,plain")]
+        placements: String,
+        /// Write results as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        #[arg(long, default_value_t = 4)]
+        calib: usize,
+    },
+    /// Print the quantization plan of a model.
+    Plan {
+        #[arg(long, default_value = "small")]
+        model: String,
+        #[arg(long, default_value_t = 4)]
+        calib: usize,
+    },
+    /// Built-in models.
+    Zoo {
+        #[command(subcommand)]
+        cmd: ZooCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ZooCmd {
+    /// List the built-in models.
+    List,
+    /// Write a built-in model as ONNX (opset 18).
+    Export { name: String, out: PathBuf },
+}
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> Result<()> {
+    let cli = Cli::parse();
+    if let Some(n) = cli.threads {
+        if n == 0 {
+            bail!("--threads must be at least 1");
+        }
+        rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("setting up the thread pool")?;
+    }
+    match cli.cmd {
+        Cmd::Demo { model } => demo(&model),
+        Cmd::Run { model, mode, split, verify, input, output, calib } => run(&model, &mode, split, verify, &input, output.as_deref(), calib),
+        Cmd::Bench { model, input, split, iters, warmup, verify, enclave_threads, placements, json, calib } => {
+            run_bench(&model, input.as_deref(), split, iters, warmup, verify, enclave_threads, &placements, json.as_deref(), calib)
+        }
+        Cmd::Plan { model, calib } => {
+            let m = load_model(&model)?;
+            let plan = build_plan(&m, calib)?;
+            println!("model {} ({} linear layers), plan hash {}", m.name, plan.linears.len(), hex(&plan.hash[..8]));
+            print!("{}", plan.summary());
+            Ok(())
+        }
+        Cmd::Zoo { cmd: ZooCmd::List } => {
+            for n in zoo::NAMES {
+                let m = zoo::by_name(n).context("zoo")?;
+                println!("{n:<14} input {:?}  {} linear layers  {:.2} GMAC", m.input_shape, m.linear_nodes().len(), m.macs()? as f64 / 1e9);
+            }
+            println!("(vgg16@N / vgg19@N: the same network at N×N input, N a multiple of 32)");
+            Ok(())
+        }
+        Cmd::Zoo { cmd: ZooCmd::Export { name, out } } => {
+            let m = load_zoo(&name)?;
+            onnx::save(&m, &out)?;
+            println!("wrote {} ({}) to {}", m.name, hex(&m.hash()[..8]), out.display());
+            Ok(())
+        }
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn load_zoo(name: &str) -> Result<Model> {
+    if let Some((base, size)) = name.split_once('@') {
+        let n: usize = size.parse().with_context(|| format!("bad size in '{name}'"))?;
+        if n == 0 || n % 32 != 0 || n > 1024 {
+            bail!("VGG input size must be a multiple of 32 between 32 and 1024, got {n}");
+        }
+        return match base {
+            "vgg16" => Ok(zoo::vgg16(n)),
+            "vgg19" => Ok(zoo::vgg19(n)),
+            _ => bail!("only vgg16@N and vgg19@N take a size"),
+        };
+    }
+    zoo::by_name(name).with_context(|| format!("unknown model '{name}' (built-in: {})", zoo::NAMES.join(", ")))
+}
+
+fn load_model(spec: &str) -> Result<Model> {
+    let p = Path::new(spec);
+    if spec.ends_with(".onnx") || p.exists() {
+        return onnx::load(p).with_context(|| format!("loading {spec}"));
+    }
+    load_zoo(spec)
+}
+
+/// Calibration inputs: seeded inputs, plus the bundled images when the model takes 28×28.
+fn calibration(model: &Model, n: usize) -> Result<Vec<Tensor>> {
+    let mut v: Vec<Tensor> = (0..n as u64).map(|s| zoo::seeded_input(model, 0xca11b + s)).collect();
+    if model.input_shape[1..] == [28, 28] {
+        for (_, bytes) in BUNDLED {
+            let img = image::load_from_memory(bytes).context("bundled image")?;
+            v.push(input::image_to_tensor(&img, model));
+        }
+    }
+    if v.is_empty() {
+        bail!("--calib must be at least 1");
+    }
+    Ok(v)
+}
+
+fn build_plan(model: &Model, calib: usize) -> Result<Arc<Plan>> {
+    let c = calibration(model, calib)?;
+    Ok(Arc::new(Plan::build(model, &c, QuantConfig::default())?))
+}
+
+fn default_split(model: &Model) -> usize {
+    // After block 2 on VGG (4 convolutions); otherwise after the first pooling layer.
+    if model.name.starts_with("vgg") {
+        return 4;
+    }
+    let first_pool = model.nodes.iter().position(|n| matches!(n.op, Op::MaxPool(_) | Op::AvgPool(_) | Op::GlobalAvgPool));
+    let before = first_pool.map_or(0, |i| model.nodes[..i].iter().filter(|n| n.op.is_linear()).count());
+    if before > 0 {
+        before
+    } else {
+        (model.linear_nodes().len() / 2).max(1)
+    }
+}
+
+fn print_answer(model: &Model, out: &Tensor) {
+    let probs = if model.nodes.get(model.output - 1).is_some_and(|n| matches!(n.op, Op::Softmax)) {
+        out.clone()
+    } else {
+        let mut p = out.clone();
+        let last = *p.shape.last().unwrap_or(&1);
+        for row in p.data.chunks_mut(last.max(1)) {
+            exec::softmax_in_place(row);
+        }
+        p
+    };
+    println!("top-5:");
+    for (i, (c, prob)) in probs.top_k(5)[0].iter().enumerate() {
+        let label = model.labels.as_ref().and_then(|l| l.get(*c)).map(String::as_str).unwrap_or("");
+        println!("  {}. class {c:>4} {label:<14} p = {prob:.4}", i + 1);
+    }
+}
+
+fn print_times(st: &StageTimes, precompute_ms: f64) {
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    println!("time (ms): total {:.2} | enclave {:.2} | blinded layers on accelerator {:.2} ({} offloads, {:.1} MiB out) | plain tail {:.2}", ms(st.total), ms(st.enclave), ms(st.field), st.offloads, st.bytes_out as f64 / (1 << 20) as f64, ms(st.tail));
+    println!("offline precompute (u = W·r in the enclave, sealed): {precompute_ms:.2} ms per image");
+}
+
+fn infer_once(model: &Model, plan: Arc<Plan>, placement: Placement, verify: bool, x: Tensor) -> Result<(Tensor, StageTimes, f64, Engine)> {
+    let cfg = CoreConfig { placement, verify, threads: 1 };
+    let mut engine = Engine::new(plan, cfg, Box::new(CpuAccelerator::new()))?;
+    let pre = engine.precompute(1)?;
+    let (out, st) = engine.infer(x).with_context(|| format!("private inference on {}", model.name))?;
+    Ok((out, st, pre.as_secs_f64() * 1e3, engine))
+}
+
+fn demo(name: &str) -> Result<()> {
+    let model = load_zoo(name)?;
+    let (img_name, x) = if model.input_shape[1..] == [28, 28] {
+        let (n, bytes) = BUNDLED[0];
+        (n.to_string(), input::image_to_tensor(&image::load_from_memory(bytes)?, &model))
+    } else {
+        ("seeded random image".to_string(), zoo::seeded_input(&model, 1))
+    };
+    let split = default_split(&model);
+    let placement = Placement::Origami { split };
+    println!("origami demo: model {} ({} linear layers, {:.3} GMAC), input {img_name}", model.name, model.linear_nodes().len(), model.macs()? as f64 / 1e9);
+    println!("weights: seeded, untrained (labels are not meaningful until a trained model is built in)");
+    let t = Instant::now();
+    let plan = build_plan(&model, 4)?;
+    println!("plan: calibrated and quantized in {:.1} ms (hash {})", t.elapsed().as_secs_f64() * 1e3, hex(&plan.hash[..8]));
+    let head_end = placement.head_end(&plan)?;
+    println!(
+        "placement: {} — enclave runs nodes 0..{head_end} ({}), accelerator runs the rest in plain; blinded layers verified (Freivalds)",
+        placement.name(),
+        plan.model.nodes[..head_end].iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ")
+    );
+    println!("enclave platform: in-process, NO TEE (simulation for development)");
+    let (out, st, pre, engine) = infer_once(&model, plan.clone(), placement, true, x.clone())?;
+    print_answer(&model, &out);
+    print_times(&st, pre);
+    let s = engine.core.stats();
+    println!("enclave core memory: {:.2} MiB resident + {:.2} MiB peak per request", s.static_bytes as f64 / 1048576.0, s.peak_request_bytes as f64 / 1048576.0);
+    let want = origami_enclave::reference(&plan, &x, head_end, 1)?;
+    println!("check: result is bit-identical to the quantized reference: {}", if want == out { "yes" } else { "NO" });
+    if want != out {
+        bail!("the private result differs from the reference");
+    }
+    Ok(())
+}
+
+fn run(model: &str, mode: &str, split: Option<usize>, verify: bool, input_path: &Path, output: Option<&Path>, calib: usize) -> Result<()> {
+    let m = load_model(model)?;
+    let placement = Placement::parse(mode, split)?;
+    let x = input::load_input(input_path, &m)?;
+    let t = Instant::now();
+    let plan = build_plan(&m, calib)?;
+    let plan_ms = t.elapsed().as_secs_f64() * 1e3;
+    println!("model {} | placement {} | verify {} | plan {:.1} ms", m.name, placement.name(), if verify { "on" } else { "off" }, plan_ms);
+    let (out, st, pre, _) = infer_once(&m, plan, placement, verify, x)?;
+    print_answer(&m, &out);
+    print_times(&st, pre);
+    if let Some(p) = output {
+        npy::write_npy(p, &out)?;
+        println!("wrote output {:?} to {}", out.shape, p.display());
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_bench(model: &str, input_path: Option<&Path>, split: Option<usize>, iters: usize, warmup: usize, verify: bool, enclave_threads: usize, placements: &str, json: Option<&Path>, calib: usize) -> Result<()> {
+    if iters == 0 || enclave_threads == 0 {
+        bail!("--iters and --enclave-threads must be at least 1");
+    }
+    let m = load_model(model)?;
+    let x = match input_path {
+        Some(p) => input::load_input(p, &m)?,
+        None => zoo::seeded_input(&m, 42),
+    };
+    let split = split.unwrap_or_else(|| default_split(&m));
+    let mut list = Vec::new();
+    for p in placements.split(',').map(str::trim) {
+        list.push(match p {
+            "origami" => Placement::Origami { split },
+            other => Placement::parse(other, None)?,
+        });
+    }
+    let threads = rayon::current_num_threads();
+    println!("bench: model {} ({:.2} GMAC), accelerator cpu ({threads} threads), enclave {enclave_threads} thread(s), verify {verify}, {warmup} warm-up + {iters} runs", m.name, m.macs()? as f64 / 1e9);
+    let t = Instant::now();
+    let plan = build_plan(&m, calib)?;
+    println!("plan built in {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
+    let cfg = BenchConfig { placements: list, warmup, iters, verify, enclave_threads };
+    let bar = ProgressBar::new((cfg.placements.len() * (warmup + iters)) as u64);
+    bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed}]").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    let results = bench::run(plan, &x, &cfg, |name, _, _| {
+        bar.set_message(name.to_string());
+        bar.inc(1);
+    })?;
+    bar.finish_and_clear();
+    println!("{:<20} {:>10} {:>10} {:>10} {:>10} {:>12} {:>14}", "placement", "median ms", "enclave", "blinded", "tail", "precompute", "enclave MiB");
+    for r in &results {
+        println!(
+            "{:<20} {:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>12.2} {:>14.2}",
+            r.placement,
+            r.median_ms,
+            r.enclave_ms,
+            r.field_ms,
+            r.tail_ms,
+            r.precompute_ms_per_image,
+            (r.enclave_static_bytes + r.enclave_peak_request_bytes) as f64 / 1048576.0
+        );
+    }
+    let find = |p: &str| results.iter().find(|r| r.placement.starts_with(p));
+    let mut ratios = serde_json::Map::new();
+    if let Some(e) = find("enclave") {
+        for r in &results {
+            if r.placement != e.placement {
+                ratios.insert(format!("enclave/{}", r.placement), (e.median_ms / r.median_ms).into());
+            }
+        }
+    }
+    if let (Some(o), Some(p)) = (find("origami"), find("plain")) {
+        ratios.insert("origami/plain".into(), (o.median_ms / p.median_ms).into());
+    }
+    if let (Some(s), Some(o)) = (find("slalom"), find("origami")) {
+        ratios.insert("slalom/origami".into(), (s.median_ms / o.median_ms).into());
+    }
+    for (k, v) in &ratios {
+        println!("ratio {k}: {:.2}x", v.as_f64().unwrap_or(0.0));
+    }
+    if let Some(path) = json {
+        let doc = serde_json::json!({
+            "model": m.name,
+            "gmac": m.macs()? as f64 / 1e9,
+            "input": input_path.map(|p| p.display().to_string()).unwrap_or_else(|| "seeded".into()),
+            "accelerator": format!("cpu ({threads} threads)"),
+            "enclave_threads": enclave_threads,
+            "verify": verify,
+            "warmup": warmup,
+            "iters": iters,
+            "results": results.iter().collect::<Vec<&PlacementResult>>(),
+            "ratios": ratios,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&doc)?).with_context(|| format!("writing {}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}

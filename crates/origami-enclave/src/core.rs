@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use origami_field::freivalds::combine_rows;
-use origami_field::{center, reduce, sub, PadKey, SealedPad, Sealer, P, P_I64};
+use origami_field::{center, reduce, reduce_f64, reduce_small, sub, PadKey, SealedPad, Sealer, P};
 use origami_model::exec;
 use origami_model::linalg::{conv2d, gemm_nt, ConvGeom, LinearShape};
 use origami_model::{Tensor, ValueId};
@@ -263,7 +263,7 @@ impl EnclaveCore {
                     LinearShape::Dense { in_f, out_f } => gemm_nt(1, *in_f, *out_f, &rf, &l.wq, &mut u, self.cfg.threads),
                 }
                 // Exact: r < 2^24, |w̃| ≤ 127, K < 2^15.
-                let mut uq: Vec<u32> = u.iter().map(|&v| (v as i64).rem_euclid(P_I64) as u32).collect();
+                let mut uq: Vec<u32> = u.iter().map(|&v| reduce_f64(v)).collect();
                 out.push(self.sealer.seal(id, l.layer, &uq));
                 uq.iter_mut().for_each(|v| *v = 0);
                 self.stats.peak_request_bytes = self.stats.peak_request_bytes.max(rf.len() * 8 + u.len() * 12);
@@ -345,11 +345,11 @@ impl EnclaveCore {
                     }
                 }
                 let held = s.env.iter().flatten().map(QVal::bytes).sum::<usize>() + result.len() * 8 + blinded.as_ref().map_or(0, |b| b.len() * 4);
-                let y = finish_linear(l, &node.name, result.iter().zip(u.iter()).map(|(&r, &u)| center(sub(r, u))), &self.plan.shapes[node.output])?;
+                let (value, next) = l.produces();
+                let y = finish_linear(l, &node.name, result.iter().zip(u.iter()).map(|(&r, &u)| center(sub(r, u))), &self.plan.shapes[value], l.fused_relu)?;
                 self.stats.peak_request_bytes = self.stats.peak_request_bytes.max(held + y.bytes());
-                s.env[node.output] = Some(y);
-                drop_dead(s, &self.plan.model.nodes[l.node].inputs, l.node, &self.last_use);
-                s.next = l.node + 1;
+                s.env[value] = Some(y);
+                s.next = next;
                 self.advance()
             }
             (Some(Await::Tail), Reply::Tail(t)) => {
@@ -381,7 +381,7 @@ impl EnclaveCore {
                     let pad_id = s.pad_id.ok_or_else(|| EnclaveError::Misuse("no pad".into()))?;
                     // Blind: x̄ = x̃ + r mod p, r regenerated from the pad key, never stored.
                     let mut rng = self.pad_key.mask_stream(pad_id, l.layer);
-                    let blinded: Vec<u32> = xq.iter().map(|&v| origami_field::add(reduce(v as i64), rng.next_element())).collect();
+                    let blinded: Vec<u32> = xq.iter().map(|&v| origami_field::add(reduce_small(v as i64), rng.next_element())).collect();
                     drop(xq);
                     drop_dead(s, &n.inputs, i, &self.last_use);
                     let keep = self.probes[li].as_ref().map(|_| blinded.clone());
@@ -390,8 +390,12 @@ impl EnclaveCore {
                     s.awaiting = Some(Await::Linear { li, blinded: keep });
                     return Ok(Step::Offload(Offload { layer: l.layer, pad_id, blinded }));
                 }
-                let y = linear_local(l, &n.name, &xq, &plan.shapes[n.output], self.cfg.threads)?;
-                s.env[n.output] = Some(y);
+                let (value, next) = l.produces();
+                let y = linear_local(l, &n.name, &xq, &plan.shapes[value], l.fused_relu, self.cfg.threads)?;
+                s.env[value] = Some(y);
+                drop_dead(s, &n.inputs, i, &self.last_use);
+                s.next = next;
+                continue;
             } else {
                 let ins: Vec<&QVal> = n.inputs.iter().map(|&v| s.env[v].as_ref().ok_or_else(|| EnclaveError::Misuse("missing value".into()))).collect::<Result<_, _>>()?;
                 let y = eval_nonlinear(n, &ins)?;
@@ -492,9 +496,9 @@ fn freivalds_ok(p: &Probe, x: &[u32], y: &[u32], threads: usize) -> bool {
     (0..2).all(|j| {
         let lhs = combine_rows(&p.s[j], y, cols);
         (0..cols).all(|c| {
-            let lo = z[(2 * j) * cols + c] as i64;
-            let hi = z[(2 * j + 1) * cols + c] as i64;
-            reduce(lo.rem_euclid(P_I64) + (hi.rem_euclid(P_I64) << 12)) == lhs[c]
+            let lo = reduce_f64(z[(2 * j) * cols + c]) as u64;
+            let hi = reduce_f64(z[(2 * j + 1) * cols + c]) as u64;
+            ((lo + (hi << 12)) % P as u64) as u32 == lhs[c]
         })
     })
 }

@@ -76,11 +76,22 @@ pub struct QLinear {
     pub est_max: f64,
     /// Provable worst case Σ|w̃|·clamp + |b̃| over output rows.
     pub worst_case: u128,
+    /// The next node is a ReLU that is the only reader of this layer's output: the enclave
+    /// applies it in the unblinding pass and skips the node.
+    pub fused_relu: bool,
 }
 
 impl QLinear {
     pub fn out_exp(&self) -> i32 {
         self.in_exp + self.w_exp
+    }
+    /// The value this layer produces (the ReLU's output when fused) and the next node to run.
+    pub fn produces(&self) -> (usize, usize) {
+        if self.fused_relu {
+            (self.node + 2, self.node + 2)
+        } else {
+            (self.node + 1, self.node + 1)
+        }
     }
     /// The weights as integers, for the accelerator.
     pub fn weights_i32(&self) -> Vec<i32> {
@@ -149,6 +160,12 @@ impl Plan {
         let half = HALF as f64;
         let mut linears = Vec::new();
         let mut by_node = vec![None; model.nodes.len()];
+        let mut readers = vec![0usize; model.num_values()];
+        for n in &model.nodes {
+            for &v in &n.inputs {
+                readers[v] += 1;
+            }
+        }
         for (i, n) in model.nodes.iter().enumerate() {
             let (shape, w, b) = match &n.op {
                 Op::Conv(c) => {
@@ -202,6 +219,9 @@ impl Plan {
                 bias_q,
                 est_max: out_max * 2f64.powi(in_exp + w_exp),
                 worst_case,
+                fused_relu: model.nodes.get(i + 1).is_some_and(|r| matches!(r.op, Op::Relu) && r.inputs == [n.output])
+                    && readers[n.output] == 1
+                    && model.output != n.output,
             });
         }
         let mut plan = Plan {

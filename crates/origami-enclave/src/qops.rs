@@ -71,33 +71,42 @@ pub fn requantize(v: &QVal, exp: i32, clamp: i64) -> Vec<i32> {
     }
 }
 
-/// Adds the bias and checks the field bound; `y` is `out_c × plane` (conv) or `out_f` (dense).
-pub fn finish_linear(l: &QLinear, node: &str, y: impl Iterator<Item = i64>, out_shape: &[usize]) -> Result<QVal, EnclaveError> {
+/// Adds the bias, checks the field bound and optionally applies a fused ReLU, in one pass;
+/// `y` is `out_c × plane` (conv) or `out_f` (dense).
+pub fn finish_linear(l: &QLinear, node: &str, y: impl Iterator<Item = i64>, out_shape: &[usize], relu: bool) -> Result<QVal, EnclaveError> {
     let plane = match l.shape {
         LinearShape::Conv(g) => g.oh * g.ow,
         LinearShape::Dense { .. } => 1,
     };
     let mut data = Vec::with_capacity(l.shape.out_len());
-    for (i, v) in y.enumerate() {
-        let v = v + l.bias_q[i / plane];
+    let (mut ch, mut j) = (0usize, 0usize);
+    let mut bias = l.bias_q.first().copied().unwrap_or(0);
+    for v in y {
+        if j == plane {
+            j = 0;
+            ch += 1;
+            bias = l.bias_q[ch];
+        }
+        j += 1;
+        let v = v + bias;
         if v.abs() > SATURATION_LIMIT {
             return Err(EnclaveError::Saturation { layer: l.layer, node: node.to_string(), value: v });
         }
-        data.push(v as i32);
+        data.push(if relu { v.max(0) as i32 } else { v as i32 });
     }
     Ok(QVal::Int { shape: out_shape.to_vec(), data, exp: l.out_exp() })
 }
 
 /// A linear layer computed inside the enclave (the `enclave` placement and the reference):
 /// exact, since |x̃| ≤ clamp < 2^10, |w̃| ≤ 127 and K < 2^15 keep sums below 2^32 ≪ 2^53.
-pub fn linear_local(l: &QLinear, node: &str, x: &[i32], out_shape: &[usize], threads: usize) -> Result<QVal, EnclaveError> {
+pub fn linear_local(l: &QLinear, node: &str, x: &[i32], out_shape: &[usize], relu: bool, threads: usize) -> Result<QVal, EnclaveError> {
     let xf: Vec<f64> = x.iter().map(|&v| v as f64).collect();
     let mut y = vec![0f64; l.shape.out_len()];
     match &l.shape {
         LinearShape::Conv(g) => conv2d(g, &xf, &l.wq, &mut y, threads),
         LinearShape::Dense { in_f, out_f } => gemm_nt(1, *in_f, *out_f, &xf, &l.wq, &mut y, threads),
     }
-    finish_linear(l, node, y.into_iter().map(|v| v as i64), out_shape)
+    finish_linear(l, node, y.into_iter().map(|v| v as i64), out_shape, relu)
 }
 
 fn pool_int(shape: &[usize], data: &[i32], p: &Pool, max: bool) -> Result<(Vec<usize>, Vec<i32>), EnclaveError> {

@@ -17,13 +17,19 @@ pub fn reference(plan: &Plan, input: &Tensor, head_end: usize, threads: usize) -
     }
     let mut env: Vec<Option<QVal>> = vec![None; model.num_values()];
     env[0] = Some(QVal::Float(input.clone()));
-    for (i, n) in model.nodes.iter().enumerate().take(head_end) {
-        let out = if let Some(li) = plan.by_node[i] {
+    let mut i = 0;
+    while i < head_end {
+        let n = &model.nodes[i];
+        if let Some(li) = plan.by_node[i] {
             let l = &plan.linears[li];
             let x = env[n.inputs[0]].as_ref().ok_or_else(|| EnclaveError::Plan("missing value".into()))?;
             let xq = requantize(x, l.in_exp, plan.act_clamp);
-            linear_local(l, &n.name, &xq, &plan.shapes[n.output], threads)?
-        } else {
+            let (value, next) = l.produces();
+            env[value] = Some(linear_local(l, &n.name, &xq, &plan.shapes[value], l.fused_relu, threads)?);
+            i = next;
+            continue;
+        }
+        let out = {
             let ins: Vec<&QVal> = n
                 .inputs
                 .iter()
@@ -32,6 +38,7 @@ pub fn reference(plan: &Plan, input: &Tensor, head_end: usize, threads: usize) -
             eval_nonlinear(n, &ins)?
         };
         env[n.output] = Some(out);
+        i += 1;
     }
     if head_end >= model.nodes.len() {
         return env[model.output].as_ref().map(QVal::to_float).ok_or_else(|| EnclaveError::Plan("no output".into()));

@@ -45,6 +45,30 @@ pub fn reduce(x: i64) -> u32 {
     x.rem_euclid(P_I64) as u32
 }
 
+/// Reduces an exact integer held in an f64 (|v| < 2^52) to [0, p) without an integer
+/// division: q = ⌊v/p⌋ up to one unit (the reciprocal is rounded), |q·p| < 2^53 is exact, so
+/// v − q·p is exact and lies in [−p, 2p); one correction step lands it in [0, p).
+#[inline]
+pub fn reduce_f64(v: f64) -> u32 {
+    const INV_P: f64 = 1.0 / P as f64;
+    let q = (v * INV_P).floor();
+    let r = (v - q * P as f64) as i64;
+    (if r < 0 {
+        r + P_I64
+    } else if r >= P_I64 {
+        r - P_I64
+    } else {
+        r
+    }) as u32
+}
+
+/// Reduces |x| < p to [0, p) without a division.
+#[inline]
+pub fn reduce_small(x: i64) -> u32 {
+    debug_assert!(x.abs() < P_I64);
+    (if x < 0 { x + P_I64 } else { x }) as u32
+}
+
 /// Maps a representative in [0, p) to the centred range [−(p−1)/2, (p−1)/2].
 #[inline]
 pub fn center(v: u32) -> i64 {
@@ -107,5 +131,22 @@ mod tests {
         assert_eq!(add(P - 1, 2), 1);
         assert_eq!(sub(1, 2), P - 1);
         assert_eq!(mul(P - 1, P - 1), 1);
+    }
+
+    #[test]
+    fn fast_reductions_match_rem_euclid() {
+        let big = (1i64 << 52) - 1;
+        let mut v = vec![0, 1, -1, P_I64, -P_I64, P_I64 - 1, P_I64 + 1, big, -big, big - 12345, 3 * P_I64, -3 * P_I64 + 1];
+        let mut x = 0x1234_5678_9abc_def0u64;
+        for _ in 0..100_000 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            v.push((x as i64) >> 12); // |v| < 2^52
+        }
+        for &t in &v {
+            assert_eq!(reduce_f64(t as f64), reduce(t), "{t}");
+        }
+        for t in [-HALF, -1, 0, 1, HALF, P_I64 - 1, 1 - P_I64] {
+            assert_eq!(reduce_small(t), reduce(t));
+        }
     }
 }

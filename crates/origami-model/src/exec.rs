@@ -53,22 +53,61 @@ pub fn last_uses(model: &Model) -> Vec<usize> {
 /// Runs nodes `start..` given the values they need in `env` (values computed before `start`
 /// that later nodes read). Values are dropped after their last use.
 pub fn run_from(model: &Model, start: usize, env: Vec<Option<Tensor>>) -> Result<Tensor, ModelError> {
-    run_observed(model, start, env, |_, _| {})
+    run_impl(model, start, env, None)
 }
 
 /// `run_from`, calling `observe(node_index, output)` after every node (calibration uses it).
 pub fn run_observed(
     model: &Model,
     start: usize,
-    mut env: Vec<Option<Tensor>>,
+    env: Vec<Option<Tensor>>,
     mut observe: impl FnMut(usize, &Tensor),
+) -> Result<Tensor, ModelError> {
+    run_impl(model, start, env, Some(&mut observe))
+}
+
+/// Without an observer, a Conv whose only reader is the next node, a ReLU, runs fused with it
+/// (the same bits as two passes: max(x + b, 0) either way).
+fn run_impl(
+    model: &Model,
+    start: usize,
+    mut env: Vec<Option<Tensor>>,
+    mut observe: Option<&mut dyn FnMut(usize, &Tensor)>,
 ) -> Result<Tensor, ModelError> {
     if env.len() != model.num_values() {
         return Err(ModelError::Invalid("environment size does not match the model".into()));
     }
     let last = last_uses(model);
     let threads = rayon::current_num_threads();
+    let mut readers = vec![0usize; model.num_values()];
+    for n in &model.nodes {
+        for &v in &n.inputs {
+            readers[v] += 1;
+        }
+    }
+    let mut skip = false;
     for (i, node) in model.nodes.iter().enumerate().skip(start) {
+        if skip {
+            skip = false;
+            continue;
+        }
+        let fuse = observe.is_none()
+            && matches!(node.op, Op::Conv(_))
+            && readers[node.output] == 1
+            && node.output != model.output
+            && model.nodes.get(i + 1).is_some_and(|r| matches!(r.op, Op::Relu) && r.inputs == [node.output]);
+        if fuse {
+            if let Op::Conv(c) = &node.op {
+                let x = env[node.inputs[0]].as_ref().ok_or_else(|| ModelError::Invalid(format!("value needed by node {} is missing", node.name)))?;
+                let out = conv(c, x, threads, true)?;
+                if last[node.inputs[0]] <= i + 1 {
+                    env[node.inputs[0]] = None;
+                }
+                env[node.output + 1] = Some(out);
+                skip = true;
+                continue;
+            }
+        }
         let out = {
             let ins: Vec<&Tensor> = node
                 .inputs
@@ -81,7 +120,9 @@ pub fn run_observed(
                 .collect::<Result<_, _>>()?;
             eval_node(node, &ins, threads)?
         };
-        observe(i, &out);
+        if let Some(o) = observe.as_mut() {
+            o(i, &out);
+        }
         for &v in &node.inputs {
             if last[v] == i {
                 env[v] = None;
@@ -105,21 +146,7 @@ fn dims4(t: &Tensor) -> Result<(usize, usize, usize, usize), ModelError> {
 pub fn eval_node(node: &Node, ins: &[&Tensor], threads: usize) -> Result<Tensor, ModelError> {
     let x = ins[0];
     Ok(match &node.op {
-        Op::Conv(c) => {
-            let (n, _, h, w) = dims4(x)?;
-            let g = ConvGeom::new(c, h, w)?;
-            let mut out = vec![0f32; n * g.out_len()];
-            for b in 0..n {
-                let o = &mut out[b * g.out_len()..(b + 1) * g.out_len()];
-                conv2d(&g, &x.data[b * g.in_len()..(b + 1) * g.in_len()], &c.weight, o, threads);
-                let plane = g.oh * g.ow;
-                for (oc, chunk) in o.chunks_mut(plane).enumerate() {
-                    let bias = c.bias[oc];
-                    chunk.iter_mut().for_each(|v| *v += bias);
-                }
-            }
-            Tensor::new(vec![n, c.out_c, g.oh, g.ow], out)?
-        }
+        Op::Conv(c) => conv(c, x, threads, false)?,
         Op::Dense(d) => {
             let n = x.shape[0];
             let mut out = vec![0f32; n * d.out_f];
@@ -176,6 +203,27 @@ pub fn eval_node(node: &Node, ins: &[&Tensor], threads: usize) -> Result<Tensor,
     })
 }
 
+/// Convolution + bias (+ ReLU when `relu`), batch by batch.
+fn conv(c: &crate::ir::Conv, x: &Tensor, threads: usize, relu: bool) -> Result<Tensor, ModelError> {
+    let (n, _, h, w) = dims4(x)?;
+    let g = ConvGeom::new(c, h, w)?;
+    let mut out = vec![0f32; n * g.out_len()];
+    for b in 0..n {
+        let o = &mut out[b * g.out_len()..(b + 1) * g.out_len()];
+        conv2d(&g, &x.data[b * g.in_len()..(b + 1) * g.in_len()], &c.weight, o, threads);
+        let plane = g.oh * g.ow;
+        for (oc, chunk) in o.chunks_mut(plane).enumerate() {
+            let bias = c.bias[oc];
+            if relu {
+                chunk.iter_mut().for_each(|v| *v = (*v + bias).max(0.0));
+            } else {
+                chunk.iter_mut().for_each(|v| *v += bias);
+            }
+        }
+    }
+    Tensor::new(vec![n, c.out_c, g.oh, g.ow], out)
+}
+
 /// Numerically stable softmax of one row.
 pub fn softmax_in_place(row: &mut [f32]) {
     let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -200,6 +248,19 @@ fn pool(x: &Tensor, p: &Pool, max: bool) -> Result<Tensor, ModelError> {
     let (n, c, h, w) = dims4(x)?;
     let (oh, ow) = p.out_hw(h, w)?;
     let mut out = vec![0f32; n * c * oh * ow];
+    if max && p.kernel == [2, 2] && p.stride == [2, 2] && p.pads == [0; 4] {
+        // The common VGG case, without bounds checks per cell.
+        for (plane, o) in x.data.chunks(h * w).zip(out.chunks_mut(oh * ow)) {
+            for oy in 0..oh {
+                let r0 = &plane[2 * oy * w..2 * oy * w + w];
+                let r1 = &plane[(2 * oy + 1) * w..(2 * oy + 1) * w + w];
+                for (ox, d) in o[oy * ow..(oy + 1) * ow].iter_mut().enumerate() {
+                    *d = r0[2 * ox].max(r0[2 * ox + 1]).max(r1[2 * ox].max(r1[2 * ox + 1]));
+                }
+            }
+        }
+        return Tensor::new(vec![n, c, oh, ow], out);
+    }
     for (pi, plane) in x.data.chunks(h * w).enumerate() {
         let o = &mut out[pi * oh * ow..(pi + 1) * oh * ow];
         for oy in 0..oh {
