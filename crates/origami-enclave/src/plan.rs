@@ -125,7 +125,13 @@ fn exp_for(max: f64, target: f64) -> i32 {
 
 /// round(x · 2^e), half away from zero.
 pub fn quantize(x: f32, e: i32) -> i64 {
-    (x as f64 * 2f64.powi(e)).round() as i64
+    quantize_scaled(x, 2f64.powi(e))
+}
+
+/// round(x · scale) for a precomputed power-of-two scale, half away from zero.
+#[inline]
+pub fn quantize_scaled(x: f32, scale: f64) -> i64 {
+    (x as f64 * scale).round() as i64
 }
 
 impl Plan {
@@ -196,7 +202,8 @@ impl Plan {
                     return Err(EnclaveError::Plan(format!("layer {}: cannot fit the field", n.name)));
                 }
             }
-            let wq: Vec<f64> = w.iter().map(|&v| quantize(v, w_exp) as f64).collect();
+            let ws = 2f64.powi(w_exp);
+            let wq: Vec<f64> = w.iter().map(|&v| quantize_scaled(v, ws) as f64).collect();
             let bias_q: Vec<i64> = b.iter().map(|&v| quantize(v, in_exp + w_exp)).collect();
             let k = match shape {
                 LinearShape::Conv(g) => g.k(),
@@ -205,7 +212,7 @@ impl Plan {
             let worst_case = wq
                 .chunks(k)
                 .zip(&bias_q)
-                .map(|(row, b)| row.iter().map(|w| w.abs() as u128).sum::<u128>() * act_clamp as u128 + b.unsigned_abs() as u128)
+                .map(|(row, b)| row.iter().map(|w| w.abs() as u64).sum::<u64>() as u128 * act_clamp as u128 + b.unsigned_abs() as u128)
                 .max()
                 .unwrap_or(0);
             by_node[i] = Some(linears.len());

@@ -5,7 +5,7 @@ use origami_model::exec;
 use origami_model::linalg::{conv2d, gemm_nt, LinearShape};
 use origami_model::{Node, Op, Pool, Tensor};
 
-use crate::plan::{quantize, QLinear, SATURATION_LIMIT};
+use crate::plan::{quantize, quantize_scaled, QLinear, SATURATION_LIMIT};
 use crate::EnclaveError;
 
 /// A value inside the enclave: fixed point (x ≈ data · 2^-exp) or float.
@@ -63,7 +63,10 @@ fn shift_round(v: i64, s: i32) -> i64 {
 /// The value requantized to exponent `exp` and clamped to ±`clamp`: a linear layer's input.
 pub fn requantize(v: &QVal, exp: i32, clamp: i64) -> Vec<i32> {
     match v {
-        QVal::Float(t) => t.data.iter().map(|&x| quantize(x, exp).clamp(-clamp, clamp) as i32).collect(),
+        QVal::Float(t) => {
+            let scale = 2f64.powi(exp);
+            t.data.iter().map(|&x| quantize_scaled(x, scale).clamp(-clamp, clamp) as i32).collect()
+        }
         QVal::Int { data, exp: e, .. } => {
             let s = e - exp;
             data.iter().map(|&x| shift_round(x as i64, s).clamp(-clamp, clamp) as i32).collect()
