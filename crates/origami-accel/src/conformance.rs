@@ -20,7 +20,10 @@ pub const PLAN_WEIGHT_MAX: i32 = 127;
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         self.0 >> 33
     }
     fn field(&mut self) -> u32 {
@@ -31,7 +34,17 @@ impl Lcg {
     }
 }
 
-fn geom(in_c: usize, h: usize, w: usize, out_c: usize, k: usize, stride: usize, pad: usize, groups: usize) -> ConvGeom {
+#[allow(clippy::too_many_arguments)]
+fn geom(
+    in_c: usize,
+    h: usize,
+    w: usize,
+    out_c: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    groups: usize,
+) -> ConvGeom {
     let c = Conv {
         out_c,
         in_c,
@@ -53,7 +66,9 @@ fn reference(shape: &LinearShape, w: &[i32], x: &[u32]) -> Vec<u32> {
     match shape {
         LinearShape::Dense { in_f, out_f } => (0..*out_f)
             .map(|o| {
-                let s: i128 = (0..*in_f).map(|i| w[o * in_f + i] as i128 * x[i] as i128).sum();
+                let s: i128 = (0..*in_f)
+                    .map(|i| w[o * in_f + i] as i128 * x[i] as i128)
+                    .sum();
                 s.rem_euclid(p) as u32
             })
             .collect(),
@@ -73,11 +88,13 @@ fn reference(shape: &LinearShape, w: &[i32], x: &[u32]) -> Vec<u32> {
                                 for kx in 0..g.kw {
                                     let iy = (oy * g.stride[0] + ky) as isize - g.pads[0] as isize;
                                     let ix = (ox * g.stride[1] + kx) as isize - g.pads[1] as isize;
-                                    if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
+                                    if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize
+                                    {
                                         continue;
                                     }
                                     let c = grp * ipg + ci;
-                                    let xv = xf[(c * g.h + iy as usize) * g.w + ix as usize] as i128;
+                                    let xv =
+                                        xf[(c * g.h + iy as usize) * g.w + ix as usize] as i128;
                                     s += xv * w[((oc * ipg + ci) * g.kh + ky) * g.kw + kx] as i128;
                                 }
                             }
@@ -98,7 +115,10 @@ fn layers(rng: &mut Lcg) -> Vec<(FieldLayer, Vec<Vec<u32>>)> {
         LinearShape::Conv(geom(6, 7, 7, 6, 3, 1, 1, 6)), // depthwise
         LinearShape::Conv(geom(16, 5, 5, 4, 1, 1, 0, 1)), // pointwise
         LinearShape::Conv(geom(512, 3, 3, 2, 3, 1, 1, 1)), // K = 4608, as VGG's deepest convs
-        LinearShape::Dense { in_f: 25_088, out_f: 3 },   // K of VGG's fc6
+        LinearShape::Dense {
+            in_f: 25_088,
+            out_f: 3,
+        }, // K of VGG's fc6
         LinearShape::Dense { in_f: 37, out_f: 5 },
     ];
     shapes
@@ -107,14 +127,31 @@ fn layers(rng: &mut Lcg) -> Vec<(FieldLayer, Vec<Vec<u32>>)> {
         .map(|(i, s)| {
             let worst = i % 2 == 0;
             let weight: Vec<i32> = (0..s.weight_len())
-                .map(|j| if worst { if j % 3 == 0 { -PLAN_WEIGHT_MAX } else { PLAN_WEIGHT_MAX } } else { rng.weight(PLAN_WEIGHT_MAX) })
+                .map(|j| {
+                    if worst {
+                        if j % 3 == 0 {
+                            -PLAN_WEIGHT_MAX
+                        } else {
+                            PLAN_WEIGHT_MAX
+                        }
+                    } else {
+                        rng.weight(PLAN_WEIGHT_MAX)
+                    }
+                })
                 .collect();
             let inputs = vec![
                 vec![P - 1; s.in_len()], // worst-case magnitude
                 vec![0; s.in_len()],
                 (0..s.in_len()).map(|_| rng.field()).collect(),
             ];
-            (FieldLayer { layer: i as u16 * 3 + 1, shape: *s, weight }, inputs)
+            (
+                FieldLayer {
+                    layer: i as u16 * 3 + 1,
+                    shape: *s,
+                    weight,
+                },
+                inputs,
+            )
         })
         .collect()
 }
@@ -131,11 +168,15 @@ pub fn check_all(accel: &mut dyn Accelerator, tail_tolerance: f32) -> Result<(),
         return Err(fail("field_linear before prepare must fail".into()));
     }
     let fl: Vec<FieldLayer> = cases.iter().map(|(l, _)| l.clone()).collect();
-    accel.prepare(model.clone(), &fl).map_err(|e| fail(format!("prepare: {e}")))?;
+    accel
+        .prepare(model.clone(), &fl)
+        .map_err(|e| fail(format!("prepare: {e}")))?;
 
     for (l, inputs) in &cases {
         for (ii, x) in inputs.iter().enumerate() {
-            let got = accel.field_linear(l.layer, x).map_err(|e| fail(format!("layer {}: {e}", l.layer)))?;
+            let got = accel
+                .field_linear(l.layer, x)
+                .map_err(|e| fail(format!("layer {}: {e}", l.layer)))?;
             let want = reference(&l.shape, &l.weight, x);
             if got != want {
                 let bad = got.iter().zip(&want).position(|(a, b)| a != b).unwrap_or(0);
@@ -165,9 +206,13 @@ pub fn check_all(accel: &mut dyn Accelerator, tail_tolerance: f32) -> Result<(),
     let mut too_big = fl.clone();
     too_big[0].weight[0] = 1 << 20;
     if accel.prepare(model.clone(), &too_big).is_ok() {
-        return Err(fail("weights beyond the exactness bound must be rejected".into()));
+        return Err(fail(
+            "weights beyond the exactness bound must be rejected".into(),
+        ));
     }
-    accel.prepare(model.clone(), &fl).map_err(|e| fail(format!("prepare: {e}")))?;
+    accel
+        .prepare(model.clone(), &fl)
+        .map_err(|e| fail(format!("prepare: {e}")))?;
 
     // The plain tail, from several split points, against the float reference.
     let input = zoo::seeded_input(&model, 3);
@@ -179,17 +224,25 @@ pub fn check_all(accel: &mut dyn Accelerator, tail_tolerance: f32) -> Result<(),
         let mut vals = vec![None; model.num_values()];
         vals[0] = Some(input.clone());
         for (i, n) in model.nodes.iter().enumerate().take(start) {
-            let ins: Vec<&Tensor> = n.inputs.iter().map(|&v| vals[v].as_ref().expect("computed")).collect();
+            let ins: Vec<&Tensor> = n
+                .inputs
+                .iter()
+                .map(|&v| vals[v].as_ref().expect("computed"))
+                .collect();
             vals[i + 1] = Some(exec::eval_node(n, &ins, 1).map_err(|e| fail(e.to_string()))?);
         }
         let handoff = exec::live_across(&model, start)
             .into_iter()
             .map(|v| (v, vals[v].clone().expect("computed")))
             .collect();
-        let got = accel.run_tail(start, handoff).map_err(|e| fail(format!("tail from {start}: {e}")))?;
+        let got = accel
+            .run_tail(start, handoff)
+            .map_err(|e| fail(format!("tail from {start}: {e}")))?;
         let diff = got.max_abs_diff(&full);
         if diff > tail_tolerance {
-            return Err(fail(format!("tail from node {start} differs from the reference by {diff}")));
+            return Err(fail(format!(
+                "tail from node {start} differs from the reference by {diff}"
+            )));
         }
     }
     accel.synchronize().map_err(|e| fail(e.to_string()))?;

@@ -34,12 +34,21 @@ impl Accelerator for CpuAccelerator {
         format!("cpu ({} threads)", rayon::current_num_threads())
     }
 
-    fn prepare(&mut self, model: Arc<Model>, field_layers: &[FieldLayer]) -> Result<(), AccelError> {
-        model.validate().map_err(|e| AccelError::BadInput(e.to_string()))?;
+    fn prepare(
+        &mut self,
+        model: Arc<Model>,
+        field_layers: &[FieldLayer],
+    ) -> Result<(), AccelError> {
+        model
+            .validate()
+            .map_err(|e| AccelError::BadInput(e.to_string()))?;
         let mut layers = HashMap::new();
         for l in field_layers {
             l.check_exact()?;
-            layers.insert(l.layer, (l.shape, l.weight.iter().map(|&w| w as f64).collect()));
+            layers.insert(
+                l.layer,
+                (l.shape, l.weight.iter().map(|&w| w as f64).collect()),
+            );
         }
         self.layers = layers;
         self.model = Some(model);
@@ -47,7 +56,10 @@ impl Accelerator for CpuAccelerator {
     }
 
     fn field_linear(&mut self, layer: u16, blinded: &[u32]) -> Result<Vec<u32>, AccelError> {
-        let (shape, w) = self.layers.get(&layer).ok_or(AccelError::UnknownLayer(layer))?;
+        let (shape, w) = self
+            .layers
+            .get(&layer)
+            .ok_or(AccelError::UnknownLayer(layer))?;
         if blinded.len() != shape.in_len() {
             return Err(AccelError::BadInput(format!(
                 "layer {layer}: {} input elements, expected {}",
@@ -56,7 +68,9 @@ impl Accelerator for CpuAccelerator {
             )));
         }
         if blinded.iter().any(|&v| v as i64 >= P_I64) {
-            return Err(AccelError::BadInput(format!("layer {layer}: input is not reduced mod p")));
+            return Err(AccelError::BadInput(format!(
+                "layer {layer}: input is not reduced mod p"
+            )));
         }
         let x: Vec<f64> = blinded.iter().map(|&v| v as f64).collect();
         let mut y = vec![0f64; shape.out_len()];
@@ -69,20 +83,30 @@ impl Accelerator for CpuAccelerator {
         Ok(y.into_iter().map(reduce_f64).collect())
     }
 
-    fn run_tail(&mut self, start: usize, values: Vec<(ValueId, Tensor)>) -> Result<Tensor, AccelError> {
+    fn run_tail(
+        &mut self,
+        start: usize,
+        values: Vec<(ValueId, Tensor)>,
+    ) -> Result<Tensor, AccelError> {
         let model = self.model.as_ref().ok_or(AccelError::NotPrepared)?;
         if start > model.nodes.len() {
-            return Err(AccelError::BadInput(format!("tail start {start} is past the model")));
+            return Err(AccelError::BadInput(format!(
+                "tail start {start} is past the model"
+            )));
         }
         let mut env: Vec<Option<Tensor>> = vec![None; model.num_values()];
         for (v, t) in values {
             if v >= env.len() || v > start {
-                return Err(AccelError::BadInput(format!("value {v} cannot feed a tail starting at node {start}")));
+                return Err(AccelError::BadInput(format!(
+                    "value {v} cannot feed a tail starting at node {start}"
+                )));
             }
             env[v] = Some(t);
         }
         if start == model.nodes.len() {
-            return env[model.output].take().ok_or_else(|| AccelError::BadInput("the output value was not given".into()));
+            return env[model.output]
+                .take()
+                .ok_or_else(|| AccelError::BadInput("the output value was not given".into()));
         }
         exec::run_from(model, start, env).map_err(|e| AccelError::BadInput(e.to_string()))
     }

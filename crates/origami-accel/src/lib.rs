@@ -44,7 +44,12 @@ impl FieldLayer {
                 self.shape.weight_len()
             )));
         }
-        let wmax = self.weight.iter().map(|w| w.unsigned_abs()).max().unwrap_or(0) as u128;
+        let wmax = self
+            .weight
+            .iter()
+            .map(|w| w.unsigned_abs())
+            .max()
+            .unwrap_or(0) as u128;
         let bound = wmax * self.shape.k() as u128 * (1u128 << 24);
         if wmax > MAX_FIELD_WEIGHT as u128 || bound >= 1u128 << 52 {
             return Err(AccelError::BadInput(format!(
@@ -78,11 +83,16 @@ pub trait Accelerator: Send {
     /// Backend name for logs and reports (e.g. "cpu", "cuda:0 (NVIDIA H100)").
     fn name(&self) -> String;
     /// Uploads weights: the float model for the tail and the quantized field layers.
-    fn prepare(&mut self, model: Arc<Model>, field_layers: &[FieldLayer]) -> Result<(), AccelError>;
+    fn prepare(&mut self, model: Arc<Model>, field_layers: &[FieldLayer])
+        -> Result<(), AccelError>;
     /// `(W·x̄) mod p` for one image, as representatives in [0, p).
     fn field_linear(&mut self, layer: u16, blinded: &[u32]) -> Result<Vec<u32>, AccelError>;
     /// Runs model nodes `start..` in float from the given values; returns the model output.
-    fn run_tail(&mut self, start: usize, values: Vec<(ValueId, Tensor)>) -> Result<Tensor, AccelError>;
+    fn run_tail(
+        &mut self,
+        start: usize,
+        values: Vec<(ValueId, Tensor)>,
+    ) -> Result<Tensor, AccelError>;
     /// Waits for outstanding work.
     fn synchronize(&mut self) -> Result<(), AccelError>;
 }

@@ -13,7 +13,10 @@ pub enum Record {
     /// A blinded input of a field layer.
     Field { layer: u16, blinded: Vec<u32> },
     /// The plain values handed to the tail.
-    Tail { start: usize, values: Vec<(ValueId, Tensor)> },
+    Tail {
+        start: usize,
+        values: Vec<(ValueId, Tensor)>,
+    },
 }
 
 /// Records every input the wrapped accelerator receives, then forwards it.
@@ -24,7 +27,10 @@ pub struct Recording<A> {
 
 impl<A: Accelerator> Recording<A> {
     pub fn new(inner: A) -> Self {
-        Self { inner, records: Vec::new() }
+        Self {
+            inner,
+            records: Vec::new(),
+        }
     }
 }
 
@@ -32,15 +38,29 @@ impl<A: Accelerator> Accelerator for Recording<A> {
     fn name(&self) -> String {
         format!("recording({})", self.inner.name())
     }
-    fn prepare(&mut self, model: Arc<Model>, field_layers: &[FieldLayer]) -> Result<(), AccelError> {
+    fn prepare(
+        &mut self,
+        model: Arc<Model>,
+        field_layers: &[FieldLayer],
+    ) -> Result<(), AccelError> {
         self.inner.prepare(model, field_layers)
     }
     fn field_linear(&mut self, layer: u16, blinded: &[u32]) -> Result<Vec<u32>, AccelError> {
-        self.records.push(Record::Field { layer, blinded: blinded.to_vec() });
+        self.records.push(Record::Field {
+            layer,
+            blinded: blinded.to_vec(),
+        });
         self.inner.field_linear(layer, blinded)
     }
-    fn run_tail(&mut self, start: usize, values: Vec<(ValueId, Tensor)>) -> Result<Tensor, AccelError> {
-        self.records.push(Record::Tail { start, values: values.clone() });
+    fn run_tail(
+        &mut self,
+        start: usize,
+        values: Vec<(ValueId, Tensor)>,
+    ) -> Result<Tensor, AccelError> {
+        self.records.push(Record::Tail {
+            start,
+            values: values.clone(),
+        });
         self.inner.run_tail(start, values)
     }
     fn synchronize(&mut self) -> Result<(), AccelError> {
@@ -59,7 +79,11 @@ pub struct Tampering<A> {
 
 impl<A: Accelerator> Tampering<A> {
     pub fn new(inner: A, layers: Option<Vec<u16>>) -> Self {
-        Self { inner, layers, position: 0 }
+        Self {
+            inner,
+            layers,
+            position: 0,
+        }
     }
 }
 
@@ -67,7 +91,11 @@ impl<A: Accelerator> Accelerator for Tampering<A> {
     fn name(&self) -> String {
         format!("tampering({})", self.inner.name())
     }
-    fn prepare(&mut self, model: Arc<Model>, field_layers: &[FieldLayer]) -> Result<(), AccelError> {
+    fn prepare(
+        &mut self,
+        model: Arc<Model>,
+        field_layers: &[FieldLayer],
+    ) -> Result<(), AccelError> {
         self.inner.prepare(model, field_layers)
     }
     fn field_linear(&mut self, layer: u16, blinded: &[u32]) -> Result<Vec<u32>, AccelError> {
@@ -78,7 +106,11 @@ impl<A: Accelerator> Accelerator for Tampering<A> {
         }
         Ok(y)
     }
-    fn run_tail(&mut self, start: usize, values: Vec<(ValueId, Tensor)>) -> Result<Tensor, AccelError> {
+    fn run_tail(
+        &mut self,
+        start: usize,
+        values: Vec<(ValueId, Tensor)>,
+    ) -> Result<Tensor, AccelError> {
         self.inner.run_tail(start, values)
     }
     fn synchronize(&mut self) -> Result<(), AccelError> {

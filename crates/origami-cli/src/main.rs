@@ -29,13 +29,20 @@ fn keep_freed_memory() {
 
 /// Bundled Fashion-MNIST test images (see assets/extract_fashion.py).
 const BUNDLED: [(&str, &[u8]); 3] = [
-    ("0_ankle_boot.png", include_bytes!("../assets/0_ankle_boot.png")),
+    (
+        "0_ankle_boot.png",
+        include_bytes!("../assets/0_ankle_boot.png"),
+    ),
     ("1_pullover.png", include_bytes!("../assets/1_pullover.png")),
     ("2_trouser.png", include_bytes!("../assets/2_trouser.png")),
 ];
 
 #[derive(Parser)]
-#[command(name = "origami", version, about = "Private split inference: enclave head under one-time pads, plain tail on the accelerator")]
+#[command(
+    name = "origami",
+    version,
+    about = "Private split inference: enclave head under one-time pads, plain tail on the accelerator"
+)]
 struct Cli {
     /// Worker threads for the accelerator (default: RAYON_NUM_THREADS or all cores).
     #[arg(long, global = true)]
@@ -140,33 +147,89 @@ fn real_main() -> Result<()> {
         if n == 0 {
             bail!("--threads must be at least 1");
         }
-        rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("setting up the thread pool")?;
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .context("setting up the thread pool")?;
     }
     match cli.cmd {
         Cmd::Demo { model } => demo(&model),
-        Cmd::Run { model, mode, split, verify, input, output, calib } => run(&model, &mode, split, verify, &input, output.as_deref(), calib),
-        Cmd::Bench { model, input, split, iters, warmup, verify, enclave_threads, placements, json, calib } => {
-            run_bench(&model, input.as_deref(), split, iters, warmup, verify, enclave_threads, &placements, json.as_deref(), calib)
-        }
+        Cmd::Run {
+            model,
+            mode,
+            split,
+            verify,
+            input,
+            output,
+            calib,
+        } => run(
+            &model,
+            &mode,
+            split,
+            verify,
+            &input,
+            output.as_deref(),
+            calib,
+        ),
+        Cmd::Bench {
+            model,
+            input,
+            split,
+            iters,
+            warmup,
+            verify,
+            enclave_threads,
+            placements,
+            json,
+            calib,
+        } => run_bench(
+            &model,
+            input.as_deref(),
+            split,
+            iters,
+            warmup,
+            verify,
+            enclave_threads,
+            &placements,
+            json.as_deref(),
+            calib,
+        ),
         Cmd::Plan { model, calib } => {
             let m = load_model(&model)?;
             let plan = build_plan(&m, calib)?;
-            println!("model {} ({} linear layers), plan hash {}", m.name, plan.linears.len(), hex(&plan.hash[..8]));
+            println!(
+                "model {} ({} linear layers), plan hash {}",
+                m.name,
+                plan.linears.len(),
+                hex(&plan.hash[..8])
+            );
             print!("{}", plan.summary());
             Ok(())
         }
         Cmd::Zoo { cmd: ZooCmd::List } => {
             for n in zoo::NAMES {
                 let m = zoo::by_name(n).context("zoo")?;
-                println!("{n:<14} input {:?}  {} linear layers  {:.2} GMAC", m.input_shape, m.linear_nodes().len(), m.macs()? as f64 / 1e9);
+                println!(
+                    "{n:<14} input {:?}  {} linear layers  {:.2} GMAC",
+                    m.input_shape,
+                    m.linear_nodes().len(),
+                    m.macs()? as f64 / 1e9
+                );
             }
             println!("(vgg16@N / vgg19@N: the same network at N×N input, N a multiple of 32)");
             Ok(())
         }
-        Cmd::Zoo { cmd: ZooCmd::Export { name, out } } => {
+        Cmd::Zoo {
+            cmd: ZooCmd::Export { name, out },
+        } => {
             let m = load_zoo(&name)?;
             onnx::save(&m, &out)?;
-            println!("wrote {} ({}) to {}", m.name, hex(&m.hash()[..8]), out.display());
+            println!(
+                "wrote {} ({}) to {}",
+                m.name,
+                hex(&m.hash()[..8]),
+                out.display()
+            );
             Ok(())
         }
     }
@@ -178,8 +241,10 @@ fn hex(b: &[u8]) -> String {
 
 fn load_zoo(name: &str) -> Result<Model> {
     if let Some((base, size)) = name.split_once('@') {
-        let n: usize = size.parse().with_context(|| format!("bad size in '{name}'"))?;
-        if n == 0 || n % 32 != 0 || n > 1024 {
+        let n: usize = size
+            .parse()
+            .with_context(|| format!("bad size in '{name}'"))?;
+        if n == 0 || !n.is_multiple_of(32) || n > 1024 {
             bail!("VGG input size must be a multiple of 32 between 32 and 1024, got {n}");
         }
         return match base {
@@ -188,7 +253,12 @@ fn load_zoo(name: &str) -> Result<Model> {
             _ => bail!("only vgg16@N and vgg19@N take a size"),
         };
     }
-    zoo::by_name(name).with_context(|| format!("unknown model '{name}' (built-in: {})", zoo::NAMES.join(", ")))
+    zoo::by_name(name).with_context(|| {
+        format!(
+            "unknown model '{name}' (built-in: {})",
+            zoo::NAMES.join(", ")
+        )
+    })
 }
 
 fn load_model(spec: &str) -> Result<Model> {
@@ -201,7 +271,9 @@ fn load_model(spec: &str) -> Result<Model> {
 
 /// Calibration inputs: seeded inputs, plus the bundled images when the model takes 28×28.
 fn calibration(model: &Model, n: usize) -> Result<Vec<Tensor>> {
-    let mut v: Vec<Tensor> = (0..n as u64).map(|s| zoo::seeded_input(model, 0xca11b + s)).collect();
+    let mut v: Vec<Tensor> = (0..n as u64)
+        .map(|s| zoo::seeded_input(model, 0xca11b + s))
+        .collect();
     if model.input_shape[1..] == [28, 28] {
         for (_, bytes) in BUNDLED {
             let img = image::load_from_memory(bytes).context("bundled image")?;
@@ -224,8 +296,13 @@ fn default_split(model: &Model) -> usize {
     if model.name.starts_with("vgg") {
         return 4;
     }
-    let first_pool = model.nodes.iter().position(|n| matches!(n.op, Op::MaxPool(_) | Op::AvgPool(_) | Op::GlobalAvgPool));
-    let before = first_pool.map_or(0, |i| model.nodes[..i].iter().filter(|n| n.op.is_linear()).count());
+    let first_pool = model
+        .nodes
+        .iter()
+        .position(|n| matches!(n.op, Op::MaxPool(_) | Op::AvgPool(_) | Op::GlobalAvgPool));
+    let before = first_pool.map_or(0, |i| {
+        model.nodes[..i].iter().filter(|n| n.op.is_linear()).count()
+    });
     if before > 0 {
         before
     } else {
@@ -234,7 +311,11 @@ fn default_split(model: &Model) -> usize {
 }
 
 fn print_answer(model: &Model, out: &Tensor) {
-    let probs = if model.nodes.get(model.output - 1).is_some_and(|n| matches!(n.op, Op::Softmax)) {
+    let probs = if model
+        .nodes
+        .get(model.output - 1)
+        .is_some_and(|n| matches!(n.op, Op::Softmax))
+    {
         out.clone()
     } else {
         let mut p = out.clone();
@@ -246,7 +327,12 @@ fn print_answer(model: &Model, out: &Tensor) {
     };
     println!("top-5:");
     for (i, (c, prob)) in probs.top_k(5)[0].iter().enumerate() {
-        let label = model.labels.as_ref().and_then(|l| l.get(*c)).map(String::as_str).unwrap_or("");
+        let label = model
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(*c))
+            .map(String::as_str)
+            .unwrap_or("");
         println!("  {}. class {c:>4} {label:<14} p = {prob:.4}", i + 1);
     }
 }
@@ -254,14 +340,28 @@ fn print_answer(model: &Model, out: &Tensor) {
 fn print_times(st: &StageTimes, precompute_ms: f64) {
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
     println!("time (ms): total {:.2} | enclave {:.2} | blinded layers on accelerator {:.2} ({} offloads, {:.1} MiB out) | plain tail {:.2}", ms(st.total), ms(st.enclave), ms(st.field), st.offloads, st.bytes_out as f64 / (1 << 20) as f64, ms(st.tail));
-    println!("offline precompute (u = W·r in the enclave, sealed): {precompute_ms:.2} ms per image");
+    println!(
+        "offline precompute (u = W·r in the enclave, sealed): {precompute_ms:.2} ms per image"
+    );
 }
 
-fn infer_once(model: &Model, plan: Arc<Plan>, placement: Placement, verify: bool, x: Tensor) -> Result<(Tensor, StageTimes, f64, Engine)> {
-    let cfg = CoreConfig { placement, verify, threads: 1 };
+fn infer_once(
+    model: &Model,
+    plan: Arc<Plan>,
+    placement: Placement,
+    verify: bool,
+    x: Tensor,
+) -> Result<(Tensor, StageTimes, f64, Engine)> {
+    let cfg = CoreConfig {
+        placement,
+        verify,
+        threads: 1,
+    };
     let mut engine = Engine::new(plan, cfg, Box::new(CpuAccelerator::new()))?;
     let pre = engine.precompute(1)?;
-    let (out, st) = engine.infer(x).with_context(|| format!("private inference on {}", model.name))?;
+    let (out, st) = engine
+        .infer(x)
+        .with_context(|| format!("private inference on {}", model.name))?;
     Ok((out, st, pre.as_secs_f64() * 1e3, engine))
 }
 
@@ -269,17 +369,34 @@ fn demo(name: &str) -> Result<()> {
     let model = load_zoo(name)?;
     let (img_name, x) = if model.input_shape[1..] == [28, 28] {
         let (n, bytes) = BUNDLED[0];
-        (n.to_string(), input::image_to_tensor(&image::load_from_memory(bytes)?, &model))
+        (
+            n.to_string(),
+            input::image_to_tensor(&image::load_from_memory(bytes)?, &model),
+        )
     } else {
-        ("seeded random image".to_string(), zoo::seeded_input(&model, 1))
+        (
+            "seeded random image".to_string(),
+            zoo::seeded_input(&model, 1),
+        )
     };
     let split = default_split(&model);
     let placement = Placement::Origami { split };
-    println!("origami demo: model {} ({} linear layers, {:.3} GMAC), input {img_name}", model.name, model.linear_nodes().len(), model.macs()? as f64 / 1e9);
-    println!("weights: seeded, untrained (labels are not meaningful until a trained model is built in)");
+    println!(
+        "origami demo: model {} ({} linear layers, {:.3} GMAC), input {img_name}",
+        model.name,
+        model.linear_nodes().len(),
+        model.macs()? as f64 / 1e9
+    );
+    println!(
+        "weights: seeded, untrained (labels are not meaningful until a trained model is built in)"
+    );
     let t = Instant::now();
     let plan = build_plan(&model, 4)?;
-    println!("plan: calibrated and quantized in {:.1} ms (hash {})", t.elapsed().as_secs_f64() * 1e3, hex(&plan.hash[..8]));
+    println!(
+        "plan: calibrated and quantized in {:.1} ms (hash {})",
+        t.elapsed().as_secs_f64() * 1e3,
+        hex(&plan.hash[..8])
+    );
     let head_end = placement.head_end(&plan)?;
     println!(
         "placement: {} — enclave runs nodes 0..{head_end} ({}), accelerator runs the rest in plain; blinded layers verified (Freivalds)",
@@ -291,23 +408,44 @@ fn demo(name: &str) -> Result<()> {
     print_answer(&model, &out);
     print_times(&st, pre);
     let s = engine.core.stats();
-    println!("enclave core memory: {:.2} MiB resident + {:.2} MiB peak per request", s.static_bytes as f64 / 1048576.0, s.peak_request_bytes as f64 / 1048576.0);
+    println!(
+        "enclave core memory: {:.2} MiB resident + {:.2} MiB peak per request",
+        s.static_bytes as f64 / 1048576.0,
+        s.peak_request_bytes as f64 / 1048576.0
+    );
     let want = origami_enclave::reference(&plan, &x, head_end, 1)?;
-    println!("check: result is bit-identical to the quantized reference: {}", if want == out { "yes" } else { "NO" });
+    println!(
+        "check: result is bit-identical to the quantized reference: {}",
+        if want == out { "yes" } else { "NO" }
+    );
     if want != out {
         bail!("the private result differs from the reference");
     }
     Ok(())
 }
 
-fn run(model: &str, mode: &str, split: Option<usize>, verify: bool, input_path: &Path, output: Option<&Path>, calib: usize) -> Result<()> {
+fn run(
+    model: &str,
+    mode: &str,
+    split: Option<usize>,
+    verify: bool,
+    input_path: &Path,
+    output: Option<&Path>,
+    calib: usize,
+) -> Result<()> {
     let m = load_model(model)?;
     let placement = Placement::parse(mode, split)?;
     let x = input::load_input(input_path, &m)?;
     let t = Instant::now();
     let plan = build_plan(&m, calib)?;
     let plan_ms = t.elapsed().as_secs_f64() * 1e3;
-    println!("model {} | placement {} | verify {} | plan {:.1} ms", m.name, placement.name(), if verify { "on" } else { "off" }, plan_ms);
+    println!(
+        "model {} | placement {} | verify {} | plan {:.1} ms",
+        m.name,
+        placement.name(),
+        if verify { "on" } else { "off" },
+        plan_ms
+    );
     let (out, st, pre, _) = infer_once(&m, plan, placement, verify, x)?;
     print_answer(&m, &out);
     print_times(&st, pre);
@@ -319,7 +457,18 @@ fn run(model: &str, mode: &str, split: Option<usize>, verify: bool, input_path: 
 }
 
 #[allow(clippy::too_many_arguments)]
-fn run_bench(model: &str, input_path: Option<&Path>, split: Option<usize>, iters: usize, warmup: usize, verify: bool, enclave_threads: usize, placements: &str, json: Option<&Path>, calib: usize) -> Result<()> {
+fn run_bench(
+    model: &str,
+    input_path: Option<&Path>,
+    split: Option<usize>,
+    iters: usize,
+    warmup: usize,
+    verify: bool,
+    enclave_threads: usize,
+    placements: &str,
+    json: Option<&Path>,
+    calib: usize,
+) -> Result<()> {
     if iters == 0 || enclave_threads == 0 {
         bail!("--iters and --enclave-threads must be at least 1");
     }
@@ -341,15 +490,27 @@ fn run_bench(model: &str, input_path: Option<&Path>, split: Option<usize>, iters
     let t = Instant::now();
     let plan = build_plan(&m, calib)?;
     println!("plan built in {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
-    let cfg = BenchConfig { placements: list, warmup, iters, verify, enclave_threads };
+    let cfg = BenchConfig {
+        placements: list,
+        warmup,
+        iters,
+        verify,
+        enclave_threads,
+    };
     let bar = ProgressBar::new((cfg.placements.len() * (warmup + iters)) as u64);
-    bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed}]").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed}]")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
     let results = bench::run(plan, &x, &cfg, |name, _, _| {
         bar.set_message(name.to_string());
         bar.inc(1);
     })?;
     bar.finish_and_clear();
-    println!("{:<20} {:>10} {:>10} {:>10} {:>10} {:>12} {:>14}", "placement", "median ms", "enclave", "blinded", "tail", "precompute", "enclave MiB");
+    println!(
+        "{:<20} {:>10} {:>10} {:>10} {:>10} {:>12} {:>14}",
+        "placement", "median ms", "enclave", "blinded", "tail", "precompute", "enclave MiB"
+    );
     for r in &results {
         println!(
             "{:<20} {:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>12.2} {:>14.2}",
@@ -367,7 +528,10 @@ fn run_bench(model: &str, input_path: Option<&Path>, split: Option<usize>, iters
     if let Some(e) = find("enclave") {
         for r in &results {
             if r.placement != e.placement {
-                ratios.insert(format!("enclave/{}", r.placement), (e.median_ms / r.median_ms).into());
+                ratios.insert(
+                    format!("enclave/{}", r.placement),
+                    (e.median_ms / r.median_ms).into(),
+                );
             }
         }
     }
@@ -393,7 +557,8 @@ fn run_bench(model: &str, input_path: Option<&Path>, split: Option<usize>, iters
             "results": results.iter().collect::<Vec<&PlacementResult>>(),
             "ratios": ratios,
         });
-        std::fs::write(path, serde_json::to_string_pretty(&doc)?).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, serde_json::to_string_pretty(&doc)?)
+            .with_context(|| format!("writing {}", path.display()))?;
         println!("wrote {}", path.display());
     }
     Ok(())

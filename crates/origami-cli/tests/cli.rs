@@ -22,7 +22,11 @@ fn tmpdir(name: &str) -> PathBuf {
 
 fn run_ok(args: &[&str]) -> String {
     let out = bin().args(args).output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "origami {args:?} failed:\n{text}");
     text
 }
@@ -32,7 +36,10 @@ fn run_err(args: &[&str]) -> String {
     assert!(!out.status.success(), "origami {args:?} should fail");
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(err.starts_with("error: "), "no clear error message: {err}");
-    assert!(!err.contains("panicked"), "panic instead of an error: {err}");
+    assert!(
+        !err.contains("panicked"),
+        "panic instead of an error: {err}"
+    );
     err
 }
 
@@ -41,7 +48,10 @@ fn demo_runs_and_checks_itself() {
     let out = run_ok(&["demo"]);
     assert!(out.contains("top-5:"), "{out}");
     assert!(out.contains("placement: origami --split 2"), "{out}");
-    assert!(out.contains("bit-identical to the quantized reference: yes"), "{out}");
+    assert!(
+        out.contains("bit-identical to the quantized reference: yes"),
+        "{out}"
+    );
     assert!(out.contains("time (ms): total"), "{out}");
 }
 
@@ -54,16 +64,36 @@ fn run_npy_in_npy_out_matches_the_reference() {
     let x = zoo::seeded_input(&model, 77);
     let inp = d.join("x.npy");
     npy::write_npy(&inp, &x).unwrap();
-    for (mode, split) in [("slalom", None), ("origami", Some("3")), ("plain", None), ("enclave", None)] {
+    for (mode, split) in [
+        ("slalom", None),
+        ("origami", Some("3")),
+        ("plain", None),
+        ("enclave", None),
+    ] {
         let outp = d.join(format!("y-{mode}.npy"));
-        let mut args = vec!["run", "--model", "resnet-small", "--mode", mode, "--verify", "--input", inp.to_str().unwrap(), "--output", outp.to_str().unwrap(), "--calib", "3"];
+        let mut args = vec![
+            "run",
+            "--model",
+            "resnet-small",
+            "--mode",
+            mode,
+            "--verify",
+            "--input",
+            inp.to_str().unwrap(),
+            "--output",
+            outp.to_str().unwrap(),
+            "--calib",
+            "3",
+        ];
         if let Some(s) = split {
             args.extend(["--split", s]);
         }
         let text = run_ok(&args);
         assert!(text.contains("top-5:"), "{text}");
         let got = npy::read_npy(&outp).unwrap();
-        let calib: Vec<Tensor> = (0..3u64).map(|s| zoo::seeded_input(&model, 0xca11b + s)).collect();
+        let calib: Vec<Tensor> = (0..3u64)
+            .map(|s| zoo::seeded_input(&model, 0xca11b + s))
+            .collect();
         let plan = Arc::new(Plan::build(&model, &calib, QuantConfig::default()).unwrap());
         let placement = Placement::parse(mode, split.map(|s| s.parse().unwrap())).unwrap();
         let want = reference(&plan, &x, placement.head_end(&plan).unwrap(), 1).unwrap();
@@ -90,8 +120,21 @@ fn zoo_export_import_gives_identical_outputs() {
     }
     // And the CLI runs the exported file with an image input.
     let img = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/1_pullover.png");
-    let text = run_ok(&["run", "--model", d.join("small.onnx").to_str().unwrap(), "--mode", "origami", "--split", "2", "--input", img.to_str().unwrap()]);
-    assert!(text.contains("Pullover") || text.contains("top-5"), "{text}");
+    let text = run_ok(&[
+        "run",
+        "--model",
+        d.join("small.onnx").to_str().unwrap(),
+        "--mode",
+        "origami",
+        "--split",
+        "2",
+        "--input",
+        img.to_str().unwrap(),
+    ]);
+    assert!(
+        text.contains("Pullover") || text.contains("top-5"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -101,39 +144,101 @@ fn bad_inputs_fail_with_clear_errors() {
     let img = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/0_ankle_boot.png");
     let img = img.to_str().unwrap();
     // Unsupported operator: named with its node.
-    let e = run_err(&["run", "--model", fixtures.join("unsupported_resize.onnx").to_str().unwrap(), "--mode", "plain", "--input", img]);
+    let e = run_err(&[
+        "run",
+        "--model",
+        fixtures.join("unsupported_resize.onnx").to_str().unwrap(),
+        "--mode",
+        "plain",
+        "--input",
+        img,
+    ]);
     assert!(e.contains("Resize"), "{e}");
     // Truncated model file.
     let full = std::fs::read(fixtures.join("residual.onnx")).unwrap();
     let cut = d.join("cut.onnx");
     std::fs::write(&cut, &full[..full.len() / 2]).unwrap();
-    let e = run_err(&["run", "--model", cut.to_str().unwrap(), "--mode", "plain", "--input", img]);
-    assert!(e.contains("malformed") || e.contains("Malformed") || e.contains("truncat"), "{e}");
+    let e = run_err(&[
+        "run",
+        "--model",
+        cut.to_str().unwrap(),
+        "--mode",
+        "plain",
+        "--input",
+        img,
+    ]);
+    assert!(
+        e.contains("malformed") || e.contains("Malformed") || e.contains("truncat"),
+        "{e}"
+    );
     // Input of the wrong shape.
     let wrong = d.join("wrong.npy");
     npy::write_npy(&wrong, &Tensor::zeros(vec![1, 3, 8, 8])).unwrap();
-    let e = run_err(&["run", "--model", "small", "--mode", "slalom", "--input", wrong.to_str().unwrap()]);
+    let e = run_err(&[
+        "run",
+        "--model",
+        "small",
+        "--mode",
+        "slalom",
+        "--input",
+        wrong.to_str().unwrap(),
+    ]);
     assert!(e.contains("takes input"), "{e}");
     // Not an image.
     let junk = d.join("junk.png");
     std::fs::write(&junk, b"not a png").unwrap();
-    let e = run_err(&["run", "--model", "small", "--mode", "slalom", "--input", junk.to_str().unwrap()]);
+    let e = run_err(&[
+        "run",
+        "--model",
+        "small",
+        "--mode",
+        "slalom",
+        "--input",
+        junk.to_str().unwrap(),
+    ]);
     assert!(e.contains("cannot decode"), "{e}");
     // Missing split, unknown mode, unknown model, split past the end.
-    assert!(run_err(&["run", "--model", "small", "--mode", "origami", "--input", img]).contains("--split"));
-    assert!(run_err(&["run", "--model", "small", "--mode", "turbo", "--input", img]).contains("unknown mode"));
-    assert!(run_err(&["run", "--model", "vgg99", "--mode", "plain", "--input", img]).contains("unknown model"));
-    assert!(run_err(&["run", "--model", "small", "--mode", "origami", "--split", "9", "--input", img]).contains("past the last linear layer"));
+    assert!(
+        run_err(&["run", "--model", "small", "--mode", "origami", "--input", img])
+            .contains("--split")
+    );
+    assert!(
+        run_err(&["run", "--model", "small", "--mode", "turbo", "--input", img])
+            .contains("unknown mode")
+    );
+    assert!(
+        run_err(&["run", "--model", "vgg99", "--mode", "plain", "--input", img])
+            .contains("unknown model")
+    );
+    assert!(run_err(&[
+        "run", "--model", "small", "--mode", "origami", "--split", "9", "--input", img
+    ])
+    .contains("past the last linear layer"));
 }
 
 #[test]
 fn bench_writes_one_entry_per_placement() {
     let d = tmpdir("bench");
     let json = d.join("b.json");
-    run_ok(&["bench", "--model", "small", "--iters", "2", "--warmup", "1", "--verify", "--json", json.to_str().unwrap()]);
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    run_ok(&[
+        "bench",
+        "--model",
+        "small",
+        "--iters",
+        "2",
+        "--warmup",
+        "1",
+        "--verify",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let results = v["results"].as_array().unwrap();
-    let names: Vec<&str> = results.iter().map(|r| r["placement"].as_str().unwrap()).collect();
+    let names: Vec<&str> = results
+        .iter()
+        .map(|r| r["placement"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["enclave", "slalom", "origami --split 2", "plain"]);
     for r in results {
         assert!(r["median_ms"].as_f64().unwrap() > 0.0);

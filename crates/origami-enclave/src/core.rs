@@ -45,8 +45,12 @@ impl Placement {
             ("plain", None) => Ok(Self::Plain),
             ("origami", Some(k)) => Ok(Self::Origami { split: k }),
             ("origami", None) => Err(EnclaveError::Plan("--mode origami needs --split K".into())),
-            ("enclave" | "slalom" | "plain", Some(_)) => Err(EnclaveError::Plan(format!("--split only applies to --mode origami, not {mode}"))),
-            _ => Err(EnclaveError::Plan(format!("unknown mode '{mode}' (enclave, slalom, origami, plain)"))),
+            ("enclave" | "slalom" | "plain", Some(_)) => Err(EnclaveError::Plan(format!(
+                "--split only applies to --mode origami, not {mode}"
+            ))),
+            _ => Err(EnclaveError::Plan(format!(
+                "unknown mode '{mode}' (enclave, slalom, origami, plain)"
+            ))),
         }
     }
 
@@ -106,7 +110,10 @@ pub struct Handoff {
 /// The host's answer to a step.
 pub enum Reply {
     /// The accelerator's result for the last `Offload`, and the sealed u of its pad and layer.
-    Linear { result: Vec<u32>, sealed_u: SealedPad },
+    Linear {
+        result: Vec<u32>,
+        sealed_u: SealedPad,
+    },
     /// The tail's output after a `Handoff`.
     Tail(Tensor),
 }
@@ -131,7 +138,10 @@ struct Probe {
 }
 
 enum Await {
-    Linear { li: usize, blinded: Option<Vec<u32>> },
+    Linear {
+        li: usize,
+        blinded: Option<Vec<u32>>,
+    },
     Tail,
 }
 
@@ -168,7 +178,11 @@ impl EnclaveCore {
     }
 
     /// NO SECURITY: a core with keys from a fixed seed, for deterministic tests only.
-    pub fn insecure_with_seed_for_tests(plan: Arc<Plan>, cfg: CoreConfig, seed: u8) -> Result<Self, EnclaveError> {
+    pub fn insecure_with_seed_for_tests(
+        plan: Arc<Plan>,
+        cfg: CoreConfig,
+        seed: u8,
+    ) -> Result<Self, EnclaveError> {
         let h = plan.hash;
         Self::with_keys(
             plan,
@@ -179,18 +193,30 @@ impl EnclaveCore {
         )
     }
 
-    fn with_keys(plan: Arc<Plan>, cfg: CoreConfig, pad_key: PadKey, sealer: Sealer, probe_key: PadKey) -> Result<Self, EnclaveError> {
+    fn with_keys(
+        plan: Arc<Plan>,
+        cfg: CoreConfig,
+        pad_key: PadKey,
+        sealer: Sealer,
+        probe_key: PadKey,
+    ) -> Result<Self, EnclaveError> {
         let head_end = cfg.placement.head_end(&plan)?;
         if let Placement::Origami { split } = cfg.placement {
             if split == 0 {
                 return Err(EnclaveError::Plan("origami --split 0 would hand the raw input to the host; use --mode plain to say so".into()));
             }
             if exec::live_across(&plan.model, head_end).contains(&0) {
-                return Err(EnclaveError::Plan(format!("split {split} is not private: the tail reads the model input directly")));
+                return Err(EnclaveError::Plan(format!(
+                    "split {split} is not private: the tail reads the model input directly"
+                )));
             }
         }
         let blinded = matches!(cfg.placement, Placement::Slalom | Placement::Origami { .. });
-        let offloaded: Vec<bool> = plan.linears.iter().map(|l| blinded && l.node < head_end).collect();
+        let offloaded: Vec<bool> = plan
+            .linears
+            .iter()
+            .map(|l| blinded && l.node < head_end)
+            .collect();
         let mut probes = Vec::with_capacity(plan.linears.len());
         let mut static_bytes = 0;
         for (l, &off) in plan.linears.iter().zip(&offloaded) {
@@ -217,7 +243,10 @@ impl EnclaveCore {
             ready: VecDeque::new(),
             probes,
             session: None,
-            stats: CoreStats { static_bytes, ..Default::default() },
+            stats: CoreStats {
+                static_bytes,
+                ..Default::default()
+            },
         })
     }
 
@@ -249,10 +278,18 @@ impl EnclaveCore {
         for _ in 0..count {
             let id = self.next_pad;
             if id > origami_field::pad::MAX_PAD_ID {
-                return Err(EnclaveError::PadsExhausted("pad id space exhausted; restart the enclave".into()));
+                return Err(EnclaveError::PadsExhausted(
+                    "pad id space exhausted; restart the enclave".into(),
+                ));
             }
             self.next_pad += 1;
-            for (l, _) in self.plan.linears.iter().zip(&self.offloaded).filter(|(_, &o)| o) {
+            for (l, _) in self
+                .plan
+                .linears
+                .iter()
+                .zip(&self.offloaded)
+                .filter(|(_, &o)| o)
+            {
                 let mut r = vec![0u32; l.shape.in_len()];
                 self.pad_key.mask_stream(id, l.layer).fill(&mut r);
                 let rf: Vec<f64> = r.iter().map(|&v| v as f64).collect();
@@ -260,13 +297,18 @@ impl EnclaveCore {
                 let mut u = vec![0f64; l.shape.out_len()];
                 match &l.shape {
                     LinearShape::Conv(g) => conv2d(g, &rf, &l.wq, &mut u, self.cfg.threads),
-                    LinearShape::Dense { in_f, out_f } => gemm_nt(1, *in_f, *out_f, &rf, &l.wq, &mut u, self.cfg.threads),
+                    LinearShape::Dense { in_f, out_f } => {
+                        gemm_nt(1, *in_f, *out_f, &rf, &l.wq, &mut u, self.cfg.threads)
+                    }
                 }
                 // Exact: r < 2^24, |w̃| ≤ 127, K < 2^15.
                 let mut uq: Vec<u32> = u.iter().map(|&v| reduce_f64(v)).collect();
                 out.push(self.sealer.seal(id, l.layer, &uq));
                 uq.iter_mut().for_each(|v| *v = 0);
-                self.stats.peak_request_bytes = self.stats.peak_request_bytes.max(rf.len() * 8 + u.len() * 12);
+                self.stats.peak_request_bytes = self
+                    .stats
+                    .peak_request_bytes
+                    .max(rf.len() * 8 + u.len() * 12);
             }
             self.ready.push_back(id);
             self.stats.pads_precomputed += 1;
@@ -277,7 +319,9 @@ impl EnclaveCore {
     /// Starts a request on one input `[1, C, H, W]`.
     pub fn begin(&mut self, input: Tensor) -> Result<Step, EnclaveError> {
         if self.session.is_some() {
-            return Err(EnclaveError::Misuse("a request is already in flight".into()));
+            return Err(EnclaveError::Misuse(
+                "a request is already in flight".into(),
+            ));
         }
         let r = self.begin_inner(input);
         if r.is_err() {
@@ -302,51 +346,94 @@ impl EnclaveCore {
     }
 
     fn begin_inner(&mut self, input: Tensor) -> Result<Step, EnclaveError> {
-        exec::check_input(&self.plan.model, &input).map_err(|e| EnclaveError::BadRequest(e.to_string()))?;
+        exec::check_input(&self.plan.model, &input)
+            .map_err(|e| EnclaveError::BadRequest(e.to_string()))?;
         if input.shape[0] != 1 {
-            return Err(EnclaveError::BadRequest(format!("one image per request, got a batch of {}", input.shape[0])));
+            return Err(EnclaveError::BadRequest(format!(
+                "one image per request, got a batch of {}",
+                input.shape[0]
+            )));
         }
         let mut env = vec![None; self.plan.model.num_values()];
         if self.head_end == 0 {
-            self.session = Some(Session { next: 0, env, pad_id: None, awaiting: Some(Await::Tail) });
-            return Ok(Step::Handoff(Handoff { start: 0, values: vec![(0, input)] }));
+            self.session = Some(Session {
+                next: 0,
+                env,
+                pad_id: None,
+                awaiting: Some(Await::Tail),
+            });
+            return Ok(Step::Handoff(Handoff {
+                start: 0,
+                values: vec![(0, input)],
+            }));
         }
         let pad_id = if self.needs_pads() {
-            let id = self.ready.pop_front().ok_or_else(|| EnclaveError::PadsExhausted("no precomputed pad is left; precompute more".into()))?;
+            let id = self.ready.pop_front().ok_or_else(|| {
+                EnclaveError::PadsExhausted("no precomputed pad is left; precompute more".into())
+            })?;
             self.stats.pads_consumed += 1;
             Some(id)
         } else {
             None
         };
         env[0] = Some(QVal::Float(input));
-        self.session = Some(Session { next: 0, env, pad_id, awaiting: None });
+        self.session = Some(Session {
+            next: 0,
+            env,
+            pad_id,
+            awaiting: None,
+        });
         self.advance()
     }
 
     fn resume_inner(&mut self, reply: Reply) -> Result<Step, EnclaveError> {
-        let s = self.session.as_mut().ok_or_else(|| EnclaveError::Misuse("no request in flight".into()))?;
+        let s = self
+            .session
+            .as_mut()
+            .ok_or_else(|| EnclaveError::Misuse("no request in flight".into()))?;
         match (s.awaiting.take(), reply) {
             (Some(Await::Linear { li, blinded }), Reply::Linear { result, sealed_u }) => {
                 let l = &self.plan.linears[li];
                 let node = &self.plan.model.nodes[l.node];
                 let out_len = l.shape.out_len();
-                let misbehaved = |detail: String| EnclaveError::AcceleratorMisbehaved { layer: l.layer, detail };
+                let misbehaved = |detail: String| EnclaveError::AcceleratorMisbehaved {
+                    layer: l.layer,
+                    detail,
+                };
                 if result.len() != out_len {
-                    return Err(misbehaved(format!("returned {} values, expected {out_len}", result.len())));
+                    return Err(misbehaved(format!(
+                        "returned {} values, expected {out_len}",
+                        result.len()
+                    )));
                 }
                 if result.iter().any(|&v| v >= P) {
                     return Err(misbehaved("returned values not reduced mod p".into()));
                 }
-                let pad_id = s.pad_id.ok_or_else(|| EnclaveError::Misuse("no pad".into()))?;
+                let pad_id = s
+                    .pad_id
+                    .ok_or_else(|| EnclaveError::Misuse("no pad".into()))?;
                 let u = self.sealer.open(pad_id, l.layer, out_len, &sealed_u)?;
                 if let (Some(probe), Some(x)) = (&self.probes[li], &blinded) {
                     if !freivalds_ok(probe, x, &result, self.cfg.threads) {
-                        return Err(misbehaved("Freivalds check failed: the result is not W·x̄".into()));
+                        return Err(misbehaved(
+                            "Freivalds check failed: the result is not W·x̄".into(),
+                        ));
                     }
                 }
-                let held = s.env.iter().flatten().map(QVal::bytes).sum::<usize>() + result.len() * 8 + blinded.as_ref().map_or(0, |b| b.len() * 4);
+                let held = s.env.iter().flatten().map(QVal::bytes).sum::<usize>()
+                    + result.len() * 8
+                    + blinded.as_ref().map_or(0, |b| b.len() * 4);
                 let (value, next) = l.produces();
-                let y = finish_linear(l, &node.name, result.iter().zip(u.iter()).map(|(&r, &u)| center(sub(r, u))), &self.plan.shapes[value], l.fused_relu)?;
+                let y = finish_linear(
+                    l,
+                    &node.name,
+                    result
+                        .iter()
+                        .zip(u.iter())
+                        .map(|(&r, &u)| center(sub(r, u))),
+                    &self.plan.shapes[value],
+                    l.fused_relu,
+                )?;
                 self.stats.peak_request_bytes = self.stats.peak_request_bytes.max(held + y.bytes());
                 s.env[value] = Some(y);
                 s.next = next;
@@ -355,13 +442,20 @@ impl EnclaveCore {
             (Some(Await::Tail), Reply::Tail(t)) => {
                 let want = &self.plan.shapes[self.plan.model.output];
                 if &t.shape != want || t.data.len() != want.iter().product::<usize>() {
-                    return Err(EnclaveError::AcceleratorMisbehaved { layer: u16::MAX, detail: format!("tail output has shape {:?}, expected {want:?}", t.shape) });
+                    return Err(EnclaveError::AcceleratorMisbehaved {
+                        layer: u16::MAX,
+                        detail: format!("tail output has shape {:?}, expected {want:?}", t.shape),
+                    });
                 }
                 self.session = None;
                 Ok(Step::Done(t))
             }
-            (None, _) => Err(EnclaveError::Misuse("the request is not waiting for a reply".into())),
-            _ => Err(EnclaveError::Misuse("reply of the wrong kind for this step".into())),
+            (None, _) => Err(EnclaveError::Misuse(
+                "the request is not waiting for a reply".into(),
+            )),
+            _ => Err(EnclaveError::Misuse(
+                "reply of the wrong kind for this step".into(),
+            )),
         }
     }
 
@@ -369,35 +463,66 @@ impl EnclaveCore {
     fn advance(&mut self) -> Result<Step, EnclaveError> {
         let plan = self.plan.clone();
         let model = &plan.model;
-        let s = self.session.as_mut().ok_or_else(|| EnclaveError::Misuse("no request in flight".into()))?;
+        let s = self
+            .session
+            .as_mut()
+            .ok_or_else(|| EnclaveError::Misuse("no request in flight".into()))?;
         while s.next < self.head_end {
             let i = s.next;
             let n = &model.nodes[i];
             if let Some(li) = plan.by_node[i] {
                 let l = &plan.linears[li];
-                let x = s.env[n.inputs[0]].as_ref().ok_or_else(|| EnclaveError::Misuse("missing value".into()))?;
+                let x = s.env[n.inputs[0]]
+                    .as_ref()
+                    .ok_or_else(|| EnclaveError::Misuse("missing value".into()))?;
                 let xq = requantize(x, l.in_exp, plan.act_clamp);
                 if self.offloaded[li] {
-                    let pad_id = s.pad_id.ok_or_else(|| EnclaveError::Misuse("no pad".into()))?;
+                    let pad_id = s
+                        .pad_id
+                        .ok_or_else(|| EnclaveError::Misuse("no pad".into()))?;
                     // Blind: x̄ = x̃ + r mod p, r regenerated from the pad key, never stored.
                     let mut rng = self.pad_key.mask_stream(pad_id, l.layer);
-                    let blinded: Vec<u32> = xq.iter().map(|&v| origami_field::add(reduce_small(v as i64), rng.next_element())).collect();
+                    let blinded: Vec<u32> = xq
+                        .iter()
+                        .map(|&v| origami_field::add(reduce_small(v as i64), rng.next_element()))
+                        .collect();
                     drop(xq);
                     drop_dead(s, &n.inputs, i, &self.last_use);
                     let keep = self.probes[li].as_ref().map(|_| blinded.clone());
-                    let held = s.env.iter().flatten().map(QVal::bytes).sum::<usize>() + blinded.len() * 4 + keep.as_ref().map_or(0, |k| k.len() * 4);
+                    let held = s.env.iter().flatten().map(QVal::bytes).sum::<usize>()
+                        + blinded.len() * 4
+                        + keep.as_ref().map_or(0, |k| k.len() * 4);
                     self.stats.peak_request_bytes = self.stats.peak_request_bytes.max(held);
                     s.awaiting = Some(Await::Linear { li, blinded: keep });
-                    return Ok(Step::Offload(Offload { layer: l.layer, pad_id, blinded }));
+                    return Ok(Step::Offload(Offload {
+                        layer: l.layer,
+                        pad_id,
+                        blinded,
+                    }));
                 }
                 let (value, next) = l.produces();
-                let y = linear_local(l, &n.name, &xq, &plan.shapes[value], l.fused_relu, self.cfg.threads)?;
+                let y = linear_local(
+                    l,
+                    &n.name,
+                    &xq,
+                    &plan.shapes[value],
+                    l.fused_relu,
+                    self.cfg.threads,
+                )?;
                 s.env[value] = Some(y);
                 drop_dead(s, &n.inputs, i, &self.last_use);
                 s.next = next;
                 continue;
             } else {
-                let ins: Vec<&QVal> = n.inputs.iter().map(|&v| s.env[v].as_ref().ok_or_else(|| EnclaveError::Misuse("missing value".into()))).collect::<Result<_, _>>()?;
+                let ins: Vec<&QVal> = n
+                    .inputs
+                    .iter()
+                    .map(|&v| {
+                        s.env[v]
+                            .as_ref()
+                            .ok_or_else(|| EnclaveError::Misuse("missing value".into()))
+                    })
+                    .collect::<Result<_, _>>()?;
                 let y = eval_nonlinear(n, &ins)?;
                 s.env[n.output] = Some(y);
             }
@@ -407,17 +532,27 @@ impl EnclaveCore {
             s.next = i + 1;
         }
         if self.head_end >= model.nodes.len() {
-            let out = s.env[model.output].take().ok_or_else(|| EnclaveError::Misuse("no output".into()))?;
+            let out = s.env[model.output]
+                .take()
+                .ok_or_else(|| EnclaveError::Misuse("no output".into()))?;
             self.session = None;
             return Ok(Step::Done(out.to_float()));
         }
         let values = exec::live_across(model, self.head_end)
             .into_iter()
-            .map(|v| s.env[v].as_ref().map(|q| (v, q.to_float())).ok_or_else(|| EnclaveError::Misuse("missing value".into())))
+            .map(|v| {
+                s.env[v]
+                    .as_ref()
+                    .map(|q| (v, q.to_float()))
+                    .ok_or_else(|| EnclaveError::Misuse("missing value".into()))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         s.env.iter_mut().for_each(|v| *v = None);
         s.awaiting = Some(Await::Tail);
-        Ok(Step::Handoff(Handoff { start: self.head_end, values }))
+        Ok(Step::Handoff(Handoff {
+            start: self.head_end,
+            values,
+        }))
     }
 }
 
@@ -444,10 +579,20 @@ fn make_probe(key: &PadKey, layer: u16, shape: &LinearShape, wq: &[f64]) -> Prob
     });
     let (probe_shape, kfull) = match shape {
         LinearShape::Conv(g) => {
-            let pg = ConvGeom { out_c: 4, groups: 1, ..*g };
+            let pg = ConvGeom {
+                out_c: 4,
+                groups: 1,
+                ..*g
+            };
             (LinearShape::Conv(pg), pg.k())
         }
-        LinearShape::Dense { in_f, .. } => (LinearShape::Dense { in_f: *in_f, out_f: 4 }, *in_f),
+        LinearShape::Dense { in_f, .. } => (
+            LinearShape::Dense {
+                in_f: *in_f,
+                out_f: 4,
+            },
+            *in_f,
+        ),
     };
     let mut w = vec![0f64; 4 * kfull];
     for (j, sj) in s.iter().enumerate() {
@@ -478,7 +623,11 @@ fn make_probe(key: &PadKey, layer: u16, shape: &LinearShape, wq: &[f64]) -> Prob
             w[(2 * j + 1) * kfull + t] = (v[t] >> 12) as f64;
         }
     }
-    Probe { s, shape: probe_shape, w }
+    Probe {
+        s,
+        shape: probe_shape,
+        w,
+    }
 }
 
 /// Checks sᵀ·y ≡ (sᵀW)·x̄ (mod p) for both secret vectors, column by column.

@@ -6,7 +6,9 @@ pub mod plan;
 pub mod qops;
 pub mod reference;
 
-pub use crate::core::{CoreConfig, CoreStats, EnclaveCore, Handoff, Offload, Placement, Reply, Step};
+pub use crate::core::{
+    CoreConfig, CoreStats, EnclaveCore, Handoff, Offload, Placement, Reply, Step,
+};
 pub use plan::{Plan, QuantConfig};
 pub use reference::reference;
 
@@ -31,7 +33,11 @@ pub enum EnclaveError {
     PadsExhausted(String),
     /// A fixed-point value left the range the field can hold: the answer would be wrong.
     #[error("fixed-point saturation at layer {layer} ({node}): |y| = {value} exceeds p/4; recalibrate with inputs like this one")]
-    Saturation { layer: u16, node: String, value: i64 },
+    Saturation {
+        layer: u16,
+        node: String,
+        value: i64,
+    },
     /// The plan or configuration is invalid.
     #[error("plan: {0}")]
     Plan(String),

@@ -138,20 +138,31 @@ impl Plan {
     /// Builds a plan, calibrating on `calib` (each `[1, C, H, W]` or a batch).
     pub fn build(model: &Model, calib: &[Tensor], cfg: QuantConfig) -> Result<Self, EnclaveError> {
         if calib.is_empty() {
-            return Err(EnclaveError::Plan("calibration needs at least one input".into()));
+            return Err(EnclaveError::Plan(
+                "calibration needs at least one input".into(),
+            ));
         }
-        if !(2..=16).contains(&cfg.act_bits) || !(2..=12).contains(&cfg.weight_bits) || !(cfg.headroom >= 1.0) {
-            return Err(EnclaveError::Plan(format!("quantization settings out of range: {cfg:?}")));
+        if !(2..=16).contains(&cfg.act_bits)
+            || !(2..=12).contains(&cfg.weight_bits)
+            || cfg.headroom.is_nan()
+            || cfg.headroom < 1.0
+        {
+            return Err(EnclaveError::Plan(format!(
+                "quantization settings out of range: {cfg:?}"
+            )));
         }
         let model = model.fold_batchnorm();
-        let shapes = model.validate().map_err(|e| EnclaveError::Plan(e.to_string()))?;
+        let shapes = model
+            .validate()
+            .map_err(|e| EnclaveError::Plan(e.to_string()))?;
         if model.linear_nodes().len() > u16::MAX as usize {
             return Err(EnclaveError::Plan("too many linear layers".into()));
         }
         // Calibration: max |value| of every value over the sample inputs, in float.
         let mut vmax = vec![0f64; model.num_values()];
         for x in calib {
-            exec::check_input(&model, x).map_err(|e| EnclaveError::Plan(format!("calibration input: {e}")))?;
+            exec::check_input(&model, x)
+                .map_err(|e| EnclaveError::Plan(format!("calibration input: {e}")))?;
             vmax[0] = vmax[0].max(max_abs(&x.data));
             let mut env = vec![None; model.num_values()];
             env[0] = Some(x.clone());
@@ -176,10 +187,18 @@ impl Plan {
             let (shape, w, b) = match &n.op {
                 Op::Conv(c) => {
                     let s = &shapes[n.inputs[0]];
-                    let g = ConvGeom::new(c, s[2], s[3]).map_err(|e| EnclaveError::Plan(e.to_string()))?;
+                    let g = ConvGeom::new(c, s[2], s[3])
+                        .map_err(|e| EnclaveError::Plan(e.to_string()))?;
                     (LinearShape::Conv(g), &c.weight, &c.bias)
                 }
-                Op::Dense(d) => (LinearShape::Dense { in_f: d.in_f, out_f: d.out_f }, &d.weight, &d.bias),
+                Op::Dense(d) => (
+                    LinearShape::Dense {
+                        in_f: d.in_f,
+                        out_f: d.out_f,
+                    },
+                    &d.weight,
+                    &d.bias,
+                ),
                 _ => continue,
             };
             let in_max = vmax[n.inputs[0]];
@@ -199,7 +218,10 @@ impl Plan {
                 }
                 guard += 1;
                 if guard > 200 {
-                    return Err(EnclaveError::Plan(format!("layer {}: cannot fit the field", n.name)));
+                    return Err(EnclaveError::Plan(format!(
+                        "layer {}: cannot fit the field",
+                        n.name
+                    )));
                 }
             }
             let ws = 2f64.powi(w_exp);
@@ -212,7 +234,10 @@ impl Plan {
             let worst_case = wq
                 .chunks(k)
                 .zip(&bias_q)
-                .map(|(row, b)| row.iter().map(|w| w.abs() as u64).sum::<u64>() as u128 * act_clamp as u128 + b.unsigned_abs() as u128)
+                .map(|(row, b)| {
+                    row.iter().map(|w| w.abs() as u64).sum::<u64>() as u128 * act_clamp as u128
+                        + b.unsigned_abs() as u128
+                })
                 .max()
                 .unwrap_or(0);
             by_node[i] = Some(linears.len());
@@ -226,7 +251,10 @@ impl Plan {
                 bias_q,
                 est_max: out_max * 2f64.powi(in_exp + w_exp),
                 worst_case,
-                fused_relu: model.nodes.get(i + 1).is_some_and(|r| matches!(r.op, Op::Relu) && r.inputs == [n.output])
+                fused_relu: model
+                    .nodes
+                    .get(i + 1)
+                    .is_some_and(|r| matches!(r.op, Op::Relu) && r.inputs == [n.output])
                     && readers[n.output] == 1
                     && model.output != n.output,
             });
@@ -259,12 +287,15 @@ impl Plan {
 
     /// Index of the first tail node for a split after `k` linear layers.
     pub fn split_node(&self, k: usize) -> Result<usize, EnclaveError> {
-        self.model.split_node(k).map_err(|e| EnclaveError::Plan(e.to_string()))
+        self.model
+            .split_node(k)
+            .map_err(|e| EnclaveError::Plan(e.to_string()))
     }
 
     /// A human-readable table of the quantization.
     pub fn summary(&self) -> String {
-        let mut s = String::from("layer  node                 in_exp w_exp  est|y|/(p/2)  provable\n");
+        let mut s =
+            String::from("layer  node                 in_exp w_exp  est|y|/(p/2)  provable\n");
         for l in &self.linears {
             s.push_str(&format!(
                 "{:>5}  {:<20} {:>6} {:>5}  {:>12.4}  {}\n",
@@ -273,7 +304,11 @@ impl Plan {
                 l.in_exp,
                 l.w_exp,
                 l.est_max / HALF as f64,
-                if l.worst_case < HALF as u128 { "yes" } else { "no (calibrated)" }
+                if l.worst_case < HALF as u128 {
+                    "yes"
+                } else {
+                    "no (calibrated)"
+                }
             ));
         }
         s

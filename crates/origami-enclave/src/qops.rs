@@ -11,7 +11,11 @@ use crate::EnclaveError;
 /// A value inside the enclave: fixed point (x ≈ data · 2^-exp) or float.
 #[derive(Clone, Debug, PartialEq)]
 pub enum QVal {
-    Int { shape: Vec<usize>, data: Vec<i32>, exp: i32 },
+    Int {
+        shape: Vec<usize>,
+        data: Vec<i32>,
+        exp: i32,
+    },
     Float(Tensor),
 }
 
@@ -37,7 +41,10 @@ impl QVal {
             QVal::Float(t) => t.clone(),
             QVal::Int { shape, data, exp } => {
                 let s = 2f64.powi(-exp);
-                Tensor { shape: shape.clone(), data: data.iter().map(|&v| (v as f64 * s) as f32).collect() }
+                Tensor {
+                    shape: shape.clone(),
+                    data: data.iter().map(|&v| (v as f64 * s) as f32).collect(),
+                }
             }
         }
     }
@@ -65,18 +72,29 @@ pub fn requantize(v: &QVal, exp: i32, clamp: i64) -> Vec<i32> {
     match v {
         QVal::Float(t) => {
             let scale = 2f64.powi(exp);
-            t.data.iter().map(|&x| quantize_scaled(x, scale).clamp(-clamp, clamp) as i32).collect()
+            t.data
+                .iter()
+                .map(|&x| quantize_scaled(x, scale).clamp(-clamp, clamp) as i32)
+                .collect()
         }
         QVal::Int { data, exp: e, .. } => {
             let s = e - exp;
-            data.iter().map(|&x| shift_round(x as i64, s).clamp(-clamp, clamp) as i32).collect()
+            data.iter()
+                .map(|&x| shift_round(x as i64, s).clamp(-clamp, clamp) as i32)
+                .collect()
         }
     }
 }
 
 /// Adds the bias, checks the field bound and optionally applies a fused ReLU, in one pass;
 /// `y` is `out_c × plane` (conv) or `out_f` (dense).
-pub fn finish_linear(l: &QLinear, node: &str, y: impl Iterator<Item = i64>, out_shape: &[usize], relu: bool) -> Result<QVal, EnclaveError> {
+pub fn finish_linear(
+    l: &QLinear,
+    node: &str,
+    y: impl Iterator<Item = i64>,
+    out_shape: &[usize],
+    relu: bool,
+) -> Result<QVal, EnclaveError> {
     let plane = match l.shape {
         LinearShape::Conv(g) => g.oh * g.ow,
         LinearShape::Dense { .. } => 1,
@@ -93,28 +111,52 @@ pub fn finish_linear(l: &QLinear, node: &str, y: impl Iterator<Item = i64>, out_
         j += 1;
         let v = v + bias;
         if v.abs() > SATURATION_LIMIT {
-            return Err(EnclaveError::Saturation { layer: l.layer, node: node.to_string(), value: v });
+            return Err(EnclaveError::Saturation {
+                layer: l.layer,
+                node: node.to_string(),
+                value: v,
+            });
         }
         data.push(if relu { v.max(0) as i32 } else { v as i32 });
     }
-    Ok(QVal::Int { shape: out_shape.to_vec(), data, exp: l.out_exp() })
+    Ok(QVal::Int {
+        shape: out_shape.to_vec(),
+        data,
+        exp: l.out_exp(),
+    })
 }
 
 /// A linear layer computed inside the enclave (the `enclave` placement and the reference):
 /// exact, since |x̃| ≤ clamp < 2^10, |w̃| ≤ 127 and K < 2^15 keep sums below 2^32 ≪ 2^53.
-pub fn linear_local(l: &QLinear, node: &str, x: &[i32], out_shape: &[usize], relu: bool, threads: usize) -> Result<QVal, EnclaveError> {
+pub fn linear_local(
+    l: &QLinear,
+    node: &str,
+    x: &[i32],
+    out_shape: &[usize],
+    relu: bool,
+    threads: usize,
+) -> Result<QVal, EnclaveError> {
     let xf: Vec<f64> = x.iter().map(|&v| v as f64).collect();
     let mut y = vec![0f64; l.shape.out_len()];
     match &l.shape {
         LinearShape::Conv(g) => conv2d(g, &xf, &l.wq, &mut y, threads),
-        LinearShape::Dense { in_f, out_f } => gemm_nt(1, *in_f, *out_f, &xf, &l.wq, &mut y, threads),
+        LinearShape::Dense { in_f, out_f } => {
+            gemm_nt(1, *in_f, *out_f, &xf, &l.wq, &mut y, threads)
+        }
     }
     finish_linear(l, node, y.into_iter().map(|v| v as i64), out_shape, relu)
 }
 
-fn pool_int(shape: &[usize], data: &[i32], p: &Pool, max: bool) -> Result<(Vec<usize>, Vec<i32>), EnclaveError> {
+fn pool_int(
+    shape: &[usize],
+    data: &[i32],
+    p: &Pool,
+    max: bool,
+) -> Result<(Vec<usize>, Vec<i32>), EnclaveError> {
     let (n, c, h, w) = (shape[0], shape[1], shape[2], shape[3]);
-    let (oh, ow) = p.out_hw(h, w).map_err(|e| EnclaveError::Plan(e.to_string()))?;
+    let (oh, ow) = p
+        .out_hw(h, w)
+        .map_err(|e| EnclaveError::Plan(e.to_string()))?;
     let mut out = vec![0i32; n * c * oh * ow];
     for (pi, plane) in data.chunks(h * w).enumerate() {
         let o = &mut out[pi * oh * ow..(pi + 1) * oh * ow];
@@ -142,7 +184,11 @@ fn pool_int(shape: &[usize], data: &[i32], p: &Pool, max: bool) -> Result<(Vec<u
                 o[oy * ow + ox] = if max {
                     mx
                 } else {
-                    let div = if p.count_include_pad { (p.kernel[0] * p.kernel[1]) as i64 } else { cnt.max(1) };
+                    let div = if p.count_include_pad {
+                        (p.kernel[0] * p.kernel[1]) as i64
+                    } else {
+                        cnt.max(1)
+                    };
                     div_round(sum, div) as i32
                 };
             }
@@ -164,13 +210,28 @@ fn div_round(a: i64, b: i64) -> i64 {
 /// the float operator on dequantized values (e.g. Softmax, an unfolded BatchNorm).
 pub fn eval_nonlinear(node: &Node, ins: &[&QVal]) -> Result<QVal, EnclaveError> {
     if let QVal::Int { shape, data, exp } = ins[0] {
-        let int = |shape: Vec<usize>, data: Vec<i32>| QVal::Int { shape, data, exp: *exp };
+        let int = |shape: Vec<usize>, data: Vec<i32>| QVal::Int {
+            shape,
+            data,
+            exp: *exp,
+        };
         match &node.op {
             Op::Relu => return Ok(int(shape.clone(), data.iter().map(|&v| v.max(0)).collect())),
             Op::Clip { min, max } => {
-                let lo = if min.is_finite() { quantize(*min, *exp).clamp(i32::MIN as i64, i32::MAX as i64) as i32 } else { i32::MIN };
-                let hi = if max.is_finite() { quantize(*max, *exp).clamp(i32::MIN as i64, i32::MAX as i64) as i32 } else { i32::MAX };
-                return Ok(int(shape.clone(), data.iter().map(|&v| v.clamp(lo, hi.max(lo))).collect()));
+                let lo = if min.is_finite() {
+                    quantize(*min, *exp).clamp(i32::MIN as i64, i32::MAX as i64) as i32
+                } else {
+                    i32::MIN
+                };
+                let hi = if max.is_finite() {
+                    quantize(*max, *exp).clamp(i32::MIN as i64, i32::MAX as i64) as i32
+                } else {
+                    i32::MAX
+                };
+                return Ok(int(
+                    shape.clone(),
+                    data.iter().map(|&v| v.clamp(lo, hi.max(lo))).collect(),
+                ));
             }
             Op::MaxPool(p) => {
                 let (s, d) = pool_int(shape, data, p, true)?;
@@ -182,17 +243,30 @@ pub fn eval_nonlinear(node: &Node, ins: &[&QVal]) -> Result<QVal, EnclaveError> 
             }
             Op::GlobalAvgPool => {
                 let hw = shape[2] * shape[3];
-                let d = data.chunks(hw).map(|pl| div_round(pl.iter().map(|&v| v as i64).sum(), hw as i64) as i32).collect();
+                let d = data
+                    .chunks(hw)
+                    .map(|pl| div_round(pl.iter().map(|&v| v as i64).sum(), hw as i64) as i32)
+                    .collect();
                 return Ok(int(vec![shape[0], shape[1], 1, 1], d));
             }
-            Op::Flatten => return Ok(int(vec![shape[0], data.len() / shape[0].max(1)], data.clone())),
+            Op::Flatten => {
+                return Ok(int(
+                    vec![shape[0], data.len() / shape[0].max(1)],
+                    data.clone(),
+                ))
+            }
             Op::Reshape(dims) => {
                 let mut s = vec![shape[0]];
                 s.extend_from_slice(dims);
                 return Ok(int(s, data.clone()));
             }
             Op::Add => {
-                if let QVal::Int { data: d2, exp: e2, shape: s2 } = ins[1] {
+                if let QVal::Int {
+                    data: d2,
+                    exp: e2,
+                    shape: s2,
+                } = ins[1]
+                {
                     if s2 != shape {
                         return Err(EnclaveError::Plan(format!("Add of {shape:?} and {s2:?}")));
                     }
@@ -205,7 +279,11 @@ pub fn eval_nonlinear(node: &Node, ins: &[&QVal]) -> Result<QVal, EnclaveError> 
                             v.clamp(i32::MIN as i64, i32::MAX as i64) as i32
                         })
                         .collect();
-                    return Ok(QVal::Int { shape: shape.clone(), data: d, exp: e });
+                    return Ok(QVal::Int {
+                        shape: shape.clone(),
+                        data: d,
+                        exp: e,
+                    });
                 }
             }
             _ => {}
@@ -213,5 +291,7 @@ pub fn eval_nonlinear(node: &Node, ins: &[&QVal]) -> Result<QVal, EnclaveError> 
     }
     let floats: Vec<Tensor> = ins.iter().map(|v| v.to_float()).collect();
     let refs: Vec<&Tensor> = floats.iter().collect();
-    Ok(QVal::Float(exec::eval_node(node, &refs, 1).map_err(|e| EnclaveError::Plan(e.to_string()))?))
+    Ok(QVal::Float(
+        exec::eval_node(node, &refs, 1).map_err(|e| EnclaveError::Plan(e.to_string()))?,
+    ))
 }

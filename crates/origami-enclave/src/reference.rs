@@ -9,7 +9,12 @@ use crate::EnclaveError;
 
 /// Runs nodes `..head_end` in fixed point and the rest in float.
 /// `head_end = 0` is the float model; `head_end = nodes.len()` is fully quantized.
-pub fn reference(plan: &Plan, input: &Tensor, head_end: usize, threads: usize) -> Result<Tensor, EnclaveError> {
+pub fn reference(
+    plan: &Plan,
+    input: &Tensor,
+    head_end: usize,
+    threads: usize,
+) -> Result<Tensor, EnclaveError> {
     let model = &plan.model;
     exec::check_input(model, input).map_err(|e| EnclaveError::BadRequest(e.to_string()))?;
     if head_end == 0 {
@@ -22,10 +27,19 @@ pub fn reference(plan: &Plan, input: &Tensor, head_end: usize, threads: usize) -
         let n = &model.nodes[i];
         if let Some(li) = plan.by_node[i] {
             let l = &plan.linears[li];
-            let x = env[n.inputs[0]].as_ref().ok_or_else(|| EnclaveError::Plan("missing value".into()))?;
+            let x = env[n.inputs[0]]
+                .as_ref()
+                .ok_or_else(|| EnclaveError::Plan("missing value".into()))?;
             let xq = requantize(x, l.in_exp, plan.act_clamp);
             let (value, next) = l.produces();
-            env[value] = Some(linear_local(l, &n.name, &xq, &plan.shapes[value], l.fused_relu, threads)?);
+            env[value] = Some(linear_local(
+                l,
+                &n.name,
+                &xq,
+                &plan.shapes[value],
+                l.fused_relu,
+                threads,
+            )?);
             i = next;
             continue;
         }
@@ -33,7 +47,11 @@ pub fn reference(plan: &Plan, input: &Tensor, head_end: usize, threads: usize) -
             let ins: Vec<&QVal> = n
                 .inputs
                 .iter()
-                .map(|&v| env[v].as_ref().ok_or_else(|| EnclaveError::Plan("missing value".into())))
+                .map(|&v| {
+                    env[v]
+                        .as_ref()
+                        .ok_or_else(|| EnclaveError::Plan("missing value".into()))
+                })
                 .collect::<Result<_, _>>()?;
             eval_nonlinear(n, &ins)?
         };
@@ -41,7 +59,10 @@ pub fn reference(plan: &Plan, input: &Tensor, head_end: usize, threads: usize) -
         i += 1;
     }
     if head_end >= model.nodes.len() {
-        return env[model.output].as_ref().map(QVal::to_float).ok_or_else(|| EnclaveError::Plan("no output".into()));
+        return env[model.output]
+            .as_ref()
+            .map(QVal::to_float)
+            .ok_or_else(|| EnclaveError::Plan("no output".into()));
     }
     let mut fenv: Vec<Option<Tensor>> = vec![None; model.num_values()];
     for v in exec::live_across(model, head_end) {

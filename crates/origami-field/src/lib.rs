@@ -113,7 +113,7 @@ mod tests {
 
     #[test]
     fn p_is_prime_and_below_2_pow_24() {
-        assert!(P < 1 << 24);
+        const { assert!(P < 1 << 24) };
         let mut d = 2u32;
         while d * d <= P {
             assert_ne!(P % d, 0, "{d} divides P");
@@ -136,10 +136,25 @@ mod tests {
     #[test]
     fn fast_reductions_match_rem_euclid() {
         let big = (1i64 << 52) - 1;
-        let mut v = vec![0, 1, -1, P_I64, -P_I64, P_I64 - 1, P_I64 + 1, big, -big, big - 12345, 3 * P_I64, -3 * P_I64 + 1];
+        let mut v = vec![
+            0,
+            1,
+            -1,
+            P_I64,
+            -P_I64,
+            P_I64 - 1,
+            P_I64 + 1,
+            big,
+            -big,
+            big - 12345,
+            3 * P_I64,
+            -3 * P_I64 + 1,
+        ];
         let mut x = 0x1234_5678_9abc_def0u64;
         for _ in 0..100_000 {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             v.push((x as i64) >> 12); // |v| < 2^52
         }
         for &t in &v {

@@ -9,20 +9,31 @@ use origami_host::{field_layers, PadStore};
 use origami_model::zoo;
 
 fn main() {
-    let split: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(4);
+    let split: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4);
     let m = zoo::vgg16(224);
     let x = zoo::seeded_input(&m, 1);
-    let plan = Arc::new(Plan::build(&m, &[x.clone()], QuantConfig::default()).unwrap());
-    let cfg = CoreConfig { placement: Placement::Origami { split }, verify: false, threads: 1 };
+    let plan = Arc::new(Plan::build(&m, std::slice::from_ref(&x), QuantConfig::default()).unwrap());
+    let cfg = CoreConfig {
+        placement: Placement::Origami { split },
+        verify: false,
+        threads: 1,
+    };
     let mut core = EnclaveCore::new(plan.clone(), cfg).unwrap();
     let mut acc = CpuAccelerator::new();
-    acc.prepare(plan.model.clone(), &field_layers(&plan, core.head_end())).unwrap();
+    acc.prepare(plan.model.clone(), &field_layers(&plan, core.head_end()))
+        .unwrap();
     let mut store = PadStore::default();
     store.insert_all(core.precompute(3).unwrap());
     for round in 0..3 {
         let t = Instant::now();
         let mut step = core.begin(x.clone()).unwrap();
-        println!("round {round}: begin {:.2} ms", t.elapsed().as_secs_f64() * 1e3);
+        println!(
+            "round {round}: begin {:.2} ms",
+            t.elapsed().as_secs_f64() * 1e3
+        );
         loop {
             match step {
                 Step::Offload(o) => {
@@ -32,7 +43,11 @@ fn main() {
                     let sealed_u = store.take(o.pad_id, o.layer).unwrap();
                     let t = Instant::now();
                     step = core.resume(Reply::Linear { result, sealed_u }).unwrap();
-                    println!("  layer {}: accelerator {ta:.2} ms, enclave resume {:.2} ms", o.layer, t.elapsed().as_secs_f64() * 1e3);
+                    println!(
+                        "  layer {}: accelerator {ta:.2} ms, enclave resume {:.2} ms",
+                        o.layer,
+                        t.elapsed().as_secs_f64() * 1e3
+                    );
                 }
                 Step::Handoff(h) => {
                     let t = Instant::now();

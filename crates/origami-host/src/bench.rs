@@ -61,11 +61,20 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 /// Runs every placement in `cfg` on `input`; `progress(placement, done, total)` after each run.
-pub fn run(plan: Arc<Plan>, input: &Tensor, cfg: &BenchConfig, mut progress: impl FnMut(&str, usize, usize)) -> Result<Vec<PlacementResult>, HostError> {
+pub fn run(
+    plan: Arc<Plan>,
+    input: &Tensor,
+    cfg: &BenchConfig,
+    mut progress: impl FnMut(&str, usize, usize),
+) -> Result<Vec<PlacementResult>, HostError> {
     let mut results = Vec::new();
     for &placement in &cfg.placements {
         let name = placement.name();
-        let core_cfg = CoreConfig { placement, verify: cfg.verify, threads: cfg.enclave_threads };
+        let core_cfg = CoreConfig {
+            placement,
+            verify: cfg.verify,
+            threads: cfg.enclave_threads,
+        };
         let mut engine = Engine::new(plan.clone(), core_cfg, Box::new(CpuAccelerator::new()))?;
         let total = cfg.warmup + cfg.iters;
         let pre = engine.precompute(total)?;

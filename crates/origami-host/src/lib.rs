@@ -83,23 +83,42 @@ pub fn field_layers(plan: &Plan, head_end: usize) -> Vec<FieldLayer> {
     plan.linears
         .iter()
         .filter(|l| l.node < head_end)
-        .map(|l| FieldLayer { layer: l.layer, shape: l.shape, weight: l.weights_i32() })
+        .map(|l| FieldLayer {
+            layer: l.layer,
+            shape: l.shape,
+            weight: l.weights_i32(),
+        })
         .collect()
 }
 
 impl Engine {
     /// Creates a core with fresh OS keys and prepares the accelerator.
-    pub fn new(plan: Arc<Plan>, cfg: CoreConfig, accel: Box<dyn Accelerator>) -> Result<Self, HostError> {
+    pub fn new(
+        plan: Arc<Plan>,
+        cfg: CoreConfig,
+        accel: Box<dyn Accelerator>,
+    ) -> Result<Self, HostError> {
         let core = EnclaveCore::new(plan, cfg)?;
         Self::with_core(core, accel)
     }
 
     /// Wraps an existing core and prepares the accelerator for it.
-    pub fn with_core(core: EnclaveCore, mut accel: Box<dyn Accelerator>) -> Result<Self, HostError> {
+    pub fn with_core(
+        core: EnclaveCore,
+        mut accel: Box<dyn Accelerator>,
+    ) -> Result<Self, HostError> {
         let plan = core.plan().clone();
-        let layers = if core.needs_pads() { field_layers(&plan, core.head_end()) } else { Vec::new() };
+        let layers = if core.needs_pads() {
+            field_layers(&plan, core.head_end())
+        } else {
+            Vec::new()
+        };
         accel.prepare(plan.model.clone(), &layers)?;
-        Ok(Self { core, accel, pads: PadStore::default() })
+        Ok(Self {
+            core,
+            accel,
+            pads: PadStore::default(),
+        })
     }
 
     /// Offline precompute of `count` pads; returns the time taken.
@@ -133,7 +152,13 @@ impl Engine {
                 Step::Offload(o) => {
                     st.offloads += 1;
                     st.bytes_out += o.blinded.len() * 4;
-                    let sealed_u = self.pads.take(o.pad_id, o.layer).ok_or(HostError::PadMissing { pad_id: o.pad_id, layer: o.layer })?;
+                    let sealed_u =
+                        self.pads
+                            .take(o.pad_id, o.layer)
+                            .ok_or(HostError::PadMissing {
+                                pad_id: o.pad_id,
+                                layer: o.layer,
+                            })?;
                     t = Instant::now();
                     let result = self.accel.field_linear(o.layer, &o.blinded)?;
                     st.field += t.elapsed();

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use origami_accel::{Accelerator, CpuAccelerator, Record, Recording, Tampering};
-use origami_enclave::{reference, CoreConfig, EnclaveCore, EnclaveError, Placement, Plan, QuantConfig};
+use origami_enclave::{
+    reference, CoreConfig, EnclaveCore, EnclaveError, Placement, Plan, QuantConfig,
+};
 use origami_field::P;
 use origami_host::{Engine, HostError};
 use origami_model::{exec, zoo, Model, Tensor};
@@ -15,8 +17,17 @@ fn plan_for(model: &Model) -> Arc<Plan> {
     Arc::new(Plan::build(model, &calib, QuantConfig::default()).unwrap())
 }
 
-fn engine(plan: &Arc<Plan>, placement: Placement, verify: bool, accel: Box<dyn Accelerator>) -> Engine {
-    let cfg = CoreConfig { placement, verify, threads: 1 };
+fn engine(
+    plan: &Arc<Plan>,
+    placement: Placement,
+    verify: bool,
+    accel: Box<dyn Accelerator>,
+) -> Engine {
+    let cfg = CoreConfig {
+        placement,
+        verify,
+        threads: 1,
+    };
     Engine::new(plan.clone(), cfg, accel).unwrap()
 }
 
@@ -38,8 +49,17 @@ fn assert_bit_identical(model: &Model, inputs: &[Tensor]) {
                 let head_end = placement.head_end(&plan).unwrap();
                 let want = reference(&plan, x, head_end, 1).unwrap();
                 assert_eq!(got.shape, want.shape);
-                let same = got.data.iter().zip(&want.data).all(|(a, b)| a.to_bits() == b.to_bits());
-                assert!(same, "{} ({}): differs from the quantized reference", model.name, placement.name());
+                let same = got
+                    .data
+                    .iter()
+                    .zip(&want.data)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(
+                    same,
+                    "{} ({}): differs from the quantized reference",
+                    model.name,
+                    placement.name()
+                );
                 if matches!(placement, Placement::Slalom) {
                     assert_eq!(st.offloads, plan.linears.len());
                 }
@@ -63,7 +83,8 @@ fn residual_net_every_placement_matches_the_reference() {
 
 #[test]
 fn residual_net_from_an_onnx_tool_matches_the_reference() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../origami-model/tests/fixtures/residual.onnx");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../origami-model/tests/fixtures/residual.onnx");
     let m = origami_model::onnx::load(&path).unwrap();
     assert_bit_identical(&m, &[zoo::seeded_input(&m, 2)]);
 }
@@ -73,7 +94,12 @@ fn vgg16_reduced_resolution_matches_the_reference() {
     let m = zoo::vgg16(32);
     let plan = plan_for(&m);
     let x = zoo::seeded_input(&m, 5);
-    for placement in [Placement::Enclave, Placement::Slalom, Placement::Origami { split: 4 }, Placement::Plain] {
+    for placement in [
+        Placement::Enclave,
+        Placement::Slalom,
+        Placement::Origami { split: 4 },
+        Placement::Plain,
+    ] {
         let mut e = engine(&plan, placement, true, Box::new(CpuAccelerator::new()));
         e.precompute(1).unwrap();
         let (got, _) = e.infer(x.clone()).unwrap();
@@ -95,11 +121,24 @@ fn quantized_agrees_with_float() {
             let f = exec::run(&plan.model, &x).unwrap();
             let scale = f.data.iter().fold(0f32, |a, v| a.max(v.abs()));
             let diff = q.max_abs_diff(&f);
-            assert!(diff <= 0.05 * scale, "{}: logits differ by {diff} (scale {scale})", m.name);
-            assert_eq!(q.top_k(1)[0][0].0, f.top_k(1)[0][0].0, "{}: top-1 differs", m.name);
+            assert!(
+                diff <= 0.05 * scale,
+                "{}: logits differ by {diff} (scale {scale})",
+                m.name
+            );
+            assert_eq!(
+                q.top_k(1)[0][0].0,
+                f.top_k(1)[0][0].0,
+                "{}: top-1 differs",
+                m.name
+            );
         }
         for l in &plan.linears {
-            assert!(l.est_max * plan.cfg.headroom < (P / 2) as f64, "layer {} too close to p/2", l.layer);
+            assert!(
+                l.est_max * plan.cfg.headroom < (P / 2) as f64,
+                "layer {} too close to p/2",
+                l.layer
+            );
         }
     }
 }
@@ -109,7 +148,12 @@ fn a_pad_is_never_used_twice() {
     let m = zoo::small();
     let plan = plan_for(&m);
     let x = zoo::seeded_input(&m, 1);
-    let mut e = engine(&plan, Placement::Origami { split: 2 }, false, Box::new(CpuAccelerator::new()));
+    let mut e = engine(
+        &plan,
+        Placement::Origami { split: 2 },
+        false,
+        Box::new(CpuAccelerator::new()),
+    );
     e.precompute(1).unwrap();
     e.infer(x.clone()).unwrap();
     assert!(e.pads.is_empty(), "the used pad's sealed u was handed out");
@@ -129,7 +173,12 @@ fn replayed_or_tampered_sealed_pads_are_rejected() {
     let m = zoo::small();
     let plan = plan_for(&m);
     let x = zoo::seeded_input(&m, 1);
-    let mut e = engine(&plan, Placement::Slalom, false, Box::new(CpuAccelerator::new()));
+    let mut e = engine(
+        &plan,
+        Placement::Slalom,
+        false,
+        Box::new(CpuAccelerator::new()),
+    );
     e.precompute(2).unwrap();
     // Swap the sealed u of pad 0 (layer 0) into pad 1's slot: a replay across pads.
     let p0 = e.pads.take(0, 0).unwrap();
@@ -138,17 +187,34 @@ fn replayed_or_tampered_sealed_pads_are_rejected() {
     p1.ciphertext[3] ^= 0x10;
     e.pads.insert_all(vec![replay]);
     // Request 1 uses pad 0, whose slot is now empty.
-    assert!(matches!(e.infer(x.clone()), Err(HostError::PadMissing { pad_id: 0, layer: 0 })));
+    assert!(matches!(
+        e.infer(x.clone()),
+        Err(HostError::PadMissing {
+            pad_id: 0,
+            layer: 0
+        })
+    ));
     // Request 2 uses pad 1 and receives pad 0's sealed u.
-    assert!(matches!(e.infer(x.clone()), Err(HostError::Enclave(EnclaveError::PadRejected(_)))));
+    assert!(matches!(
+        e.infer(x.clone()),
+        Err(HostError::Enclave(EnclaveError::PadRejected(_)))
+    ));
     // A flipped bit is rejected too.
     e.precompute(1).unwrap();
     let mut p2 = e.pads.take(2, 0).unwrap();
     p2.ciphertext[0] ^= 1;
     e.pads.insert_all(vec![p2]);
-    assert!(matches!(e.infer(x.clone()), Err(HostError::Enclave(EnclaveError::PadRejected(_)))));
+    assert!(matches!(
+        e.infer(x.clone()),
+        Err(HostError::Enclave(EnclaveError::PadRejected(_)))
+    ));
     // Pads from another enclave instance (fresh keys) are rejected.
-    let mut other = engine(&plan, Placement::Slalom, false, Box::new(CpuAccelerator::new()));
+    let mut other = engine(
+        &plan,
+        Placement::Slalom,
+        false,
+        Box::new(CpuAccelerator::new()),
+    );
     other.precompute(4).unwrap();
     e.precompute(1).unwrap();
     let id = 3;
@@ -157,7 +223,10 @@ fn replayed_or_tampered_sealed_pads_are_rejected() {
         e.pads.take(id, l).unwrap();
         e.pads.insert_all(vec![foreign]);
     }
-    assert!(matches!(e.infer(x), Err(HostError::Enclave(EnclaveError::PadRejected(_)))));
+    assert!(matches!(
+        e.infer(x),
+        Err(HostError::Enclave(EnclaveError::PadRejected(_)))
+    ));
 }
 
 fn chi2_uniform(v: &[u32], bins: usize) -> f64 {
@@ -180,11 +249,19 @@ fn blinded_tensors_look_the_same_for_different_inputs() {
     let x_b = zoo::seeded_input(&m, 9);
     // Capture through the Recording wrapper, driving the core by hand.
     let record = |x: &Tensor| -> Vec<u32> {
-        let cfg = CoreConfig { placement: Placement::Origami { split: 3 }, verify: false, threads: 1 };
+        let cfg = CoreConfig {
+            placement: Placement::Origami { split: 3 },
+            verify: false,
+            threads: 1,
+        };
         let mut core = EnclaveCore::new(plan.clone(), cfg).unwrap();
         let sealed = core.precompute(8).unwrap();
         let mut rec = Recording::new(CpuAccelerator::new());
-        rec.prepare(plan.model.clone(), &origami_host::field_layers(&plan, core.head_end())).unwrap();
+        rec.prepare(
+            plan.model.clone(),
+            &origami_host::field_layers(&plan, core.head_end()),
+        )
+        .unwrap();
         let mut store = origami_host::PadStore::default();
         store.insert_all(sealed);
         for _ in 0..8 {
@@ -194,7 +271,9 @@ fn blinded_tensors_look_the_same_for_different_inputs() {
                     origami_enclave::Step::Offload(o) => {
                         let result = rec.field_linear(o.layer, &o.blinded).unwrap();
                         let sealed_u = store.take(o.pad_id, o.layer).unwrap();
-                        step = core.resume(origami_enclave::Reply::Linear { result, sealed_u }).unwrap();
+                        step = core
+                            .resume(origami_enclave::Reply::Linear { result, sealed_u })
+                            .unwrap();
                     }
                     origami_enclave::Step::Handoff(h) => {
                         let out = rec.run_tail(h.start, h.values).unwrap();
@@ -217,8 +296,14 @@ fn blinded_tensors_look_the_same_for_different_inputs() {
     let b = record(&x_b);
     assert_eq!(a.len(), b.len());
     // 63 degrees of freedom: the 99.99th percentile is ≈ 112.
-    assert!(chi2_uniform(&a, 64) < 112.0, "zero input: blinded data not uniform");
-    assert!(chi2_uniform(&b, 64) < 112.0, "random input: blinded data not uniform");
+    assert!(
+        chi2_uniform(&a, 64) < 112.0,
+        "zero input: blinded data not uniform"
+    );
+    assert!(
+        chi2_uniform(&b, 64) < 112.0,
+        "random input: blinded data not uniform"
+    );
     // Homogeneity of the two samples over 64 bins (63 d.o.f.).
     let bins = 64;
     let (mut ca, mut cb) = (vec![0f64; bins], vec![0f64; bins]);
@@ -229,8 +314,21 @@ fn blinded_tensors_look_the_same_for_different_inputs() {
         cb[(v as u64 * bins as u64 / P as u64) as usize] += 1.0;
     }
     let n = a.len() as f64;
-    let chi: f64 = ca.iter().zip(&cb).map(|(x, y)| if x + y > 0.0 { (x - y).powi(2) / (x + y) } else { 0.0 }).sum();
-    assert!(chi < 112.0, "the two inputs' blinded tensors differ in distribution (chi² {chi}, n {n})");
+    let chi: f64 = ca
+        .iter()
+        .zip(&cb)
+        .map(|(x, y)| {
+            if x + y > 0.0 {
+                (x - y).powi(2) / (x + y)
+            } else {
+                0.0
+            }
+        })
+        .sum();
+    assert!(
+        chi < 112.0,
+        "the two inputs' blinded tensors differ in distribution (chi² {chi}, n {n})"
+    );
     // The raw input is not what the accelerator saw.
     assert!(a.iter().any(|&v| v != 0));
 }
@@ -245,18 +343,27 @@ fn verify_catches_tampering_at_every_blinded_layer() {
         let mut e = engine(&plan, Placement::Slalom, true, Box::new(bad));
         e.precompute(1).unwrap();
         match e.infer(x.clone()) {
-            Err(HostError::Enclave(EnclaveError::AcceleratorMisbehaved { layer, .. })) => assert_eq!(layer, l.layer),
+            Err(HostError::Enclave(EnclaveError::AcceleratorMisbehaved { layer, .. })) => {
+                assert_eq!(layer, l.layer)
+            }
             other => panic!("layer {}: tampering not caught: {other:?}", l.layer),
         }
     }
     // Without --verify the same lie goes through and changes the answer (or saturates).
-    let bad = Tampering { inner: CpuAccelerator::new(), layers: Some(vec![plan.linears.last().unwrap().layer]), position: 3 };
+    let bad = Tampering {
+        inner: CpuAccelerator::new(),
+        layers: Some(vec![plan.linears.last().unwrap().layer]),
+        position: 3,
+    };
     let mut e = engine(&plan, Placement::Slalom, false, Box::new(bad));
     e.precompute(1).unwrap();
     let want = reference(&plan, &x, plan.model.nodes.len(), 1).unwrap();
     match e.infer(x) {
         Ok((got, _)) => assert_ne!(got, want),
-        Err(err) => assert!(matches!(err, HostError::Enclave(EnclaveError::Saturation { .. })), "{err}"),
+        Err(err) => assert!(
+            matches!(err, HostError::Enclave(EnclaveError::Saturation { .. })),
+            "{err}"
+        ),
     }
 }
 
@@ -266,31 +373,61 @@ fn saturation_is_detected_not_wrapped() {
     let calib: Vec<Tensor> = (0..2).map(|s| zoo::seeded_input(&m, s)).collect();
     let mut plan = Plan::build(&m, &calib, QuantConfig::default()).unwrap();
     // A bias of 3p/8 pushes outputs past p/4; in the field, values past p/2 would wrap.
-    plan.linears[1].bias_q.iter_mut().for_each(|b| *b = 3 * (P as i64) / 8);
+    plan.linears[1]
+        .bias_q
+        .iter_mut()
+        .for_each(|b| *b = 3 * (P as i64) / 8);
     let plan = Arc::new(plan);
     let x = zoo::seeded_input(&m, 3);
     let n = plan.model.nodes.len();
-    assert!(matches!(reference(&plan, &x, n, 1), Err(EnclaveError::Saturation { layer: 1, .. })));
-    for placement in [Placement::Enclave, Placement::Slalom, Placement::Origami { split: 3 }] {
+    assert!(matches!(
+        reference(&plan, &x, n, 1),
+        Err(EnclaveError::Saturation { layer: 1, .. })
+    ));
+    for placement in [
+        Placement::Enclave,
+        Placement::Slalom,
+        Placement::Origami { split: 3 },
+    ] {
         let mut e = engine(&plan, placement, false, Box::new(CpuAccelerator::new()));
         e.precompute(1).unwrap();
-        assert!(matches!(e.infer(x.clone()), Err(HostError::Enclave(EnclaveError::Saturation { layer: 1, .. }))), "{}", placement.name());
+        assert!(
+            matches!(
+                e.infer(x.clone()),
+                Err(HostError::Enclave(EnclaveError::Saturation {
+                    layer: 1,
+                    ..
+                }))
+            ),
+            "{}",
+            placement.name()
+        );
     }
 }
 
 #[test]
 fn placements_parse_and_unsafe_splits_are_refused() {
-    assert_eq!(Placement::parse("origami", Some(4)).unwrap(), Placement::Origami { split: 4 });
+    assert_eq!(
+        Placement::parse("origami", Some(4)).unwrap(),
+        Placement::Origami { split: 4 }
+    );
     assert!(Placement::parse("origami", None).is_err());
     assert!(Placement::parse("slalom", Some(2)).is_err());
     assert!(Placement::parse("fast", None).is_err());
     let plan = plan_for(&zoo::small());
-    let cfg = |placement| CoreConfig { placement, verify: false, threads: 1 };
+    let cfg = |placement| CoreConfig {
+        placement,
+        verify: false,
+        threads: 1,
+    };
     assert!(EnclaveCore::new(plan.clone(), cfg(Placement::Origami { split: 0 })).is_err());
     assert!(EnclaveCore::new(plan.clone(), cfg(Placement::Origami { split: 99 })).is_err());
     // A wrong input shape is a bad request, not a panic.
     let mut core = EnclaveCore::new(plan, cfg(Placement::Enclave)).unwrap();
-    assert!(matches!(core.begin(Tensor::zeros(vec![1, 3, 28, 28])), Err(EnclaveError::BadRequest(_))));
+    assert!(matches!(
+        core.begin(Tensor::zeros(vec![1, 3, 28, 28])),
+        Err(EnclaveError::BadRequest(_))
+    ));
     let mut nan = Tensor::zeros(vec![1, 1, 28, 28]);
     nan.data[5] = f32::NAN;
     assert!(matches!(core.begin(nan), Err(EnclaveError::BadRequest(_))));

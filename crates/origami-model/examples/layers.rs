@@ -5,15 +5,25 @@ use std::time::Instant;
 use origami_model::{exec, zoo, Tensor};
 
 fn main() {
-    let threads: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(1);
-    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().ok();
+    let threads: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .ok();
     let m = zoo::vgg16(224);
     let x = zoo::seeded_input(&m, 1);
     let mut vals: Vec<Option<Tensor>> = vec![None; m.num_values()];
     vals[0] = Some(x.clone());
     let mut total = 0.0;
     for (i, n) in m.nodes.iter().enumerate() {
-        let ins: Vec<&Tensor> = n.inputs.iter().map(|&v| vals[v].as_ref().unwrap()).collect();
+        let ins: Vec<&Tensor> = n
+            .inputs
+            .iter()
+            .map(|&v| vals[v].as_ref().unwrap())
+            .collect();
         let mut best = f64::MAX;
         let mut out = None;
         for _ in 0..3 {
@@ -30,7 +40,16 @@ fn main() {
             origami_model::Op::Dense(d) => (d.in_f * d.out_f) as f64,
             _ => 0.0,
         };
-        println!("{:<10} {:>8.2} ms {:>7.1} GFLOP/s", n.name, best, if macs > 0.0 { 2.0 * macs / best / 1e6 } else { 0.0 });
+        println!(
+            "{:<10} {:>8.2} ms {:>7.1} GFLOP/s",
+            n.name,
+            best,
+            if macs > 0.0 {
+                2.0 * macs / best / 1e6
+            } else {
+                0.0
+            }
+        );
         vals[i + 1] = out;
     }
     println!("sum of best per-layer times: {total:.1} ms");

@@ -30,10 +30,14 @@ pub fn check_input(model: &Model, input: &Tensor) -> Result<(), ModelError> {
         )));
     }
     if input.data.len() != input.shape.iter().product::<usize>() {
-        return Err(ModelError::Input("input data does not match its shape".into()));
+        return Err(ModelError::Input(
+            "input data does not match its shape".into(),
+        ));
     }
     if input.data.iter().any(|v| !v.is_finite()) {
-        return Err(ModelError::Input("input holds NaN or infinite values".into()));
+        return Err(ModelError::Input(
+            "input holds NaN or infinite values".into(),
+        ));
     }
     Ok(())
 }
@@ -52,7 +56,11 @@ pub fn last_uses(model: &Model) -> Vec<usize> {
 
 /// Runs nodes `start..` given the values they need in `env` (values computed before `start`
 /// that later nodes read). Values are dropped after their last use.
-pub fn run_from(model: &Model, start: usize, env: Vec<Option<Tensor>>) -> Result<Tensor, ModelError> {
+pub fn run_from(
+    model: &Model,
+    start: usize,
+    env: Vec<Option<Tensor>>,
+) -> Result<Tensor, ModelError> {
     run_impl(model, start, env, None)
 }
 
@@ -66,16 +74,21 @@ pub fn run_observed(
     run_impl(model, start, env, Some(&mut observe))
 }
 
+/// A callback after each node: `(node index, output)`.
+type Observer<'a> = &'a mut dyn FnMut(usize, &Tensor);
+
 /// Without an observer, a Conv whose only reader is the next node, a ReLU, runs fused with it
 /// (the same bits as two passes: max(x + b, 0) either way).
 fn run_impl(
     model: &Model,
     start: usize,
     mut env: Vec<Option<Tensor>>,
-    mut observe: Option<&mut dyn FnMut(usize, &Tensor)>,
+    mut observe: Option<Observer<'_>>,
 ) -> Result<Tensor, ModelError> {
     if env.len() != model.num_values() {
-        return Err(ModelError::Invalid("environment size does not match the model".into()));
+        return Err(ModelError::Invalid(
+            "environment size does not match the model".into(),
+        ));
     }
     let last = last_uses(model);
     let threads = rayon::current_num_threads();
@@ -95,10 +108,15 @@ fn run_impl(
             && matches!(node.op, Op::Conv(_))
             && readers[node.output] == 1
             && node.output != model.output
-            && model.nodes.get(i + 1).is_some_and(|r| matches!(r.op, Op::Relu) && r.inputs == [node.output]);
+            && model
+                .nodes
+                .get(i + 1)
+                .is_some_and(|r| matches!(r.op, Op::Relu) && r.inputs == [node.output]);
         if fuse {
             if let Op::Conv(c) = &node.op {
-                let x = env[node.inputs[0]].as_ref().ok_or_else(|| ModelError::Invalid(format!("value needed by node {} is missing", node.name)))?;
+                let x = env[node.inputs[0]].as_ref().ok_or_else(|| {
+                    ModelError::Invalid(format!("value needed by node {} is missing", node.name))
+                })?;
                 let out = conv(c, x, threads, true)?;
                 if last[node.inputs[0]] <= i + 1 {
                     env[node.inputs[0]] = None;
@@ -114,7 +132,10 @@ fn run_impl(
                 .iter()
                 .map(|&v| {
                     env[v].as_ref().ok_or_else(|| {
-                        ModelError::Invalid(format!("value {v} needed by node {} is missing", node.name))
+                        ModelError::Invalid(format!(
+                            "value {v} needed by node {} is missing",
+                            node.name
+                        ))
                     })
                 })
                 .collect::<Result<_, _>>()?;
@@ -138,7 +159,10 @@ fn run_impl(
 fn dims4(t: &Tensor) -> Result<(usize, usize, usize, usize), ModelError> {
     match t.shape[..] {
         [n, c, h, w] => Ok((n, c, h, w)),
-        _ => Err(ModelError::Shape(format!("expected NCHW, got {:?}", t.shape))),
+        _ => Err(ModelError::Shape(format!(
+            "expected NCHW, got {:?}",
+            t.shape
+        ))),
     }
 }
 
@@ -164,7 +188,9 @@ pub fn eval_node(node: &Node, ins: &[&Tensor], threads: usize) -> Result<Tensor,
             let mut out = x.clone();
             for (i, chunk) in out.data.chunks_mut(plane).enumerate() {
                 let ch = i % c;
-                chunk.iter_mut().for_each(|v| *v = *v * scale[ch] + shift[ch]);
+                chunk
+                    .iter_mut()
+                    .for_each(|v| *v = *v * scale[ch] + shift[ch]);
             }
             out
         }
@@ -188,9 +214,15 @@ pub fn eval_node(node: &Node, ins: &[&Tensor], threads: usize) -> Result<Tensor,
         Op::Add => {
             let y = ins[1];
             if x.shape != y.shape {
-                return Err(ModelError::Shape(format!("Add of {:?} and {:?}", x.shape, y.shape)));
+                return Err(ModelError::Shape(format!(
+                    "Add of {:?} and {:?}",
+                    x.shape, y.shape
+                )));
             }
-            Tensor::new(x.shape.clone(), x.data.iter().zip(&y.data).map(|(a, b)| a + b).collect())?
+            Tensor::new(
+                x.shape.clone(),
+                x.data.iter().zip(&y.data).map(|(a, b)| a + b).collect(),
+            )?
         }
         Op::Softmax => {
             let last = *x.shape.last().unwrap_or(&1);
@@ -210,7 +242,13 @@ fn conv(c: &crate::ir::Conv, x: &Tensor, threads: usize, relu: bool) -> Result<T
     let mut out = vec![0f32; n * g.out_len()];
     for b in 0..n {
         let o = &mut out[b * g.out_len()..(b + 1) * g.out_len()];
-        conv2d(&g, &x.data[b * g.in_len()..(b + 1) * g.in_len()], &c.weight, o, threads);
+        conv2d(
+            &g,
+            &x.data[b * g.in_len()..(b + 1) * g.in_len()],
+            &c.weight,
+            o,
+            threads,
+        );
         let plane = g.oh * g.ow;
         for (oc, chunk) in o.chunks_mut(plane).enumerate() {
             let bias = c.bias[oc];
@@ -255,7 +293,9 @@ fn pool(x: &Tensor, p: &Pool, max: bool) -> Result<Tensor, ModelError> {
                 let r0 = &plane[2 * oy * w..2 * oy * w + w];
                 let r1 = &plane[(2 * oy + 1) * w..(2 * oy + 1) * w + w];
                 for (ox, d) in o[oy * ow..(oy + 1) * ow].iter_mut().enumerate() {
-                    *d = r0[2 * ox].max(r0[2 * ox + 1]).max(r1[2 * ox].max(r1[2 * ox + 1]));
+                    *d = r0[2 * ox]
+                        .max(r0[2 * ox + 1])
+                        .max(r1[2 * ox].max(r1[2 * ox + 1]));
                 }
             }
         }
@@ -286,7 +326,11 @@ fn pool(x: &Tensor, p: &Pool, max: bool) -> Result<Tensor, ModelError> {
                 o[oy * ow + ox] = if max {
                     acc
                 } else {
-                    let div = if p.count_include_pad { p.kernel[0] * p.kernel[1] } else { cnt.max(1) };
+                    let div = if p.count_include_pad {
+                        p.kernel[0] * p.kernel[1]
+                    } else {
+                        cnt.max(1)
+                    };
                     acc / div as f32
                 };
             }

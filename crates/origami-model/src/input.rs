@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::{ModelError, Model, Tensor};
+use crate::{Model, ModelError, Tensor};
 
 /// How images are turned into input tensors.
 #[derive(Clone, Debug, PartialEq)]
@@ -18,10 +18,16 @@ impl Preprocess {
     /// ImageNet normalization for 3-channel models; identity scaling to [0, 1] otherwise.
     pub fn for_model(model: &Model) -> Self {
         if model.input_shape[0] == 3 {
-            Self { mean: vec![0.485, 0.456, 0.406], std: vec![0.229, 0.224, 0.225] }
+            Self {
+                mean: vec![0.485, 0.456, 0.406],
+                std: vec![0.229, 0.224, 0.225],
+            }
         } else {
             let c = model.input_shape[0];
-            Self { mean: vec![0.0; c], std: vec![1.0; c] }
+            Self {
+                mean: vec![0.0; c],
+                std: vec![1.0; c],
+            }
         }
     }
 }
@@ -31,7 +37,11 @@ const MAX_IMAGE_BYTES: u64 = 64 << 20;
 
 /// Loads an input for `model` from a `.npy` (used as is: NCHW float32) or an image file.
 pub fn load_input(path: &Path, model: &Model) -> Result<Tensor, ModelError> {
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
     let t = if ext == "npy" {
         let mut t = crate::npy::read_npy(path)?;
         if t.shape.len() == 3 {
@@ -39,16 +49,30 @@ pub fn load_input(path: &Path, model: &Model) -> Result<Tensor, ModelError> {
         }
         t
     } else {
-        let meta = std::fs::metadata(path).map_err(|source| ModelError::Io { path: path.display().to_string(), source })?;
+        let meta = std::fs::metadata(path).map_err(|source| ModelError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
         if meta.len() > MAX_IMAGE_BYTES {
-            return Err(ModelError::Input(format!("{}: image larger than 64 MiB", path.display())));
+            return Err(ModelError::Input(format!(
+                "{}: image larger than 64 MiB",
+                path.display()
+            )));
         }
         let img = image::ImageReader::open(path)
-            .map_err(|source| ModelError::Io { path: path.display().to_string(), source })?
+            .map_err(|source| ModelError::Io {
+                path: path.display().to_string(),
+                source,
+            })?
             .with_guessed_format()
-            .map_err(|source| ModelError::Io { path: path.display().to_string(), source })?
+            .map_err(|source| ModelError::Io {
+                path: path.display().to_string(),
+                source,
+            })?
             .decode()
-            .map_err(|e| ModelError::Input(format!("{}: cannot decode image: {e}", path.display())))?;
+            .map_err(|e| {
+                ModelError::Input(format!("{}: cannot decode image: {e}", path.display()))
+            })?;
         image_to_tensor(&img, model)
     };
     crate::exec::check_input(model, &t)?;
@@ -57,7 +81,11 @@ pub fn load_input(path: &Path, model: &Model) -> Result<Tensor, ModelError> {
 
 /// Resizes (bilinear) and normalizes an image into a `[1, C, H, W]` tensor for `model`.
 pub fn image_to_tensor(img: &image::DynamicImage, model: &Model) -> Tensor {
-    let (c, h, w) = (model.input_shape[0], model.input_shape[1], model.input_shape[2]);
+    let (c, h, w) = (
+        model.input_shape[0],
+        model.input_shape[1],
+        model.input_shape[2],
+    );
     let pre = Preprocess::for_model(model);
     let resized = img.resize_exact(w as u32, h as u32, image::imageops::FilterType::Triangle);
     let mut data = vec![0f32; c * h * w];
@@ -74,5 +102,8 @@ pub fn image_to_tensor(img: &image::DynamicImage, model: &Model) -> Tensor {
             }
         }
     }
-    Tensor { shape: vec![1, c, h, w], data }
+    Tensor {
+        shape: vec![1, c, h, w],
+        data,
+    }
 }

@@ -243,8 +243,9 @@ impl Model {
                     n.inputs.len()
                 )));
             }
-            let shape = crate::shape::infer(n, &shapes)
-                .map_err(|e| ModelError::Shape(format!("node {} ({}): {e}", n.name, n.op.kind())))?;
+            let shape = crate::shape::infer(n, &shapes).map_err(|e| {
+                ModelError::Shape(format!("node {} ({}): {e}", n.name, n.op.kind()))
+            })?;
             shapes.push(shape);
         }
         if self.output == 0 || self.output > self.nodes.len() {
@@ -364,7 +365,9 @@ impl Model {
                         let k = c.k();
                         for oc in 0..c.out_c {
                             let s = scale[oc];
-                            c.weight[oc * k..(oc + 1) * k].iter_mut().for_each(|w| *w *= s);
+                            c.weight[oc * k..(oc + 1) * k]
+                                .iter_mut()
+                                .for_each(|w| *w *= s);
                             c.bias[oc] = c.bias[oc] * s + shift[oc];
                         }
                         prev.name = format!("{}+{}", prev.name, n.name);

@@ -41,6 +41,7 @@ fn par(threads: usize) -> Par {
 /// # Safety
 /// `c` must be valid for writes of `m` rows of `n` elements spaced `ldc` apart, and not alias
 /// `a` or `b`.
+#[allow(clippy::too_many_arguments)]
 unsafe fn gemm_raw<T: Scalar>(
     m: usize,
     k: usize,
@@ -59,15 +60,37 @@ unsafe fn gemm_raw<T: Scalar>(
 }
 
 /// `c[m×n] = a[m×k] · b[k×n]`, all row-major and contiguous.
-pub fn gemm<T: Scalar>(m: usize, k: usize, n: usize, a: &[T], b: &[T], c: &mut [T], threads: usize) {
-    assert!(a.len() == m * k && b.len() == k * n && c.len() == m * n, "gemm: shape mismatch"); // callers pass validated shapes
-    // SAFETY: c is an exclusive, contiguous m×n buffer.
+pub fn gemm<T: Scalar>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[T],
+    b: &[T],
+    c: &mut [T],
+    threads: usize,
+) {
+    assert!(
+        a.len() == m * k && b.len() == k * n && c.len() == m * n,
+        "gemm: shape mismatch"
+    ); // callers pass validated shapes
+       // SAFETY: c is an exclusive, contiguous m×n buffer.
     unsafe { gemm_raw(m, k, n, a, b, c.as_mut_ptr(), n, threads) }
 }
 
 /// Dense layer: `out[n×m] = x[n×k] · w[m×k]ᵀ`.
-pub fn gemm_nt<T: Scalar>(n: usize, k: usize, m: usize, x: &[T], w: &[T], out: &mut [T], threads: usize) {
-    assert!(x.len() == n * k && w.len() == m * k && out.len() == n * m, "gemm_nt: shape mismatch");
+pub fn gemm_nt<T: Scalar>(
+    n: usize,
+    k: usize,
+    m: usize,
+    x: &[T],
+    w: &[T],
+    out: &mut [T],
+    threads: usize,
+) {
+    assert!(
+        x.len() == n * k && w.len() == m * k && out.len() == n * m,
+        "gemm_nt: shape mismatch"
+    );
     let xm = MatRef::from_row_major_slice(x, n, k);
     let wt = MatRef::from_row_major_slice(w, m, k).transpose();
     let om = MatMut::from_row_major_slice_mut(out, n, m);
@@ -197,7 +220,9 @@ fn im2col<T: Scalar>(g: &ConvGeom, input: &[T], p0: usize, p1: usize, cols: &mut
                         if g.stride[1] == 1 {
                             // Contiguous: ix = ox + off; copy the in-range part, zero the rest.
                             let lo = (-off - ox0 as isize).clamp(0, seg.len() as isize) as usize;
-                            let hi = (g.w as isize - off - ox0 as isize).clamp(lo as isize, seg.len() as isize) as usize;
+                            let hi = (g.w as isize - off - ox0 as isize)
+                                .clamp(lo as isize, seg.len() as isize)
+                                as usize;
                             seg[..lo].fill(zero);
                             if hi > lo {
                                 let s0 = (ox0 as isize + lo as isize + off) as usize;
@@ -311,7 +336,15 @@ pub fn conv2d_naive(g: &ConvGeom, input: &[f64], weight: &[f64]) -> Vec<f64> {
 mod tests {
     use super::*;
 
-    fn geom(in_c: usize, hw: usize, out_c: usize, k: usize, s: usize, p: usize, groups: usize) -> ConvGeom {
+    fn geom(
+        in_c: usize,
+        hw: usize,
+        out_c: usize,
+        k: usize,
+        s: usize,
+        p: usize,
+        groups: usize,
+    ) -> ConvGeom {
         let conv = Conv {
             out_c,
             in_c,
@@ -331,14 +364,18 @@ mod tests {
         for &(ic, hw, oc, k, s, p, g, th) in &[
             (3, 9, 4, 3, 1, 1, 1, 1),
             (4, 11, 6, 3, 2, 1, 2, 2),
-            (6, 8, 6, 3, 1, 1, 6, 2), // depthwise
-            (5, 7, 3, 1, 1, 0, 1, 1), // pointwise
+            (6, 8, 6, 3, 1, 1, 6, 2),  // depthwise
+            (5, 7, 3, 1, 1, 0, 1, 1),  // pointwise
             (2, 40, 3, 5, 1, 2, 1, 2), // many tiles
             (2, 6, 2, 2, 3, 0, 1, 1),
         ] {
             let g = geom(ic, hw, oc, k, s, p, g);
-            let input: Vec<f64> = (0..g.in_len()).map(|i| ((i * 37) % 23) as f64 - 11.0).collect();
-            let weight: Vec<f64> = (0..g.out_c * g.k()).map(|i| ((i * 13) % 7) as f64 - 3.0).collect();
+            let input: Vec<f64> = (0..g.in_len())
+                .map(|i| ((i * 37) % 23) as f64 - 11.0)
+                .collect();
+            let weight: Vec<f64> = (0..g.out_c * g.k())
+                .map(|i| ((i * 13) % 7) as f64 - 3.0)
+                .collect();
             let mut out = vec![0.0; g.out_len()];
             conv2d(&g, &input, &weight, &mut out, th);
             assert_eq!(out, conv2d_naive(&g, &input, &weight), "{g:?}");

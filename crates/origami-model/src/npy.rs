@@ -26,16 +26,22 @@ pub fn parse_npy(bytes: &[u8]) -> Result<Tensor, ModelError> {
             if bytes.len() < 12 {
                 return Err(bad("truncated header"));
             }
-            (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12)
+            (
+                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+                12,
+            )
         }
         v => return Err(bad(format!("unsupported format version {v}"))),
     };
     if hlen > 1 << 16 || bytes.len() < hstart + hlen {
         return Err(bad("truncated or oversized header"));
     }
-    let header = std::str::from_utf8(&bytes[hstart..hstart + hlen]).map_err(|_| bad("header is not text"))?;
+    let header = std::str::from_utf8(&bytes[hstart..hstart + hlen])
+        .map_err(|_| bad("header is not text"))?;
     let field = |key: &str| -> Result<&str, ModelError> {
-        let pos = header.find(&format!("'{key}'")).ok_or_else(|| bad(format!("header has no '{key}'")))?;
+        let pos = header
+            .find(&format!("'{key}'"))
+            .ok_or_else(|| bad(format!("header has no '{key}'")))?;
         let rest = &header[pos + key.len() + 2..];
         let colon = rest.find(':').ok_or_else(|| bad("malformed header"))?;
         Ok(rest[colon + 1..].trim_start())
@@ -56,21 +62,35 @@ pub fn parse_npy(bytes: &[u8]) -> Result<Tensor, ModelError> {
     }
     let shape_s = field("shape")?;
     let close = shape_s.find(')').ok_or_else(|| bad("malformed shape"))?;
-    let inner = shape_s.get(1..close).ok_or_else(|| bad("malformed shape"))?;
+    let inner = shape_s
+        .get(1..close)
+        .ok_or_else(|| bad("malformed shape"))?;
     let mut shape = Vec::new();
     for part in inner.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        shape.push(part.parse::<usize>().map_err(|_| bad(format!("bad dimension '{part}'")))?);
+        shape.push(
+            part.parse::<usize>()
+                .map_err(|_| bad(format!("bad dimension '{part}'")))?,
+        );
     }
     let mut n: usize = 1;
     for &d in &shape {
-        n = n.checked_mul(d).filter(|&n| n <= MAX_ELEMENTS).ok_or_else(|| bad("array too large"))?;
+        n = n
+            .checked_mul(d)
+            .filter(|&n| n <= MAX_ELEMENTS)
+            .ok_or_else(|| bad("array too large"))?;
     }
     let data = &bytes[hstart + hlen..];
     if data.len() != n * elem {
-        return Err(bad(format!("expected {} data bytes for shape {shape:?}, found {}", n * elem, data.len())));
+        return Err(bad(format!(
+            "expected {} data bytes for shape {shape:?}, found {}",
+            n * elem,
+            data.len()
+        )));
     }
     let values: Vec<f32> = if elem == 4 {
-        data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+        data.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
     } else {
         data.chunks_exact(8)
             .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
@@ -81,14 +101,21 @@ pub fn parse_npy(bytes: &[u8]) -> Result<Tensor, ModelError> {
 
 /// Reads a `.npy` file.
 pub fn read_npy(path: &Path) -> Result<Tensor, ModelError> {
-    let bytes = std::fs::read(path).map_err(|source| ModelError::Io { path: path.display().to_string(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
     parse_npy(&bytes)
 }
 
 /// Encodes a tensor as `.npy` (format 1.0, `<f4`, C order).
 pub fn to_npy_bytes(t: &Tensor) -> Vec<u8> {
     let dims: Vec<String> = t.shape.iter().map(|d| d.to_string()).collect();
-    let shape = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+    let shape = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
     let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
     // Pad so that the data starts on a 64-byte boundary, header ends with '\n'.
     let total = 10 + header.len() + 1;
@@ -107,7 +134,10 @@ pub fn to_npy_bytes(t: &Tensor) -> Vec<u8> {
 
 /// Writes a tensor as `.npy`, through a temporary file renamed into place (never half-written).
 pub fn write_npy(path: &Path, t: &Tensor) -> Result<(), ModelError> {
-    let io = |source| ModelError::Io { path: path.display().to_string(), source };
+    let io = |source| ModelError::Io {
+        path: path.display().to_string(),
+        source,
+    };
     let tmp = path.with_extension("npy.tmp");
     let mut f = std::fs::File::create(&tmp).map_err(io)?;
     f.write_all(&to_npy_bytes(t)).map_err(io)?;

@@ -20,7 +20,10 @@ pub(crate) fn infer(n: &Node, shapes: &[Vec<usize>]) -> Result<Vec<usize>, Strin
                 ));
             }
             if ch != c.in_c {
-                return Err(format!("input has {ch} channels, weights expect {}", c.in_c));
+                return Err(format!(
+                    "input has {ch} channels, weights expect {}",
+                    c.in_c
+                ));
             }
             if c.stride.contains(&0) || c.kh == 0 || c.kw == 0 {
                 return Err("zero stride or kernel size".into());

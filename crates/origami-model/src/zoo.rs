@@ -160,7 +160,10 @@ const VGG19: [usize; 21] = [
 /// A VGG network on `hw × hw` RGB input (`hw` divisible by 32), 1000 classes, torchvision layout
 /// (the classifier reads the 512 × (hw/32)² features directly: at 224 that is 25 088).
 pub fn vgg(name: &str, cfg: &[usize], hw: usize, width_div: usize, seed: u64) -> Model {
-    assert!(hw % 32 == 0 && hw > 0, "VGG input size must be a multiple of 32"); // zoo parameters are fixed in code
+    assert!(
+        hw.is_multiple_of(32) && hw > 0,
+        "VGG input size must be a multiple of 32"
+    ); // zoo parameters are fixed in code
     let mut b = Builder::new(seed);
     let mut x = 0;
     let mut c = 3;
