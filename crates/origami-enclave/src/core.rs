@@ -123,8 +123,11 @@ pub enum Reply {
 pub struct CoreStats {
     /// Bytes the core holds for its lifetime (head weights, Freivalds probes).
     pub static_bytes: usize,
-    /// Largest bytes of request data held at once (values, messages in and out, pads).
+    /// Largest bytes of request data held at once (values, messages in and out, the opened u,
+    /// and the enclave's own arithmetic buffers in the `enclave` placement).
     pub peak_request_bytes: usize,
+    /// Largest bytes held while precomputing one pad (r, u = W·r, the sealed copy).
+    pub peak_precompute_bytes: usize,
     pub pads_precomputed: u64,
     pub pads_consumed: u64,
 }
@@ -135,6 +138,15 @@ struct Probe {
     shape: LinearShape,
     /// 4 rows: s₀ low limb, s₀ high limb, s₁ low, s₁ high.
     w: Vec<f64>,
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.s[0].zeroize();
+        self.s[1].zeroize();
+        self.w.zeroize();
+    }
 }
 
 enum Await {
@@ -305,10 +317,10 @@ impl EnclaveCore {
                 let mut uq: Vec<u32> = u.iter().map(|&v| reduce_f64(v)).collect();
                 out.push(self.sealer.seal(id, l.layer, &uq));
                 uq.iter_mut().for_each(|v| *v = 0);
-                self.stats.peak_request_bytes = self
+                self.stats.peak_precompute_bytes = self
                     .stats
-                    .peak_request_bytes
-                    .max(rf.len() * 8 + u.len() * 12);
+                    .peak_precompute_bytes
+                    .max(rf.len() * 8 + u.len() * 16 + tile_bytes(&l.shape));
             }
             self.ready.push_back(id);
             self.stats.pads_precomputed += 1;
@@ -412,7 +424,9 @@ impl EnclaveCore {
                 let pad_id = s
                     .pad_id
                     .ok_or_else(|| EnclaveError::Misuse("no pad".into()))?;
-                let u = self.sealer.open(pad_id, l.layer, out_len, &sealed_u)?;
+                let u = self
+                    .sealer
+                    .open_in_place(pad_id, l.layer, out_len, sealed_u)?;
                 if let (Some(probe), Some(x)) = (&self.probes[li], &blinded) {
                     if !freivalds_ok(probe, x, &result, self.cfg.threads) {
                         return Err(misbehaved(
@@ -429,8 +443,8 @@ impl EnclaveCore {
                     &node.name,
                     result
                         .iter()
-                        .zip(u.iter())
-                        .map(|(&r, &u)| center(sub(r, u))),
+                        .zip(origami_field::pad::words(&u))
+                        .map(|(&r, u)| center(sub(r, u))),
                     &self.plan.shapes[value],
                     l.fused_relu,
                 )?;
@@ -475,7 +489,7 @@ impl EnclaveCore {
                 let x = s.env[n.inputs[0]]
                     .as_ref()
                     .ok_or_else(|| EnclaveError::Misuse("missing value".into()))?;
-                let xq = requantize(x, l.in_exp, plan.act_clamp);
+                let mut xq = requantize(x, l.in_exp, plan.act_clamp);
                 if self.offloaded[li] {
                     let pad_id = s
                         .pad_id
@@ -486,7 +500,7 @@ impl EnclaveCore {
                         .iter()
                         .map(|&v| origami_field::add(reduce_small(v as i64), rng.next_element()))
                         .collect();
-                    drop(xq);
+                    zeroize::Zeroize::zeroize(&mut xq); // plaintext activations: cleared
                     drop_dead(s, &n.inputs, i, &self.last_use);
                     let keep = self.probes[li].as_ref().map(|_| blinded.clone());
                     let held = s.env.iter().flatten().map(QVal::bytes).sum::<usize>()
@@ -501,6 +515,12 @@ impl EnclaveCore {
                     }));
                 }
                 let (value, next) = l.produces();
+                // f64 copies of the input and output and one im2col tile, besides the values.
+                let held = s.env.iter().flatten().map(QVal::bytes).sum::<usize>()
+                    + xq.len() * 12
+                    + l.shape.out_len() * 12
+                    + tile_bytes(&l.shape);
+                self.stats.peak_request_bytes = self.stats.peak_request_bytes.max(held);
                 let y = linear_local(
                     l,
                     &n.name,
@@ -509,6 +529,7 @@ impl EnclaveCore {
                     l.fused_relu,
                     self.cfg.threads,
                 )?;
+                zeroize::Zeroize::zeroize(&mut xq);
                 s.env[value] = Some(y);
                 drop_dead(s, &n.inputs, i, &self.last_use);
                 s.next = next;
@@ -553,6 +574,14 @@ impl EnclaveCore {
             start: self.head_end,
             values,
         }))
+    }
+}
+
+/// Bytes of one f64 im2col tile (see `origami_model::linalg`: about 256 columns of K rows).
+fn tile_bytes(shape: &LinearShape) -> usize {
+    match shape {
+        LinearShape::Conv(g) => g.k() * 256.min(g.oh * g.ow) * 8,
+        LinearShape::Dense { .. } => 0,
     }
 }
 

@@ -12,7 +12,7 @@
 //!   the associated data binds the model hash, pad id, layer and length, so a sealed u cannot be
 //!   moved to another pad, layer, model or enclave instance.
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng, TryRngCore};
@@ -218,6 +218,42 @@ impl Sealer {
         }
         Ok(out)
     }
+
+    /// `open`, decrypting in the sealed pad's own buffer (no copy): returns the plaintext bytes,
+    /// `len` little-endian u32 words, zeroized on drop. Read them with `words`.
+    pub fn open_in_place(
+        &self,
+        pad_id: u64,
+        layer: u16,
+        len: usize,
+        sealed: SealedPad,
+    ) -> Result<Zeroizing<Vec<u8>>, FieldError> {
+        let b = PadBinding {
+            model_hash: self.model_hash,
+            pad_id,
+            layer,
+        };
+        let tampered = FieldError::SealTampered { pad_id, layer };
+        let mut buf = Zeroizing::new(sealed.ciphertext);
+        if buf.len() != len * 4 + 16 {
+            return Err(tampered);
+        }
+        let aad = b.aad(len);
+        let (body, tag) = buf.split_at_mut(len * 4);
+        let tag = chacha20poly1305::Tag::clone_from_slice(tag);
+        self.aead
+            .decrypt_in_place_detached(Nonce::from_slice(&b.nonce()), &aad, body, &tag)
+            .map_err(|_| tampered)?;
+        buf.truncate(len * 4);
+        Ok(buf)
+    }
+}
+
+/// The little-endian u32 words of a byte buffer.
+pub fn words(bytes: &[u8]) -> impl Iterator<Item = u32> + '_ {
+    bytes
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
 }
 
 #[cfg(test)]
@@ -289,6 +325,12 @@ mod tests {
         let u: Vec<u32> = (0..100).map(|i| (i * 7919) % P).collect();
         let sealed = s.seal(5, 3, &u);
         assert_eq!(&s.open(5, 3, 100, &sealed).unwrap()[..], &u[..]);
+        let inplace = s.open_in_place(5, 3, 100, sealed.clone()).unwrap();
+        assert_eq!(words(&inplace).collect::<Vec<_>>(), u);
+        let mut t = sealed.clone();
+        t.ciphertext[399] ^= 0x80;
+        assert!(s.open_in_place(5, 3, 100, t).is_err());
+        assert!(s.open_in_place(5, 4, 100, sealed.clone()).is_err());
         // Flipped bit.
         let mut t = sealed.clone();
         t.ciphertext[10] ^= 1;

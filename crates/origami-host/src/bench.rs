@@ -41,6 +41,8 @@ pub struct PlacementResult {
     /// Enclave core: lifetime bytes (head weights, probes) + peak request bytes.
     pub enclave_static_bytes: usize,
     pub enclave_peak_request_bytes: usize,
+    /// Enclave core: peak bytes while precomputing one pad.
+    pub enclave_peak_precompute_bytes: usize,
     /// Sealed pad bytes kept on the host per image.
     pub sealed_pad_bytes_per_image: usize,
 }
@@ -106,6 +108,7 @@ pub fn run(
             precompute_ms_per_image: ms(pre) / total.max(1) as f64,
             enclave_static_bytes: stats.static_bytes,
             enclave_peak_request_bytes: stats.peak_request_bytes,
+            enclave_peak_precompute_bytes: stats.peak_precompute_bytes,
             sealed_pad_bytes_per_image: sealed_per_image,
         });
     }
