@@ -46,20 +46,29 @@ pub fn reduce(x: i64) -> u32 {
 }
 
 /// Reduces an exact integer held in an f64 (|v| < 2^52) to [0, p) without an integer
-/// division: q = ⌊v/p⌋ up to one unit (the reciprocal is rounded), |q·p| < 2^53 is exact, so
-/// v − q·p is exact and lies in [−p, 2p); one correction step lands it in [0, p).
+/// division: q = v/p truncated (off by at most one unit: the reciprocal is rounded),
+/// |q·p| < 2^53 is exact, so v − q·p is exact and lies in (−2p, 2p); two correction steps
+/// each way land it in [0, p).
 #[inline]
 pub fn reduce_f64(v: f64) -> u32 {
     const INV_P: f64 = 1.0 / P as f64;
-    let q = (v * INV_P).floor();
-    let r = (v - q * P as f64) as i64;
-    (if r < 0 {
-        r + P_I64
-    } else if r >= P_I64 {
-        r - P_I64
-    } else {
-        r
-    }) as u32
+    // Truncating casts only (no `floor`: without SSE4.1 at compile time it is a libm call).
+    let q = (v * INV_P) as i64;
+    let mut r = v as i64 - q * P_I64;
+    // q is ⌊v/p⌋ or ⌈v/p⌉ up to one unit of rounding: r ∈ (−2p, 2p).
+    if r < 0 {
+        r += P_I64;
+    }
+    if r < 0 {
+        r += P_I64;
+    }
+    if r >= P_I64 {
+        r -= P_I64;
+    }
+    if r >= P_I64 {
+        r -= P_I64;
+    }
+    r as u32
 }
 
 /// Reduces |x| < p to [0, p) without a division.
