@@ -20,7 +20,7 @@ use origami_model::linalg::{conv2d, gemm_nt, ConvGeom, LinearShape};
 use origami_model::{Tensor, ValueId};
 
 use crate::plan::Plan;
-use crate::qops::{eval_nonlinear, finish_linear, linear_local, requantize, QVal};
+use crate::qops::{eval_nonlinear, finish_linear, linear_local, requantize, requantize_with, QVal};
 use crate::EnclaveError;
 
 /// Where the layers run.
@@ -489,18 +489,16 @@ impl EnclaveCore {
                 let x = s.env[n.inputs[0]]
                     .as_ref()
                     .ok_or_else(|| EnclaveError::Misuse("missing value".into()))?;
-                let mut xq = requantize(x, l.in_exp, plan.act_clamp);
                 if self.offloaded[li] {
                     let pad_id = s
                         .pad_id
                         .ok_or_else(|| EnclaveError::Misuse("no pad".into()))?;
-                    // Blind: x̄ = x̃ + r mod p, r regenerated from the pad key, never stored.
+                    // Requantize and blind in one pass: x̄ = x̃ + r mod p, with r regenerated
+                    // from the pad key, never stored; x̃ itself is never materialized.
                     let mut rng = self.pad_key.mask_stream(pad_id, l.layer);
-                    let blinded: Vec<u32> = xq
-                        .iter()
-                        .map(|&v| origami_field::add(reduce_small(v as i64), rng.next_element()))
-                        .collect();
-                    zeroize::Zeroize::zeroize(&mut xq); // plaintext activations: cleared
+                    let blinded: Vec<u32> = requantize_with(x, l.in_exp, plan.act_clamp, |q| {
+                        origami_field::add(reduce_small(q as i64), rng.next_element())
+                    });
                     drop_dead(s, &n.inputs, i, &self.last_use);
                     let keep = self.probes[li].as_ref().map(|_| blinded.clone());
                     let held = s.env.iter().flatten().map(QVal::bytes).sum::<usize>()
@@ -514,6 +512,7 @@ impl EnclaveCore {
                         blinded,
                     }));
                 }
+                let mut xq = requantize(x, l.in_exp, plan.act_clamp);
                 let (value, next) = l.produces();
                 // f64 copies of the input and output and one im2col tile, besides the values.
                 let held = s.env.iter().flatten().map(QVal::bytes).sum::<usize>()

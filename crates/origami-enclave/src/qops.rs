@@ -80,18 +80,24 @@ fn shift_round(v: i64, s: i32) -> i64 {
 
 /// The value requantized to exponent `exp` and clamped to ±`clamp`: a linear layer's input.
 pub fn requantize(v: &QVal, exp: i32, clamp: i64) -> Vec<i32> {
+    requantize_with(v, exp, clamp, |q| q)
+}
+
+/// `requantize` fused with a per-element map (the enclave blinds in the same pass, so the
+/// plaintext input of an offloaded layer is never materialized).
+pub fn requantize_with<T>(v: &QVal, exp: i32, clamp: i64, mut f: impl FnMut(i32) -> T) -> Vec<T> {
     match v {
         QVal::Float(t) => {
             let scale = 2f64.powi(exp);
             t.data
                 .iter()
-                .map(|&x| quantize_scaled(x, scale).clamp(-clamp, clamp) as i32)
+                .map(|&x| f(quantize_scaled(x, scale).clamp(-clamp, clamp) as i32))
                 .collect()
         }
         QVal::Int { data, exp: e, .. } => {
             let s = e - exp;
             data.iter()
-                .map(|&x| shift_round(x as i64, s).clamp(-clamp, clamp) as i32)
+                .map(|&x| f(shift_round(x as i64, s).clamp(-clamp, clamp) as i32))
                 .collect()
         }
     }
