@@ -27,14 +27,21 @@ fn keep_freed_memory() {
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
 }
 
-/// Bundled Fashion-MNIST test images (see assets/extract_fashion.py).
-const BUNDLED: [(&str, &[u8]); 3] = [
+/// Bundled Fashion-MNIST test images, the first ten of the test set (see assets/extract_fashion.py).
+const BUNDLED: [(&str, &[u8]); 10] = [
     (
         "0_ankle_boot.png",
         include_bytes!("../assets/0_ankle_boot.png"),
     ),
     ("1_pullover.png", include_bytes!("../assets/1_pullover.png")),
     ("2_trouser.png", include_bytes!("../assets/2_trouser.png")),
+    ("3_trouser.png", include_bytes!("../assets/3_trouser.png")),
+    ("4_shirt.png", include_bytes!("../assets/4_shirt.png")),
+    ("5_trouser.png", include_bytes!("../assets/5_trouser.png")),
+    ("6_coat.png", include_bytes!("../assets/6_coat.png")),
+    ("7_shirt.png", include_bytes!("../assets/7_shirt.png")),
+    ("8_sandal.png", include_bytes!("../assets/8_sandal.png")),
+    ("9_sneaker.png", include_bytes!("../assets/9_sneaker.png")),
 ];
 
 #[derive(Parser)]
@@ -55,9 +62,12 @@ struct Cli {
 enum Cmd {
     /// A private inference end to end on a built-in model and a bundled image.
     Demo {
-        /// Built-in model: small, resnet-small, vgg16, vgg19 (or vgg16@N for N×N input).
-        #[arg(long, default_value = "small")]
+        /// Built-in model: fashion (trained), small, resnet-small, vgg16, vgg19 (or vgg16@N).
+        #[arg(long, default_value = "fashion")]
         model: String,
+        /// Which bundled Fashion-MNIST test image (0–9) for 28×28 models.
+        #[arg(long, default_value_t = 0)]
+        image: usize,
     },
     /// One inference with a chosen placement.
     Run {
@@ -113,10 +123,27 @@ enum Cmd {
     },
     /// Print the quantization plan of a model.
     Plan {
-        #[arg(long, default_value = "small")]
+        #[arg(long, default_value = "fashion")]
         model: String,
         #[arg(long, default_value_t = 4)]
         calib: usize,
+    },
+    /// Train the built-in Fashion-MNIST classifier (seeded) and write it as ONNX.
+    Train {
+        /// Folder with the Fashion-MNIST IDX files (Debian: dataset-fashion-mnist).
+        #[arg(long, default_value = origami_train::data::DEFAULT_DIR)]
+        data: PathBuf,
+        #[arg(long, default_value_t = 8)]
+        epochs: usize,
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        #[arg(long, default_value_t = 2026)]
+        seed: u64,
+        /// A small budget: 1 epoch on 6 000 training images, tested on 1 000.
+        #[arg(long)]
+        quick: bool,
+        #[arg(long, default_value = "fashion-small.onnx")]
+        out: PathBuf,
     },
     /// Built-in models.
     Zoo {
@@ -153,7 +180,7 @@ fn real_main() -> Result<()> {
             .context("setting up the thread pool")?;
     }
     match cli.cmd {
-        Cmd::Demo { model } => demo(&model),
+        Cmd::Demo { model, image } => demo(&model, image),
         Cmd::Run {
             model,
             mode,
@@ -206,6 +233,14 @@ fn real_main() -> Result<()> {
             print!("{}", plan.summary());
             Ok(())
         }
+        Cmd::Train {
+            data,
+            epochs,
+            batch,
+            seed,
+            quick,
+            out,
+        } => train(&data, epochs, batch, seed, quick, &out),
         Cmd::Zoo { cmd: ZooCmd::List } => {
             for n in zoo::NAMES {
                 let m = zoo::by_name(n).context("zoo")?;
@@ -365,10 +400,13 @@ fn infer_once(
     Ok((out, st, pre.as_secs_f64() * 1e3, engine))
 }
 
-fn demo(name: &str) -> Result<()> {
+fn demo(name: &str, image_index: usize) -> Result<()> {
     let model = load_zoo(name)?;
+    if image_index >= BUNDLED.len() {
+        bail!("--image must be 0–{}", BUNDLED.len() - 1);
+    }
     let (img_name, x) = if model.input_shape[1..] == [28, 28] {
-        let (n, bytes) = BUNDLED[0];
+        let (n, bytes) = BUNDLED[image_index];
         (
             n.to_string(),
             input::image_to_tensor(&image::load_from_memory(bytes)?, &model),
@@ -387,9 +425,11 @@ fn demo(name: &str) -> Result<()> {
         model.linear_nodes().len(),
         model.macs()? as f64 / 1e9
     );
-    println!(
-        "weights: seeded, untrained (labels are not meaningful until a trained model is built in)"
-    );
+    if name == "fashion" {
+        println!("weights: trained on Fashion-MNIST by `origami train` (the image's true class is in its file name)");
+    } else {
+        println!("weights: seeded, untrained (labels are not meaningful)");
+    }
     let t = Instant::now();
     let plan = build_plan(&model, 4)?;
     println!(
@@ -421,6 +461,14 @@ fn demo(name: &str) -> Result<()> {
     );
     if want != out {
         bail!("the private result differs from the reference");
+    }
+    if let Some(labels) = &model.labels {
+        if let Some(&(c, _)) = out.top_k(1)[0].first() {
+            println!(
+                "answer: {}",
+                labels.get(c).map(String::as_str).unwrap_or("?")
+            );
+        }
     }
     Ok(())
 }
@@ -566,5 +614,71 @@ fn run_bench(
             .with_context(|| format!("writing {}", path.display()))?;
         println!("wrote {}", path.display());
     }
+    Ok(())
+}
+
+fn train(
+    data: &Path,
+    epochs: usize,
+    batch: usize,
+    seed: u64,
+    quick: bool,
+    out: &Path,
+) -> Result<()> {
+    use origami_train::{data as fm, TrainConfig};
+    let mut train_set = fm::load(data, fm::Split::Train)?;
+    let mut test_set = fm::load(data, fm::Split::Test)?;
+    let epochs = if quick { 1 } else { epochs };
+    if quick {
+        train_set = train_set.truncate(6000);
+        test_set = test_set.truncate(1000);
+    }
+    let cfg = TrainConfig {
+        epochs,
+        batch,
+        seed,
+        ..TrainConfig::default()
+    };
+    let mut model = zoo::small();
+    model.name = "fashion-small".into();
+    println!(
+        "training {} on {} images ({} test), {epochs} epoch(s), batch {batch}, seed {seed}, {} threads",
+        model.name,
+        train_set.len(),
+        test_set.len(),
+        rayon::current_num_threads()
+    );
+    let bar = ProgressBar::new((train_set.len().div_ceil(batch) * epochs) as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed} < {eta}]")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let t = Instant::now();
+    let reports = origami_train::train(&mut model, &train_set, &test_set, &cfg, |p| {
+        bar.set_message(format!(
+            "epoch {} loss {:.3} acc {:.3}",
+            p.epoch + 1,
+            p.loss,
+            p.accuracy
+        ));
+        bar.inc(1);
+    })?;
+    bar.finish_and_clear();
+    for r in &reports {
+        println!(
+            "epoch {}: train loss {:.4}, train accuracy {:.4}, test accuracy {:.4}",
+            r.epoch + 1,
+            r.train_loss,
+            r.train_accuracy,
+            r.test_accuracy
+        );
+    }
+    onnx::save(&model, out)?;
+    println!(
+        "trained in {:.0} s; wrote {} ({})",
+        t.elapsed().as_secs_f64(),
+        out.display(),
+        hex(&model.hash()[..8])
+    );
     Ok(())
 }

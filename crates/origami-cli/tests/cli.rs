@@ -53,6 +53,11 @@ fn demo_runs_and_checks_itself() {
         "{out}"
     );
     assert!(out.contains("time (ms): total"), "{out}");
+    // The built-in trained model recognizes the bundled ankle boot.
+    assert!(out.contains("answer: Ankle boot"), "{out}");
+    assert!(out.contains("trained on Fashion-MNIST"), "{out}");
+    let e = run_err(&["demo", "--image", "10"]);
+    assert!(e.contains("--image"), "{e}");
 }
 
 /// `run` with an .npy input writes the output as .npy, bit-identical to the in-process

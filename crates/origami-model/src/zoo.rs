@@ -25,11 +25,23 @@ pub const FASHION_LABELS: [&str; 10] = [
 ];
 
 /// Names accepted by `by_name`.
-pub const NAMES: [&str; 4] = ["small", "vgg16", "vgg19", "resnet-small"];
+pub const NAMES: [&str; 5] = ["fashion", "small", "vgg16", "vgg19", "resnet-small"];
 
-/// A zoo model by name: `small`, `vgg16`, `vgg19` (224×224), `resnet-small`.
+/// The trained Fashion-MNIST classifier (the `small` architecture), as written by
+/// `origami train` with its default settings (assets/fashion-small.onnx, 0.9 MB).
+pub const FASHION_ONNX: &[u8] = include_bytes!("../assets/fashion-small.onnx");
+
+/// The trained Fashion-MNIST classifier: `small`'s architecture, trained by `origami train`.
+pub fn fashion() -> Model {
+    // The bundled file is fixed at build time and its import is checked by a unit test.
+    crate::onnx::from_bytes(FASHION_ONNX, None).expect("bundled fashion-small.onnx imports")
+}
+
+/// A zoo model by name: `fashion` (trained), `small`, `vgg16`, `vgg19` (224×224),
+/// `resnet-small` (seeded, untrained).
 pub fn by_name(name: &str) -> Option<Model> {
     match name {
+        "fashion" => Some(fashion()),
         "small" => Some(small()),
         "vgg16" => Some(vgg16(224)),
         "vgg19" => Some(vgg19(224)),
@@ -299,6 +311,10 @@ mod tests {
         assert_eq!(v.nodes[k - 1].name, "pool2");
         small().validate().unwrap();
         resnet_small().validate().unwrap();
+        let f = fashion();
+        assert_eq!(f.name, "fashion-small");
+        assert_eq!(f.labels.as_deref().map(|l| l.len()), Some(10));
+        assert_eq!(f.linear_nodes().len(), small().linear_nodes().len());
         assert_eq!(vgg16(224).hash(), v.hash());
         assert_ne!(vgg16(32).hash(), v.hash());
     }

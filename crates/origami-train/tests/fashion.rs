@@ -1,0 +1,107 @@
+//! Tests on the real Fashion-MNIST data (Debian package dataset-fashion-mnist, which `.ci/run`
+//! installs). Without the data they skip with a message.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use origami_enclave::{reference, Plan, QuantConfig};
+use origami_model::{input, zoo, Tensor};
+use origami_train::{accuracy, data, train, TrainConfig};
+
+fn dataset(split: data::Split) -> Option<data::Dataset> {
+    let dir = Path::new(data::DEFAULT_DIR);
+    if !dir.exists() {
+        eprintln!(
+            "SKIPPED: {} not found (apt-get install dataset-fashion-mnist)",
+            dir.display()
+        );
+        return None;
+    }
+    Some(data::load(dir, split).expect("the Debian package's files load"))
+}
+
+/// The bundled, trained model reaches ≥ 90 % on the 10 000 test images.
+#[test]
+fn bundled_model_reaches_90_percent() {
+    let Some(test) = dataset(data::Split::Test) else {
+        return;
+    };
+    assert_eq!(test.len(), 10_000);
+    let acc = accuracy(&zoo::fashion(), &test).unwrap();
+    eprintln!("bundled model: test accuracy {acc}");
+    assert!(acc >= 0.90, "test accuracy {acc}");
+}
+
+/// Fixed point against float on real images: top-1 agreement ≥ 99 % (every layer quantized,
+/// calibrated on the ten bundled images as the CLI does).
+#[test]
+fn quantized_top1_agrees_with_float_on_real_images() {
+    let Some(test) = dataset(data::Split::Test) else {
+        return;
+    };
+    let model = zoo::fashion();
+    let calib: Vec<Tensor> = (0..10)
+        .map(|i| Tensor::new(vec![1, 1, 28, 28], test.image(i).to_vec()).unwrap())
+        .collect();
+    let plan = Arc::new(Plan::build(&model, &calib, QuantConfig::default()).unwrap());
+    let n = 1000;
+    let mut agree = 0;
+    let mut correct_q = 0;
+    for i in 0..n {
+        let x = Tensor::new(vec![1, 1, 28, 28], test.image(i).to_vec()).unwrap();
+        let q = reference(&plan, &x, plan.model.nodes.len(), 1).unwrap();
+        let f = origami_model::exec::run(&plan.model, &x).unwrap();
+        let (tq, tf) = (q.top_k(1)[0][0].0, f.top_k(1)[0][0].0);
+        agree += (tq == tf) as usize;
+        correct_q += (tq == test.labels[i] as usize) as usize;
+    }
+    assert!(
+        agree as f32 / n as f32 >= 0.99,
+        "top-1 agreement {agree}/{n}"
+    );
+    assert!(
+        correct_q as f32 / n as f32 >= 0.88,
+        "quantized accuracy {correct_q}/{n}"
+    );
+    // The PNG path gives the same tensor as the IDX path for a bundled image.
+    let png = image::load_from_memory(
+        &std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../origami-cli/assets/0_ankle_boot.png"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        input::image_to_tensor(&png, &model).data,
+        test.image(0).to_vec()
+    );
+}
+
+/// A tiny training budget already learns: one epoch on 3 000 images beats 60 % on 500 others.
+#[test]
+fn quick_training_learns() {
+    let Some(train_set) = dataset(data::Split::Train) else {
+        return;
+    };
+    let Some(test) = dataset(data::Split::Test) else {
+        return;
+    };
+    let mut model = zoo::small();
+    let cfg = TrainConfig {
+        epochs: 1,
+        ..TrainConfig::default()
+    };
+    let before = accuracy(&model, &test.clone().truncate(500)).unwrap();
+    let rep = train(
+        &mut model,
+        &train_set.truncate(3000),
+        &test.truncate(500),
+        &cfg,
+        |_| {},
+    )
+    .unwrap();
+    assert!(
+        rep[0].test_accuracy > 0.6 && rep[0].test_accuracy > before + 0.3,
+        "{before} -> {rep:?}"
+    );
+}
