@@ -179,19 +179,8 @@ fn pool_int(
         .out_hw(h, w)
         .map_err(|e| EnclaveError::Plan(e.to_string()))?;
     let mut out = vec![0i32; n * c * oh * ow];
-    if max && p.kernel == [2, 2] && p.stride == [2, 2] && p.pads == [0; 4] {
-        // The common VGG case, without bounds checks per cell.
-        for (plane, o) in data.chunks(h * w).zip(out.chunks_mut(oh * ow)) {
-            for oy in 0..oh {
-                let r0 = &plane[2 * oy * w..2 * oy * w + w];
-                let r1 = &plane[(2 * oy + 1) * w..(2 * oy + 1) * w + w];
-                for (ox, d) in o[oy * ow..(oy + 1) * ow].iter_mut().enumerate() {
-                    *d = r0[2 * ox]
-                        .max(r0[2 * ox + 1])
-                        .max(r1[2 * ox].max(r1[2 * ox + 1]));
-                }
-            }
-        }
+    if max && exec::is_pool_2x2(p) {
+        exec::max_pool_2x2(data, h, w, &mut out);
         return Ok((vec![n, c, oh, ow], out));
     }
     for (pi, plane) in data.chunks(h * w).enumerate() {

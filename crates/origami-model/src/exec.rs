@@ -282,23 +282,36 @@ fn map(x: &Tensor, f: impl Fn(f32) -> f32) -> Tensor {
     }
 }
 
+/// Whether `p` is the common VGG max-pool window: 2×2, stride 2, no padding.
+pub fn is_pool_2x2(p: &Pool) -> bool {
+    p.kernel == [2, 2] && p.stride == [2, 2] && p.pads == [0; 4]
+}
+
+/// 2×2 stride-2 max-pool over planes of `h × w` (any element type), without bounds checks per
+/// cell; `out` holds the `⌊h/2⌋ × ⌊w/2⌋` planes.
+pub fn max_pool_2x2<T: Copy + PartialOrd>(data: &[T], h: usize, w: usize, out: &mut [T]) {
+    let (oh, ow) = (h / 2, w / 2);
+    let max = |a: T, b: T| if b > a { b } else { a };
+    for (plane, o) in data.chunks(h * w).zip(out.chunks_mut(oh * ow)) {
+        for oy in 0..oh {
+            let r0 = &plane[2 * oy * w..2 * oy * w + w];
+            let r1 = &plane[(2 * oy + 1) * w..(2 * oy + 1) * w + w];
+            for (ox, d) in o[oy * ow..(oy + 1) * ow].iter_mut().enumerate() {
+                *d = max(
+                    max(r0[2 * ox], r0[2 * ox + 1]),
+                    max(r1[2 * ox], r1[2 * ox + 1]),
+                );
+            }
+        }
+    }
+}
+
 fn pool(x: &Tensor, p: &Pool, max: bool) -> Result<Tensor, ModelError> {
     let (n, c, h, w) = dims4(x)?;
     let (oh, ow) = p.out_hw(h, w)?;
     let mut out = vec![0f32; n * c * oh * ow];
-    if max && p.kernel == [2, 2] && p.stride == [2, 2] && p.pads == [0; 4] {
-        // The common VGG case, without bounds checks per cell.
-        for (plane, o) in x.data.chunks(h * w).zip(out.chunks_mut(oh * ow)) {
-            for oy in 0..oh {
-                let r0 = &plane[2 * oy * w..2 * oy * w + w];
-                let r1 = &plane[(2 * oy + 1) * w..(2 * oy + 1) * w + w];
-                for (ox, d) in o[oy * ow..(oy + 1) * ow].iter_mut().enumerate() {
-                    *d = r0[2 * ox]
-                        .max(r0[2 * ox + 1])
-                        .max(r1[2 * ox].max(r1[2 * ox + 1]));
-                }
-            }
-        }
+    if max && is_pool_2x2(p) {
+        max_pool_2x2(&x.data, h, w, &mut out);
         return Tensor::new(vec![n, c, oh, ow], out);
     }
     for (pi, plane) in x.data.chunks(h * w).enumerate() {
