@@ -11,7 +11,9 @@
 //! y = W·x̄ − u, adds the bias and checks the field bound in one pass.
 
 use std::collections::VecDeque;
+
 use std::sync::Arc;
+use zeroize::Zeroize;
 
 use origami_field::freivalds::combine_rows;
 use origami_field::{center, reduce, reduce_f64, reduce_small, sub, PadKey, SealedPad, Sealer, P};
@@ -142,7 +144,6 @@ struct Probe {
 
 impl Drop for Probe {
     fn drop(&mut self) {
-        use zeroize::Zeroize;
         self.s[0].zeroize();
         self.s[1].zeroize();
         self.w.zeroize();
@@ -304,8 +305,9 @@ impl EnclaveCore {
             {
                 let mut r = vec![0u32; l.shape.in_len()];
                 self.pad_key.mask_stream(id, l.layer).fill(&mut r);
-                let rf: Vec<f64> = r.iter().map(|&v| v as f64).collect();
-                r.iter_mut().for_each(|v| *v = 0); // r is secret: cleared once used
+                let mut rf: Vec<f64> = r.iter().map(|&v| v as f64).collect();
+                // r and u are secret: cleared once used (zeroize: not optimized away).
+                r.zeroize();
                 let mut u = vec![0f64; l.shape.out_len()];
                 match &l.shape {
                     LinearShape::Conv(g) => conv2d(g, &rf, &l.wq, &mut u, self.cfg.threads),
@@ -316,11 +318,13 @@ impl EnclaveCore {
                 // Exact: r < 2^24, |w̃| ≤ 127, K < 2^15.
                 let mut uq: Vec<u32> = u.iter().map(|&v| reduce_f64(v)).collect();
                 out.push(self.sealer.seal(id, l.layer, &uq));
-                uq.iter_mut().for_each(|v| *v = 0);
                 self.stats.peak_precompute_bytes = self
                     .stats
                     .peak_precompute_bytes
                     .max(rf.len() * 8 + u.len() * 16 + tile_bytes(&l.shape));
+                uq.zeroize();
+                u.zeroize();
+                rf.zeroize();
             }
             self.ready.push_back(id);
             self.stats.pads_precomputed += 1;
@@ -528,7 +532,7 @@ impl EnclaveCore {
                     l.fused_relu,
                     self.cfg.threads,
                 )?;
-                zeroize::Zeroize::zeroize(&mut xq);
+                xq.zeroize();
                 s.env[value] = Some(y);
                 drop_dead(s, &n.inputs, i, &self.last_use);
                 s.next = next;

@@ -10,7 +10,7 @@ pub use crate::core::{
     CoreConfig, CoreStats, EnclaveCore, Handoff, Offload, Placement, Reply, Step,
 };
 pub use plan::{Plan, QuantConfig};
-pub use reference::reference;
+pub use reference::{reference, reference_handoff};
 
 /// Errors of the trusted core, by cause.
 #[derive(Debug, thiserror::Error)]

@@ -7,6 +7,21 @@ use crate::plan::Plan;
 use crate::qops::{eval_nonlinear, linear_local, requantize, QVal};
 use crate::EnclaveError;
 
+/// The values that cross a split at `head_end` (what the tail reads), computed by the quantized
+/// reference head and dequantized: what the host sees in the `origami` placement.
+pub fn reference_handoff(
+    plan: &Plan,
+    input: &Tensor,
+    head_end: usize,
+    threads: usize,
+) -> Result<Vec<(usize, Tensor)>, EnclaveError> {
+    let env = run_head(plan, input, head_end, threads)?;
+    Ok(exec::live_across(&plan.model, head_end)
+        .into_iter()
+        .filter_map(|v| env[v].as_ref().map(|q| (v, q.to_float())))
+        .collect())
+}
+
 /// Runs nodes `..head_end` in fixed point and the rest in float.
 /// `head_end = 0` is the float model; `head_end = nodes.len()` is fully quantized.
 pub fn reference(
@@ -16,10 +31,33 @@ pub fn reference(
     threads: usize,
 ) -> Result<Tensor, EnclaveError> {
     let model = &plan.model;
-    exec::check_input(model, input).map_err(|e| EnclaveError::BadRequest(e.to_string()))?;
     if head_end == 0 {
+        exec::check_input(model, input).map_err(|e| EnclaveError::BadRequest(e.to_string()))?;
         return exec::run(model, input).map_err(|e| EnclaveError::Plan(e.to_string()));
     }
+    let env = run_head(plan, input, head_end, threads)?;
+    if head_end >= model.nodes.len() {
+        return env[model.output]
+            .as_ref()
+            .map(QVal::to_float)
+            .ok_or_else(|| EnclaveError::Plan("no output".into()));
+    }
+    let mut fenv: Vec<Option<Tensor>> = vec![None; model.num_values()];
+    for v in exec::live_across(model, head_end) {
+        fenv[v] = env[v].as_ref().map(QVal::to_float);
+    }
+    exec::run_from(model, head_end, fenv).map_err(|e| EnclaveError::Plan(e.to_string()))
+}
+
+/// The fixed-point head: every value computed by nodes `..head_end`.
+fn run_head(
+    plan: &Plan,
+    input: &Tensor,
+    head_end: usize,
+    threads: usize,
+) -> Result<Vec<Option<QVal>>, EnclaveError> {
+    let model = &plan.model;
+    exec::check_input(model, input).map_err(|e| EnclaveError::BadRequest(e.to_string()))?;
     let mut env: Vec<Option<QVal>> = vec![None; model.num_values()];
     env[0] = Some(QVal::Float(input.clone()));
     let mut i = 0;
@@ -58,15 +96,5 @@ pub fn reference(
         env[n.output] = Some(out);
         i += 1;
     }
-    if head_end >= model.nodes.len() {
-        return env[model.output]
-            .as_ref()
-            .map(QVal::to_float)
-            .ok_or_else(|| EnclaveError::Plan("no output".into()));
-    }
-    let mut fenv: Vec<Option<Tensor>> = vec![None; model.num_values()];
-    for v in exec::live_across(model, head_end) {
-        fenv[v] = env[v].as_ref().map(QVal::to_float);
-    }
-    exec::run_from(model, head_end, fenv).map_err(|e| EnclaveError::Plan(e.to_string()))
+    Ok(env)
 }

@@ -216,20 +216,13 @@ enum Cache {
     None,
 }
 
-/// Forward and backward for one image: adds the gradient of its loss to `grad`; returns
-/// (loss, correct).
-fn forward_backward(
-    model: &Model,
-    lay: &Layout,
-    x: &[f32],
-    label: usize,
-    grad: &mut [f32],
-) -> (f32, bool) {
-    let n = model.nodes.len();
+/// Runs nodes `..end` on one image, keeping every activation and what backward needs.
+fn forward(model: &Model, lay: &Layout, x: &[f32], end: usize) -> (Vec<Vec<f32>>, Vec<Cache>) {
+    let n = end;
     let mut acts: Vec<Vec<f32>> = Vec::with_capacity(n + 1);
     let mut caches: Vec<Cache> = Vec::with_capacity(n);
     acts.push(x.to_vec());
-    for (i, node) in model.nodes.iter().enumerate() {
+    for (i, node) in model.nodes.iter().enumerate().take(n) {
         let xin = &acts[i];
         let (y, cache) = match &node.op {
             Op::Conv(c) => {
@@ -292,30 +285,36 @@ fn forward_backward(
         acts.push(y);
         caches.push(cache);
     }
-    // Softmax cross-entropy on the logits.
-    let logits = &acts[n];
-    let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f32 = logits.iter().map(|v| (v - m).exp()).sum();
-    let loss = m + sum.ln() - logits[label];
-    let argmax = logits
-        .iter()
-        .enumerate()
-        .fold(0, |b, (i, v)| if *v > logits[b] { i } else { b });
-    let mut dy: Vec<f32> = logits.iter().map(|v| (v - m).exp() / sum).collect();
-    dy[label] -= 1.0;
+    (acts, caches)
+}
+
+/// Backpropagates `dy` (the gradient at the output of node `end − 1`) to the input. Adds
+/// parameter gradients to `grad` when given; returns the gradient at the input when `want_dx`.
+#[allow(clippy::too_many_arguments)]
+fn backward(
+    model: &Model,
+    lay: &Layout,
+    acts: &[Vec<f32>],
+    caches: &[Cache],
+    end: usize,
+    mut dy: Vec<f32>,
+    mut grad: Option<&mut [f32]>,
+    want_dx: bool,
+) -> Vec<f32> {
+    let n = model.nodes.len();
     let mut slot_of = vec![None; n];
     for (si, s) in lay.slots.iter().enumerate() {
         slot_of[s.node] = Some(si);
     }
-    for i in (0..n).rev() {
+    for i in (0..end).rev() {
         let xin = &acts[i];
-        let need_dx = i > 0;
+        let need_dx = i > 0 || want_dx;
         dy = match (&model.nodes[i].op, &caches[i]) {
             (Op::Conv(c), Cache::Conv { geom: g, cols }) => {
                 let s = &lay.slots[slot_of[i].expect("conv has a slot")];
                 let p = g.oh * g.ow;
                 let k = g.k();
-                {
+                if let Some(grad) = grad.as_deref_mut() {
                     let (gw, gb) = grad.split_at_mut(s.b.0);
                     let dw =
                         MatMut::from_row_major_slice_mut(&mut gw[s.w.0..s.w.0 + s.w.1], g.out_c, k);
@@ -345,10 +344,12 @@ fn forward_backward(
             }
             (Op::Dense(d), _) => {
                 let s = &lay.slots[slot_of[i].expect("dense has a slot")];
-                for (o, &g) in dy.iter().enumerate() {
-                    let row = &mut grad[s.w.0 + o * d.in_f..s.w.0 + (o + 1) * d.in_f];
-                    row.iter_mut().zip(xin).for_each(|(r, v)| *r += g * v);
-                    grad[s.b.0 + o] += g;
+                if let Some(grad) = grad.as_deref_mut() {
+                    for (o, &g) in dy.iter().enumerate() {
+                        let row = &mut grad[s.w.0 + o * d.in_f..s.w.0 + (o + 1) * d.in_f];
+                        row.iter_mut().zip(xin).for_each(|(r, v)| *r += g * v);
+                        grad[s.b.0 + o] += g;
+                    }
                 }
                 if need_dx {
                     let mut dx = vec![0f32; d.in_f];
@@ -377,7 +378,75 @@ fn forward_backward(
             _ => dy, // Flatten / Reshape
         };
     }
+    dy
+}
+
+/// Forward and backward for one image: adds the gradient of its loss to `grad`; returns
+/// (loss, correct).
+fn forward_backward(
+    model: &Model,
+    lay: &Layout,
+    x: &[f32],
+    label: usize,
+    grad: &mut [f32],
+) -> (f32, bool) {
+    let n = model.nodes.len();
+    let (acts, caches) = forward(model, lay, x, n);
+    // Softmax cross-entropy on the logits.
+    let logits = &acts[n];
+    let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f32 = logits.iter().map(|v| (v - m).exp()).sum();
+    let loss = m + sum.ln() - logits[label];
+    let argmax = logits
+        .iter()
+        .enumerate()
+        .fold(0, |b, (i, v)| if *v > logits[b] { i } else { b });
+    let mut dy: Vec<f32> = logits.iter().map(|v| (v - m).exp() / sum).collect();
+    dy[label] -= 1.0;
+    backward(model, lay, &acts, &caches, n, dy, Some(grad), false);
     (loss, argmax == label)
+}
+
+/// The white-box attacker's gradient: for the features after node `end − 1` of a sequential
+/// model (`end = 0`: the image itself), the loss mean((f(x) − target)²) and its gradient with respect to the input image.
+pub fn feature_gradient(
+    model: &Model,
+    end: usize,
+    x: &[f32],
+    target: &[f32],
+) -> Result<(f32, Vec<f32>), TrainError> {
+    let lay = layout(model)?;
+    if end > model.nodes.len() || x.len() != 784 {
+        return Err(TrainError::Model(format!(
+            "feature_gradient: bad split {end} or input size {}",
+            x.len()
+        )));
+    }
+    let (acts, caches) = forward(model, &lay, x, end);
+    let f = &acts[end];
+    if f.len() != target.len() {
+        return Err(TrainError::Model(format!(
+            "target has {} values, features {}",
+            target.len(),
+            f.len()
+        )));
+    }
+    let k = 1.0 / f.len() as f32;
+    let loss = f
+        .iter()
+        .zip(target)
+        .map(|(a, b)| (a - b) * (a - b))
+        .sum::<f32>()
+        * k;
+    let dy = f
+        .iter()
+        .zip(target)
+        .map(|(a, b)| 2.0 * (a - b) * k)
+        .collect();
+    Ok((
+        loss,
+        backward(model, &lay, &acts, &caches, end, dy, None, true),
+    ))
 }
 
 /// Top-1 accuracy of `model` on `ds` with the float executor (what inference runs).
@@ -596,6 +665,36 @@ mod tests {
             checked += 1;
         }
         assert!(checked > 20);
+    }
+
+    /// The input gradient of the feature-matching loss against finite differences.
+    #[test]
+    fn feature_gradient_matches_finite_differences() {
+        let model = tiny();
+        let x: Vec<f32> = (0..784).map(|i| ((i * 53) % 97) as f32 / 97.0).collect();
+        let end = 4; // after the second convolution
+        let lay = layout(&model).unwrap();
+        let (acts, _) = forward(&model, &lay, &x, end);
+        let target: Vec<f32> = acts[end].iter().map(|v| v * 0.5 + 0.1).collect();
+        let (_, dx) = feature_gradient(&model, end, &x, &target).unwrap();
+        for k in (0..784).step_by(41) {
+            let h = 1e-2f32;
+            let mut xp = x.clone();
+            xp[k] += h;
+            let (lp, _) = feature_gradient(&model, end, &xp, &target).unwrap();
+            xp[k] -= 2.0 * h;
+            let (lm, _) = feature_gradient(&model, end, &xp, &target).unwrap();
+            let num = (lp - lm) / (2.0 * h);
+            assert!(
+                (num - dx[k]).abs() <= 1e-3 + 5e-2 * num.abs().max(dx[k].abs()),
+                "pixel {k}: numeric {num} analytic {}",
+                dx[k]
+            );
+        }
+        assert!(feature_gradient(&model, 99, &x, &target).is_err());
+        // Split 0: the features are the image itself.
+        let (l0, g0) = feature_gradient(&model, 0, &x, &x).unwrap();
+        assert_eq!((l0, g0.iter().all(|&v| v == 0.0)), (0.0, true));
     }
 
     /// A few Adam steps on a fixed tiny batch lower its loss.

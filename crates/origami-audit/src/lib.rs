@@ -1,0 +1,17 @@
+//! The privacy audit (in progress): what the untrusted side sees at a split (`capture`), the
+//! scores of a reconstruction (`metrics`: SSIM, PSNR), and the white-box attack (`whitebox`).
+//! The learned-decoder and conditional-GAN attacks, the report and `origami audit` are not
+//! built yet.
+
+pub mod capture;
+pub mod metrics;
+pub mod whitebox;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditError {
+    #[error("engine: {0}")]
+    Engine(String),
+    #[error("attack: {0}")]
+    Attack(String),
+}

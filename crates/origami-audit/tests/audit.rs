@@ -1,0 +1,96 @@
+//! The audit's building blocks: scores checked against scikit-image, the capture equal to the
+//! quantized reference's handoff, and the white-box attack passing its sanity checks.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use origami_audit::capture::capture;
+use origami_audit::metrics::{psnr, ssim};
+use origami_audit::whitebox::{invert, WhiteboxConfig};
+use origami_enclave::{reference_handoff, Placement, Plan, QuantConfig};
+use origami_model::{input, zoo, Tensor};
+
+fn images() -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+    let n = 28 * 28;
+    let a: Vec<f32> = (0..n).map(|i| ((i * 37) % 101) as f32 / 100.0).collect();
+    let b: Vec<f32> = a
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (v + 0.1 * (i as f32).sin()).clamp(0.0, 1.0))
+        .collect();
+    let c: Vec<f32> = a.iter().map(|v| (v * 0.5 + 0.2).clamp(0.0, 1.0)).collect();
+    let g: Vec<f32> = (0..n).map(|i| i as f32 / (n - 1) as f32).collect();
+    (a, b, c, g)
+}
+
+/// Values from scikit-image 0.25 (tests/ssim_reference.py).
+#[test]
+fn ssim_and_psnr_match_scikit_image() {
+    let (a, b, c, g) = images();
+    let flip: Vec<f32> = (0..28)
+        .rev()
+        .flat_map(|r| g[r * 28..(r + 1) * 28].to_vec())
+        .collect();
+    for (name, u, v, s_ref, p_ref) in [
+        ("noisy", &a, &b, 0.9724312230601025, 23.28594789979708),
+        ("contrast", &a, &c, 0.7971388548981908, 16.240635799333344),
+        ("flip", &g, &flip, -0.5651251105368476, 4.765669540931674),
+    ] {
+        let s = ssim(u, v, 28, 28);
+        let p = psnr(u, v);
+        // f32 inputs (scikit-image used f64): agreement to 1e-5.
+        assert!((s - s_ref).abs() < 1e-5, "{name}: ssim {s} vs {s_ref}");
+        assert!((p - p_ref).abs() < 1e-3, "{name}: psnr {p} vs {p_ref}");
+    }
+    assert!((ssim(&a, &a, 28, 28) - 1.0).abs() < 1e-12);
+    assert!(psnr(&a, &a).is_infinite());
+}
+
+fn ankle_boot(model: &origami_model::Model) -> Tensor {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../origami-cli/assets/0_ankle_boot.png");
+    input::image_to_tensor(&image::open(p).unwrap(), model)
+}
+
+fn plan(model: &origami_model::Model) -> Arc<Plan> {
+    let x = ankle_boot(model);
+    Arc::new(Plan::build(model, std::slice::from_ref(&x), QuantConfig::default()).unwrap())
+}
+
+/// The capture is exactly the handoff of the fixed-point reference head, bit for bit.
+#[test]
+fn capture_is_what_the_accelerator_receives() {
+    let model = zoo::fashion();
+    let plan = plan(&model);
+    let x = ankle_boot(&model);
+    for split in 1..plan.linears.len() {
+        let got = capture(&plan, split, &x).unwrap();
+        let head_end = Placement::Origami { split }.head_end(&plan).unwrap();
+        let want = reference_handoff(&plan, &x, head_end, 1).unwrap();
+        assert_eq!(got, want, "split {split}");
+    }
+}
+
+/// An attack that cannot rebuild the raw input, or the output of the first convolution, is
+/// broken, not "private".
+#[test]
+fn whitebox_attack_passes_its_sanity_checks() {
+    let model = zoo::fashion();
+    let plan = plan(&model);
+    let x = ankle_boot(&model);
+    let cfg = WhiteboxConfig::default();
+    // Split 0: the features are the image.
+    let r0 = invert(&plan.model, 0, &x.data, &cfg).unwrap();
+    let s0 = ssim(&r0, &x.data, 28, 28);
+    assert!(s0 > 0.9, "split 0: ssim {s0}");
+    // After the first convolution (and its ReLU), from the captured tensor.
+    let feats = capture(&plan, 1, &x).unwrap();
+    assert_eq!(feats.len(), 1);
+    let head_end = Placement::Origami { split: 1 }.head_end(&plan).unwrap();
+    let r1 = invert(&plan.model, head_end, &feats[0].1.data, &cfg).unwrap();
+    let s1 = ssim(&r1, &x.data, 28, 28);
+    eprintln!(
+        "white-box: ssim {s0:.3} at split 0, {s1:.3} after conv1_1 (psnr {:.1} dB)",
+        psnr(&r1, &x.data)
+    );
+    assert!(s1 > 0.9, "after the first convolution: ssim {s1}");
+}
