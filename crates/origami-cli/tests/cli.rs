@@ -47,7 +47,7 @@ fn run_err(args: &[&str]) -> String {
 fn demo_runs_and_checks_itself() {
     let out = run_ok(&["demo"]);
     assert!(out.contains("top-5:"), "{out}");
-    assert!(out.contains("placement: origami --split 2"), "{out}");
+    assert!(out.contains("placement: origami --split 4"), "{out}");
     assert!(
         out.contains("bit-identical to the quantized reference: yes"),
         "{out}"
@@ -244,7 +244,7 @@ fn bench_writes_one_entry_per_placement() {
         .iter()
         .map(|r| r["placement"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["enclave", "slalom", "origami --split 2", "plain"]);
+    assert_eq!(names, ["enclave", "slalom", "origami --split 4", "plain"]);
     for r in results {
         assert!(r["median_ms"].as_f64().unwrap() > 0.0);
     }
