@@ -167,7 +167,17 @@ fn main() {
     }
 }
 
+/// Exit quietly when stdout is closed early (`origami bench | head`) instead of panicking in
+/// `println!`: restore the default SIGPIPE action, which Rust's runtime sets to ignore.
+fn default_sigpipe() {
+    // SAFETY: installs the default handler for one signal before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn real_main() -> Result<()> {
+    default_sigpipe();
     keep_freed_memory();
     let cli = Cli::parse();
     if let Some(n) = cli.threads {
