@@ -1,9 +1,10 @@
 //! The privacy audit (in progress): what the untrusted side sees at a split (`capture`), the
-//! scores of a reconstruction (`metrics`: SSIM, PSNR), and the white-box attack (`whitebox`).
-//! The learned-decoder and conditional-GAN attacks, the report and `origami audit` are not
-//! built yet.
+//! scores of a reconstruction (`metrics`: SSIM, PSNR), the white-box attack (`whitebox`) and a
+//! learned decoder (`decoder`). The conditional-GAN attack, the report and `origami audit` are
+//! not built yet.
 
 pub mod capture;
+pub mod decoder;
 pub mod metrics;
 pub mod whitebox;
 
