@@ -255,7 +255,7 @@ fn real_main() -> Result<()> {
             for n in zoo::NAMES {
                 let m = zoo::by_name(n).context("zoo")?;
                 println!(
-                    "{n:<14} input {:?}  {} linear layers  {:.2} GMAC",
+                    "{n:<14} input {:?}  {} linear layers  {:.3} GMAC",
                     m.input_shape,
                     m.linear_nodes().len(),
                     m.macs()? as f64 / 1e9
