@@ -1,7 +1,8 @@
 //! Learned-decoder inversion: the host trains a network that maps the features at the split
 //! back to images, on public data of the same distribution (pairs made with the known weights),
-//! then applies it to what it observes. Here the decoder is a two-layer perceptron
-//! (features → 1024 ReLU → 784 sigmoid), trained with Adam on the pixel MSE.
+//! then applies it to what it observes. Here the decoder is a two-layer perceptron with a linear
+//! skip path, y = W2·relu(W1·f + b1) + W3·f + b2, trained with Adam on the pixel MSE; its
+//! reconstructions are clamped to [0, 1].
 
 use faer::{Accum, MatMut, MatRef, Par};
 use rand_chacha::ChaCha8Rng;
@@ -41,6 +42,8 @@ pub struct Decoder {
     b1: Vec<f32>,
     w2: Vec<f32>,
     b2: Vec<f32>,
+    /// The linear skip path features → pixels (starts at zero).
+    w3: Vec<f32>,
     /// Per-feature scale (1 / max |f| on the training data), so inputs are in [−1, 1].
     scale: Vec<f32>,
     pub steps: usize,
@@ -75,10 +78,6 @@ pub fn features(model: &Model, end: usize, images: &[f32]) -> Result<Vec<f32>, A
 
 fn mm(a: MatRef<'_, f32>, b: MatRef<'_, f32>, c: MatMut<'_, f32>, acc: Accum) {
     faer::linalg::matmul::matmul(c, acc, a, b, 1.0, Par::rayon(0));
-}
-
-fn sigmoid(v: f32) -> f32 {
-    1.0 / (1.0 + (-v).exp())
 }
 
 impl Decoder {
@@ -118,10 +117,11 @@ impl Decoder {
             b1: vec![0.0; h],
             w2: uni(784 * h, h),
             b2: vec![0.0; 784],
+            w3: vec![0.0; 784 * in_f],
             scale,
             steps: 0,
         };
-        let sizes = [d.w1.len(), d.b1.len(), d.w2.len(), d.b2.len()];
+        let sizes = [d.w1.len(), d.b1.len(), d.w2.len(), d.b2.len(), d.w3.len()];
         let mut m1: Vec<Vec<f32>> = sizes.iter().map(|&s| vec![0.0; s]).collect();
         let mut m2: Vec<Vec<f32>> = sizes.iter().map(|&s| vec![0.0; s]).collect();
         let mut order: Vec<usize> = (0..n).collect();
@@ -143,13 +143,13 @@ impl Decoder {
                     t[r * 784..(r + 1) * 784].copy_from_slice(&images[i * 784..(i + 1) * 784]);
                 }
                 let (hid, y) = d.forward(&x, b);
-                // dz = d(mean squared error)/dz through the sigmoid.
+                // dz = d(mean squared error)/dz (linear output).
                 let mut dz = vec![0f32; b * 784];
                 let mut loss = 0f64;
                 for k in 0..b * 784 {
                     let e = y[k] - t[k];
                     loss += (e * e) as f64;
-                    dz[k] = 2.0 * e * y[k] * (1.0 - y[k]) / (b * 784) as f32;
+                    dz[k] = 2.0 * e / (b * 784) as f32;
                 }
                 epoch_loss += loss / 784.0;
                 let mut g = [
@@ -157,7 +157,15 @@ impl Decoder {
                     vec![0f32; sizes[1]],
                     vec![0f32; sizes[2]],
                     vec![0f32; sizes[3]],
+                    vec![0f32; sizes[4]],
                 ];
+                // dW3 = dZᵀ·X (the skip path).
+                mm(
+                    MatRef::from_row_major_slice(&dz, b, 784).transpose(),
+                    MatRef::from_row_major_slice(&x, b, in_f),
+                    MatMut::from_row_major_slice_mut(&mut g[4], 784, in_f),
+                    Accum::Replace,
+                );
                 // dW2 = dZᵀ·H, db2 = Σ dZ, dH = dZ·W2 (masked by the ReLU), dW1 = dHᵀ·X.
                 mm(
                     MatRef::from_row_major_slice(&dz, b, 784).transpose(),
@@ -192,7 +200,7 @@ impl Decoder {
                 d.steps += 1;
                 let (b1, b2) = (0.9f32, 0.999f32);
                 let (c1, c2) = (1.0 - b1.powi(d.steps as i32), 1.0 - b2.powi(d.steps as i32));
-                for (pi, p) in [&mut d.w1, &mut d.b1, &mut d.w2, &mut d.b2]
+                for (pi, p) in [&mut d.w1, &mut d.b1, &mut d.w2, &mut d.b2, &mut d.w3]
                     .into_iter()
                     .enumerate()
                 {
@@ -230,10 +238,14 @@ impl Decoder {
             MatMut::from_row_major_slice_mut(&mut y, b, 784),
             Accum::Replace,
         );
+        mm(
+            MatRef::from_row_major_slice(x, b, self.in_f),
+            MatRef::from_row_major_slice(&self.w3, 784, self.in_f).transpose(),
+            MatMut::from_row_major_slice_mut(&mut y, b, 784),
+            Accum::Add,
+        );
         for row in y.chunks_mut(784) {
-            row.iter_mut()
-                .zip(&self.b2)
-                .for_each(|(v, bb)| *v = sigmoid(*v + bb));
+            row.iter_mut().zip(&self.b2).for_each(|(v, bb)| *v += bb);
         }
         (hid, y)
     }
@@ -252,6 +264,11 @@ impl Decoder {
             .zip(&self.scale)
             .map(|(v, s)| v * s)
             .collect();
-        Ok(self.forward(&x, 1).1)
+        Ok(self
+            .forward(&x, 1)
+            .1
+            .into_iter()
+            .map(|v| v.clamp(0.0, 1.0))
+            .collect())
     }
 }

@@ -340,7 +340,7 @@ fn default_split(model: &Model) -> usize {
     // After the second pooling block (VGG-16: block 2, split 4). Provisional until the audit
     // chooses splits: on the built-in Fashion-MNIST model the white-box attack still rebuilds
     // the input after the first block (SSIM 0.87), much less after the second (0.19), where a
-    // learned decoder still reaches 0.57; docs/AUDIT.md.
+    // learned decoder still reaches 0.62; docs/AUDIT.md.
     let pools: Vec<usize> = model
         .nodes
         .iter()
