@@ -193,7 +193,7 @@ unsafe impl<T: Send> Sync for OutPtr<T> {}
 
 /// Fills `cols` (row-major `K × (p1 − p0)`) with the im2col patch columns for output pixels
 /// `p0..p1` of one group whose input channels start at `input`.
-fn im2col<T: Scalar>(g: &ConvGeom, input: &[T], p0: usize, p1: usize, cols: &mut [T]) {
+pub fn im2col<T: Scalar>(g: &ConvGeom, input: &[T], p0: usize, p1: usize, cols: &mut [T]) {
     let t = p1 - p0;
     let ipg = g.in_c / g.groups;
     let zero = T::default();

@@ -156,30 +156,11 @@ fn scatter(model: &mut Model, lay: &Layout, p: &[f32]) {
     }
 }
 
+/// The whole K × P patch matrix of one image (groups 1): the backward pass keeps it.
 fn im2col(g: &ConvGeom, x: &[f32]) -> Vec<f32> {
     let p = g.oh * g.ow;
     let mut cols = vec![0f32; g.k() * p];
-    let mut row = 0;
-    for c in 0..g.in_c {
-        for ky in 0..g.kh {
-            for kx in 0..g.kw {
-                let dst = &mut cols[row * p..(row + 1) * p];
-                for oy in 0..g.oh {
-                    let iy = (oy * g.stride[0] + ky) as isize - g.pads[0] as isize;
-                    if iy < 0 || iy >= g.h as isize {
-                        continue;
-                    }
-                    for ox in 0..g.ow {
-                        let ix = (ox * g.stride[1] + kx) as isize - g.pads[1] as isize;
-                        if ix >= 0 && ix < g.w as isize {
-                            dst[oy * g.ow + ox] = x[(c * g.h + iy as usize) * g.w + ix as usize];
-                        }
-                    }
-                }
-                row += 1;
-            }
-        }
-    }
+    origami_model::linalg::im2col(g, x, 0, p, &mut cols);
     cols
 }
 
