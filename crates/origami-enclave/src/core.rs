@@ -165,6 +165,13 @@ struct Session {
     awaiting: Option<Await>,
 }
 
+impl Session {
+    /// Bytes held by the live values (for the memory meter).
+    fn env_bytes(&self) -> usize {
+        self.env.iter().flatten().map(QVal::bytes).sum()
+    }
+}
+
 /// The trusted core. Holds every secret: pad key, sealing key, Freivalds vectors.
 pub struct EnclaveCore {
     plan: Arc<Plan>,
@@ -438,9 +445,8 @@ impl EnclaveCore {
                         ));
                     }
                 }
-                let held = s.env.iter().flatten().map(QVal::bytes).sum::<usize>()
-                    + result.len() * 8
-                    + blinded.as_ref().map_or(0, |b| b.len() * 4);
+                let held =
+                    s.env_bytes() + result.len() * 8 + blinded.as_ref().map_or(0, |b| b.len() * 4);
                 let (value, next) = l.produces();
                 let y = finish_linear(
                     l,
@@ -505,7 +511,7 @@ impl EnclaveCore {
                     });
                     drop_dead(s, &n.inputs, i, &self.last_use);
                     let keep = self.probes[li].as_ref().map(|_| blinded.clone());
-                    let held = s.env.iter().flatten().map(QVal::bytes).sum::<usize>()
+                    let held = s.env_bytes()
                         + blinded.len() * 4
                         + keep.as_ref().map_or(0, |k| k.len() * 4);
                     self.stats.peak_request_bytes = self.stats.peak_request_bytes.max(held);
@@ -519,10 +525,8 @@ impl EnclaveCore {
                 let mut xq = requantize(x, l.in_exp, plan.act_clamp);
                 let (value, next) = l.produces();
                 // f64 copies of the input and output and one im2col tile, besides the values.
-                let held = s.env.iter().flatten().map(QVal::bytes).sum::<usize>()
-                    + xq.len() * 12
-                    + l.shape.out_len() * 12
-                    + tile_bytes(&l.shape);
+                let held =
+                    s.env_bytes() + xq.len() * 12 + l.shape.out_len() * 12 + tile_bytes(&l.shape);
                 self.stats.peak_request_bytes = self.stats.peak_request_bytes.max(held);
                 let y = linear_local(
                     l,
@@ -551,7 +555,7 @@ impl EnclaveCore {
                 s.env[n.output] = Some(y);
             }
             drop_dead(s, &n.inputs, i, &self.last_use);
-            let held = s.env.iter().flatten().map(QVal::bytes).sum::<usize>();
+            let held = s.env_bytes();
             self.stats.peak_request_bytes = self.stats.peak_request_bytes.max(held);
             s.next = i + 1;
         }

@@ -191,32 +191,8 @@ impl Sealer {
         len: usize,
         sealed: &SealedPad,
     ) -> Result<Zeroizing<Vec<u32>>, FieldError> {
-        let b = PadBinding {
-            model_hash: self.model_hash,
-            pad_id,
-            layer,
-        };
-        let tampered = FieldError::SealTampered { pad_id, layer };
-        if sealed.ciphertext.len() != len * 4 + 16 {
-            return Err(tampered);
-        }
-        let aad = b.aad(len);
-        let plain = Zeroizing::new(
-            self.aead
-                .decrypt(
-                    Nonce::from_slice(&b.nonce()),
-                    Payload {
-                        msg: &sealed.ciphertext,
-                        aad: &aad,
-                    },
-                )
-                .map_err(|_| tampered)?,
-        );
-        let mut out = Zeroizing::new(Vec::with_capacity(len));
-        for c in plain.chunks_exact(4) {
-            out.push(u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
-        }
-        Ok(out)
+        let plain = self.open_in_place(pad_id, layer, len, sealed.clone())?;
+        Ok(Zeroizing::new(words(&plain).collect()))
     }
 
     /// `open`, decrypting in the sealed pad's own buffer (no copy): returns the plaintext bytes,
