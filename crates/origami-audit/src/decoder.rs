@@ -1,58 +1,46 @@
-//! Learned-decoder inversion: the host trains a network that maps the features at the split
-//! back to images, on public data of the same distribution (pairs made with the known weights),
-//! then applies it to what it observes. Here the decoder is a two-layer perceptron with a linear
-//! skip path, y = W2·relu(W1·f + b1) + W3·f + b2, trained with Adam on the pixel MSE; its
-//! reconstructions are clamped to [0, 1].
+//! Learned-decoder inversion (He, Zhang, Lee, ACSAC'19, "inverse network"): the host trains a
+//! network that maps the features at the split back to images, on public data of the same
+//! distribution (pairs made with the known weights), then applies it to what it observes.
+//!
+//! The decoder is convolutional: the features are lifted to the image's resolution (a dense
+//! layer first when they are a vector; otherwise a 3×3 convolution), then 2× nearest
+//! upsampling + 3×3 convolution + ReLU until the image size, two more convolutions and a linear
+//! output, trained with Adam on the pixel MSE. Reconstructions are clamped to [0, 1].
 
-use faer::{Accum, MatMut, MatRef, Par};
 use rand_chacha::ChaCha8Rng;
-use rand_core::{RngCore, SeedableRng};
+use rand_core::SeedableRng;
 
 use origami_model::{exec, Model, Tensor};
 
+use crate::nn::{shuffled, Adam, Net, Shape, Value};
 use crate::AuditError;
 
-/// Decoder training settings.
+/// Training settings of a learned attack (decoder or GAN).
 #[derive(Clone, Debug)]
-pub struct DecoderConfig {
-    pub hidden: usize,
+pub struct TrainBudget {
+    /// Passes over the training pairs.
     pub epochs: usize,
     pub batch: usize,
     pub lr: f32,
     pub seed: u64,
 }
 
-impl Default for DecoderConfig {
+impl Default for TrainBudget {
     fn default() -> Self {
         Self {
-            hidden: 1024,
-            epochs: 4,
-            batch: 64,
-            lr: 1e-3,
+            epochs: 3,
+            batch: 32,
+            lr: 2e-3,
             seed: 7,
         }
     }
 }
 
-/// A trained decoder.
-pub struct Decoder {
-    in_f: usize,
-    hidden: usize,
-    w1: Vec<f32>,
-    b1: Vec<f32>,
-    w2: Vec<f32>,
-    b2: Vec<f32>,
-    /// The linear skip path features → pixels (starts at zero).
-    w3: Vec<f32>,
-    /// Per-feature scale (1 / max |f| on the training data), so inputs are in [−1, 1].
-    scale: Vec<f32>,
-    pub steps: usize,
-}
-
-/// The float features after node `end − 1` for a batch of 28×28 images (`[N, 784]`), computed
-/// with the public weights: the attacker's training pairs.
+/// The float features after node `end − 1` for a batch of images (`[N, image_len]`),
+/// computed with the public weights: the attacker's training pairs.
 pub fn features(model: &Model, end: usize, images: &[f32]) -> Result<Vec<f32>, AuditError> {
-    let n = images.len() / 784;
+    let img: usize = model.input_shape.iter().product();
+    let n = images.len() / img;
     if end == 0 {
         return Ok(images.to_vec());
     }
@@ -60,11 +48,14 @@ pub fn features(model: &Model, end: usize, images: &[f32]) -> Result<Vec<f32>, A
     head.nodes.truncate(end);
     head.output = end;
     let mut out = Vec::new();
+    let mut shape = vec![0usize];
+    shape.extend(&model.input_shape);
     for start in (0..n).step_by(256) {
         let m = (n - start).min(256);
+        shape[0] = m;
         let x = Tensor::new(
-            vec![m, 1, 28, 28],
-            images[start * 784..(start + m) * 784].to_vec(),
+            shape.clone(),
+            images[start * img..(start + m) * img].to_vec(),
         )
         .map_err(|e| AuditError::Attack(e.to_string()))?;
         out.extend(
@@ -76,199 +67,203 @@ pub fn features(model: &Model, end: usize, images: &[f32]) -> Result<Vec<f32>, A
     Ok(out)
 }
 
-fn mm(a: MatRef<'_, f32>, b: MatRef<'_, f32>, c: MatMut<'_, f32>, acc: Accum) {
-    faer::linalg::matmul::matmul(c, acc, a, b, 1.0, Par::rayon(0));
+/// The shape (channels, height, width) of the value after node `end − 1`; a vector of n
+/// features is `[n, 1, 1]`.
+pub fn feature_shape(model: &Model, end: usize) -> Result<Shape, AuditError> {
+    let shapes = model
+        .validate()
+        .map_err(|e| AuditError::Attack(e.to_string()))?;
+    let s = shapes
+        .get(end)
+        .ok_or_else(|| AuditError::Attack(format!("no value {end} in the model")))?;
+    match s.len() {
+        4 => Ok([s[1], s[2], s[3]]),
+        2 => Ok([s[1], 1, 1]),
+        _ => Err(AuditError::Attack(format!(
+            "unsupported feature shape {s:?}"
+        ))),
+    }
 }
 
-impl Decoder {
-    /// Trains on (features, images) pairs: `feats` is `[N, in_f]`, `images` is `[N, 784]`.
-    pub fn train(
-        feats: &[f32],
-        images: &[f32],
-        cfg: &DecoderConfig,
-        mut progress: impl FnMut(usize, usize, f32),
-    ) -> Result<Self, AuditError> {
-        let n = images.len() / 784;
-        if n == 0 || !feats.len().is_multiple_of(n) || cfg.batch == 0 {
-            return Err(AuditError::Attack("decoder: no training data".into()));
-        }
-        let in_f = feats.len() / n;
-        let h = cfg.hidden;
-        let mut scale = vec![0f32; in_f];
-        for row in feats.chunks(in_f) {
-            for (s, v) in scale.iter_mut().zip(row) {
-                *s = s.max(v.abs());
-            }
+/// Per-channel scaling of the features to [−1, 1] (1 / max |f| over the training pairs).
+#[derive(Clone, Debug)]
+pub struct Scaler {
+    shape: Shape,
+    scale: Vec<f32>,
+}
+
+impl Scaler {
+    pub fn fit(shape: Shape, feats: &[f32]) -> Self {
+        let plane = shape[1] * shape[2];
+        let mut scale = vec![0f32; shape[0]];
+        for (i, v) in feats.iter().enumerate() {
+            let c = (i / plane) % shape[0];
+            scale[c] = scale[c].max(v.abs());
         }
         scale
             .iter_mut()
             .for_each(|s| *s = if *s > 0.0 { 1.0 / *s } else { 0.0 });
-        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-        let mut uni = |k: usize, fan: usize| -> Vec<f32> {
-            let a = (6.0 / fan as f32).sqrt();
-            (0..k)
-                .map(|_| ((rng.next_u32() >> 8) as f32 / (1 << 24) as f32 * 2.0 - 1.0) * a)
-                .collect()
-        };
-        let mut d = Decoder {
-            in_f,
-            hidden: h,
-            w1: uni(h * in_f, in_f),
-            b1: vec![0.0; h],
-            w2: uni(784 * h, h),
-            b2: vec![0.0; 784],
-            w3: vec![0.0; 784 * in_f],
-            scale,
-            steps: 0,
-        };
-        let sizes = [d.w1.len(), d.b1.len(), d.w2.len(), d.b2.len(), d.w3.len()];
-        let mut m1: Vec<Vec<f32>> = sizes.iter().map(|&s| vec![0.0; s]).collect();
-        let mut m2: Vec<Vec<f32>> = sizes.iter().map(|&s| vec![0.0; s]).collect();
-        let mut order: Vec<usize> = (0..n).collect();
-        let mut shuffle = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5eed);
-        let batches = n.div_ceil(cfg.batch);
-        for epoch in 0..cfg.epochs {
-            for i in (1..n).rev() {
-                order.swap(i, (shuffle.next_u64() % (i as u64 + 1)) as usize);
-            }
-            let mut epoch_loss = 0f64;
-            for idx in order.chunks(cfg.batch) {
-                let b = idx.len();
-                let mut x = vec![0f32; b * in_f];
-                let mut t = vec![0f32; b * 784];
-                for (r, &i) in idx.iter().enumerate() {
-                    for (k, v) in feats[i * in_f..(i + 1) * in_f].iter().enumerate() {
-                        x[r * in_f + k] = v * d.scale[k];
-                    }
-                    t[r * 784..(r + 1) * 784].copy_from_slice(&images[i * 784..(i + 1) * 784]);
-                }
-                let (hid, y) = d.forward(&x, b);
-                // dz = d(mean squared error)/dz (linear output).
-                let mut dz = vec![0f32; b * 784];
-                let mut loss = 0f64;
-                for k in 0..b * 784 {
-                    let e = y[k] - t[k];
-                    loss += (e * e) as f64;
-                    dz[k] = 2.0 * e / (b * 784) as f32;
-                }
-                epoch_loss += loss / 784.0;
-                let mut g = [
-                    vec![0f32; sizes[0]],
-                    vec![0f32; sizes[1]],
-                    vec![0f32; sizes[2]],
-                    vec![0f32; sizes[3]],
-                    vec![0f32; sizes[4]],
-                ];
-                // dW3 = dZᵀ·X (the skip path).
-                mm(
-                    MatRef::from_row_major_slice(&dz, b, 784).transpose(),
-                    MatRef::from_row_major_slice(&x, b, in_f),
-                    MatMut::from_row_major_slice_mut(&mut g[4], 784, in_f),
-                    Accum::Replace,
-                );
-                // dW2 = dZᵀ·H, db2 = Σ dZ, dH = dZ·W2 (masked by the ReLU), dW1 = dHᵀ·X.
-                mm(
-                    MatRef::from_row_major_slice(&dz, b, 784).transpose(),
-                    MatRef::from_row_major_slice(&hid, b, h),
-                    MatMut::from_row_major_slice_mut(&mut g[2], 784, h),
-                    Accum::Replace,
-                );
-                for row in dz.chunks(784) {
-                    g[3].iter_mut().zip(row).for_each(|(a, v)| *a += v);
-                }
-                let mut dh = vec![0f32; b * h];
-                mm(
-                    MatRef::from_row_major_slice(&dz, b, 784),
-                    MatRef::from_row_major_slice(&d.w2, 784, h),
-                    MatMut::from_row_major_slice_mut(&mut dh, b, h),
-                    Accum::Replace,
-                );
-                dh.iter_mut().zip(&hid).for_each(|(g, v)| {
-                    if *v <= 0.0 {
-                        *g = 0.0
-                    }
-                });
-                mm(
-                    MatRef::from_row_major_slice(&dh, b, h).transpose(),
-                    MatRef::from_row_major_slice(&x, b, in_f),
-                    MatMut::from_row_major_slice_mut(&mut g[0], h, in_f),
-                    Accum::Replace,
-                );
-                for row in dh.chunks(h) {
-                    g[1].iter_mut().zip(row).for_each(|(a, v)| *a += v);
-                }
-                d.steps += 1;
-                let (b1, b2) = (0.9f32, 0.999f32);
-                let (c1, c2) = (1.0 - b1.powi(d.steps as i32), 1.0 - b2.powi(d.steps as i32));
-                for (pi, p) in [&mut d.w1, &mut d.b1, &mut d.w2, &mut d.b2, &mut d.w3]
-                    .into_iter()
-                    .enumerate()
-                {
-                    for k in 0..p.len() {
-                        let gk = g[pi][k];
-                        m1[pi][k] = b1 * m1[pi][k] + (1.0 - b1) * gk;
-                        m2[pi][k] = b2 * m2[pi][k] + (1.0 - b2) * gk * gk;
-                        p[k] -= cfg.lr * (m1[pi][k] / c1) / ((m2[pi][k] / c2).sqrt() + 1e-8);
-                    }
-                }
-            }
-            progress(epoch + 1, batches, (epoch_loss / n as f64) as f32);
-        }
-        Ok(d)
+        Self { shape, scale }
     }
 
-    fn forward(&self, x: &[f32], b: usize) -> (Vec<f32>, Vec<f32>) {
-        let h = self.hidden;
-        let mut hid = vec![0f32; b * h];
-        mm(
-            MatRef::from_row_major_slice(x, b, self.in_f),
-            MatRef::from_row_major_slice(&self.w1, h, self.in_f).transpose(),
-            MatMut::from_row_major_slice_mut(&mut hid, b, h),
-            Accum::Replace,
-        );
-        for row in hid.chunks_mut(h) {
-            row.iter_mut()
-                .zip(&self.b1)
-                .for_each(|(v, bb)| *v = (*v + bb).max(0.0));
+    pub fn apply(&self, f: &[f32]) -> Vec<f32> {
+        let plane = self.shape[1] * self.shape[2];
+        f.iter()
+            .enumerate()
+            .map(|(i, v)| v * self.scale[i / plane])
+            .collect()
+    }
+}
+
+/// Channels of the attack networks at a resolution: 16 at full size, 32 at half, 64 below.
+pub(crate) fn width(h: usize, full: usize) -> usize {
+    if h >= full {
+        16
+    } else if 2 * h >= full {
+        32
+    } else {
+        64
+    }
+}
+
+/// How many 2× upsamplings take a feature map of height `h` to `full`, or an error when the
+/// sizes do not match that way.
+pub(crate) fn ups(f: Shape, img: Shape) -> Result<usize, AuditError> {
+    if f[1] == 1 && f[2] == 1 {
+        return Ok(0);
+    }
+    (0..6)
+        .find(|k| f[1] << k == img[1] && f[2] << k == img[2])
+        .ok_or_else(|| {
+            AuditError::Attack(format!(
+                "features of {}×{} do not upsample to the {}×{} image by powers of 2",
+                f[1], f[2], img[1], img[2]
+            ))
+        })
+}
+
+/// The spatial size a feature vector is first projected to: the image size over 4 when it
+/// divides, else the image size.
+pub(crate) fn vector_grid(img: Shape) -> usize {
+    if img[1].is_multiple_of(4) && img[1] == img[2] {
+        img[1] / 4
+    } else {
+        img[1]
+    }
+}
+
+/// Brings the features (value `x`) to the image's resolution with learned layers.
+fn lift(n: &mut Net, x: Value, img: Shape) -> Result<Value, AuditError> {
+    let f = n.shape(x);
+    let mut v;
+    let mut h;
+    if f[1] == 1 && f[2] == 1 {
+        if img[1] != img[2] {
+            return Err(AuditError::Attack(
+                "vector features need a square image".into(),
+            ));
         }
-        let mut y = vec![0f32; b * 784];
-        mm(
-            MatRef::from_row_major_slice(&hid, b, h),
-            MatRef::from_row_major_slice(&self.w2, 784, h).transpose(),
-            MatMut::from_row_major_slice_mut(&mut y, b, 784),
-            Accum::Replace,
-        );
-        mm(
-            MatRef::from_row_major_slice(x, b, self.in_f),
-            MatRef::from_row_major_slice(&self.w3, 784, self.in_f).transpose(),
-            MatMut::from_row_major_slice_mut(&mut y, b, 784),
-            Accum::Add,
-        );
-        for row in y.chunks_mut(784) {
-            row.iter_mut().zip(&self.b2).for_each(|(v, bb)| *v += bb);
+        h = vector_grid(img);
+        let c = width(h, img[1]);
+        v = n.dense(x, c * h * h);
+        v = n.relu(v);
+        v = n.reshape(v, [c, h, h]);
+    } else {
+        ups(f, img)?;
+        h = f[1];
+        v = n.conv(x, width(h, img[1]), 3);
+        v = n.relu(v);
+    }
+    while h < img[1] {
+        h *= 2;
+        v = n.up2(v);
+        v = n.conv(v, width(h, img[1]), 3);
+        v = n.relu(v);
+    }
+    Ok(v)
+}
+
+/// A trained decoder.
+pub struct Decoder {
+    net: Net,
+    scaler: Scaler,
+    pub steps: usize,
+}
+
+impl Decoder {
+    /// The architecture for features of shape `f` and images of shape `img`.
+    pub fn build(f: Shape, img: Shape, seed: u64) -> Result<Net, AuditError> {
+        let mut n = Net::new(&[f], seed);
+        let v = lift(&mut n, 0, img)?;
+        let v = n.conv(v, 16, 3);
+        let v = n.relu(v);
+        n.conv(v, img[0], 3);
+        Ok(n)
+    }
+
+    /// Trains on (features, images) pairs: `feats` is `N` vectors of shape `f`, `images` is `N`
+    /// images of shape `img`. `progress(step, total, mean loss)` after each batch.
+    pub fn train(
+        feats: &[f32],
+        f: Shape,
+        images: &[f32],
+        img: Shape,
+        cfg: &TrainBudget,
+        mut progress: impl FnMut(usize, usize, f32),
+    ) -> Result<Self, AuditError> {
+        let (fl, il) = (f.iter().product::<usize>(), img.iter().product::<usize>());
+        let n = images.len() / il;
+        if n == 0 || feats.len() != n * fl || cfg.batch == 0 || cfg.epochs == 0 {
+            return Err(AuditError::Attack("decoder: no training data".into()));
         }
-        (hid, y)
+        let scaler = Scaler::fit(f, feats);
+        let xs: Vec<Vec<f32>> = feats.chunks(fl).map(|r| scaler.apply(r)).collect();
+        let mut net = Self::build(f, img, cfg.seed)?;
+        let mut opt = Adam::new(net.params.len(), cfg.lr, 0.9);
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5eed);
+        let total = cfg.epochs * n.div_ceil(cfg.batch);
+        for _ in 0..cfg.epochs {
+            for idx in shuffled(n, &mut rng).chunks(cfg.batch) {
+                let (g, loss) = net.batch_grad(idx, |i, g| {
+                    let t = net.forward(&[&xs[i]]);
+                    let target = &images[i * il..(i + 1) * il];
+                    let mut l = 0f64;
+                    let d: Vec<f32> = t
+                        .output()
+                        .iter()
+                        .zip(target)
+                        .map(|(y, x)| {
+                            l += ((y - x) * (y - x)) as f64;
+                            2.0 * (y - x) / il as f32
+                        })
+                        .collect();
+                    net.backward(&t, &d, Some(g), false);
+                    l / il as f64
+                });
+                let mut p = std::mem::take(&mut net.params);
+                opt.step(&mut p, &g, 1.0 / idx.len() as f32);
+                net.params = p;
+                progress(opt.steps, total, (loss / idx.len() as f64) as f32);
+            }
+        }
+        Ok(Self {
+            net,
+            scaler,
+            steps: opt.steps,
+        })
     }
 
     /// Reconstructs one image from observed features.
     pub fn invert(&self, observed: &[f32]) -> Result<Vec<f32>, AuditError> {
-        if observed.len() != self.in_f {
+        let f = self.net.input_shapes()[0];
+        if observed.len() != f.iter().product::<usize>() {
             return Err(AuditError::Attack(format!(
                 "decoder expects {} features, got {}",
-                self.in_f,
+                f.iter().product::<usize>(),
                 observed.len()
             )));
         }
-        let x: Vec<f32> = observed
-            .iter()
-            .zip(&self.scale)
-            .map(|(v, s)| v * s)
-            .collect();
-        Ok(self
-            .forward(&x, 1)
-            .1
-            .into_iter()
-            .map(|v| v.clamp(0.0, 1.0))
-            .collect())
+        let t = self.net.forward(&[&self.scaler.apply(observed)]);
+        Ok(t.output().iter().map(|v| v.clamp(0.0, 1.0)).collect())
     }
 }

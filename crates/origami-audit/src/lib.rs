@@ -5,7 +5,9 @@
 
 pub mod capture;
 pub mod decoder;
+pub mod gan;
 pub mod metrics;
+pub mod nn;
 pub mod whitebox;
 
 #[derive(Debug, thiserror::Error)]

@@ -191,6 +191,35 @@ struct OutPtr<T>(*mut T);
 unsafe impl<T: Send> Send for OutPtr<T> {}
 unsafe impl<T: Send> Sync for OutPtr<T> {}
 
+/// The adjoint of `im2col` for a whole image (groups 1): sums the patch-matrix gradient
+/// `dcols` (`K × P`) back onto the input pixels. Used by backpropagation.
+pub fn col2im(g: &ConvGeom, dcols: &[f32]) -> Vec<f32> {
+    let p = g.oh * g.ow;
+    let mut dx = vec![0f32; g.in_len()];
+    let mut row = 0;
+    for c in 0..g.in_c {
+        for ky in 0..g.kh {
+            for kx in 0..g.kw {
+                let src = &dcols[row * p..(row + 1) * p];
+                for oy in 0..g.oh {
+                    let iy = (oy * g.stride[0] + ky) as isize - g.pads[0] as isize;
+                    if iy < 0 || iy >= g.h as isize {
+                        continue;
+                    }
+                    for ox in 0..g.ow {
+                        let ix = (ox * g.stride[1] + kx) as isize - g.pads[1] as isize;
+                        if ix >= 0 && ix < g.w as isize {
+                            dx[(c * g.h + iy as usize) * g.w + ix as usize] += src[oy * g.ow + ox];
+                        }
+                    }
+                }
+                row += 1;
+            }
+        }
+    }
+    dx
+}
+
 /// Fills `cols` (row-major `K × (p1 − p0)`) with the im2col patch columns for output pixels
 /// `p0..p1` of one group whose input channels start at `input`.
 pub fn im2col<T: Scalar>(g: &ConvGeom, input: &[T], p0: usize, p1: usize, cols: &mut [T]) {

@@ -164,33 +164,6 @@ fn im2col(g: &ConvGeom, x: &[f32]) -> Vec<f32> {
     cols
 }
 
-fn col2im(g: &ConvGeom, dcols: &[f32]) -> Vec<f32> {
-    let p = g.oh * g.ow;
-    let mut dx = vec![0f32; g.in_len()];
-    let mut row = 0;
-    for c in 0..g.in_c {
-        for ky in 0..g.kh {
-            for kx in 0..g.kw {
-                let src = &dcols[row * p..(row + 1) * p];
-                for oy in 0..g.oh {
-                    let iy = (oy * g.stride[0] + ky) as isize - g.pads[0] as isize;
-                    if iy < 0 || iy >= g.h as isize {
-                        continue;
-                    }
-                    for ox in 0..g.ow {
-                        let ix = (ox * g.stride[1] + kx) as isize - g.pads[1] as isize;
-                        if ix >= 0 && ix < g.w as isize {
-                            dx[(c * g.h + iy as usize) * g.w + ix as usize] += src[oy * g.ow + ox];
-                        }
-                    }
-                }
-                row += 1;
-            }
-        }
-    }
-    dx
-}
-
 enum Cache {
     Conv { geom: ConvGeom, cols: Vec<f32> },
     Pool { argmax: Vec<u32> },
@@ -318,7 +291,7 @@ fn backward(
                         1.0,
                         Par::Seq,
                     );
-                    col2im(g, &dcols)
+                    origami_model::linalg::col2im(g, &dcols)
                 } else {
                     Vec::new()
                 }
