@@ -549,7 +549,7 @@ mod tests {
         let h = 1e-3f32;
         let close =
             |num: f32, ana: f32| (num - ana).abs() <= 1e-2 + 2e-2 * num.abs().max(ana.abs());
-        for k in 0..n.params.len() {
+        for (k, &ana) in grad.iter().enumerate() {
             let p0 = n.params[k];
             n.params[k] = p0 + h;
             let lp = loss(&n, &x0, &x1, &r);
@@ -557,7 +557,7 @@ mod tests {
             let lm = loss(&n, &x0, &x1, &r);
             n.params[k] = p0;
             let num = (lp - lm) / (2.0 * h);
-            assert!(close(num, grad[k]), "param {k}: {num} vs {}", grad[k]);
+            assert!(close(num, ana), "param {k}: {num} vs {ana}");
         }
         for (which, x) in [(0usize, &x0), (1, &x1)] {
             for k in 0..x.len() {
