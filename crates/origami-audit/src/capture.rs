@@ -11,6 +11,16 @@ use origami_model::{Tensor, ValueId};
 
 use crate::AuditError;
 
+/// The placement whose handoff is the split: `origami --split K`, or `plain` for split 0 (the
+/// host receives the raw input; the engine refuses `origami --split 0` for that reason).
+pub fn placement(split: usize) -> Placement {
+    if split == 0 {
+        Placement::Plain
+    } else {
+        Placement::Origami { split }
+    }
+}
+
 /// Runs one private inference with `--split split` and returns the values handed to the tail.
 pub fn capture(
     plan: &Arc<Plan>,
@@ -20,7 +30,7 @@ pub fn capture(
     use origami_accel::Accelerator;
     let err = |e: &dyn std::fmt::Display| AuditError::Engine(e.to_string());
     let cfg = CoreConfig {
-        placement: Placement::Origami { split },
+        placement: placement(split),
         verify: false,
         threads: 1,
     };

@@ -10,7 +10,7 @@
 use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
 
-use origami_model::{exec, Model, Tensor};
+use origami_model::{exec, Model, Op, Tensor};
 
 use crate::nn::{shuffled, Adam, Net, Shape, Value};
 use crate::AuditError;
@@ -68,13 +68,21 @@ pub fn features(model: &Model, end: usize, images: &[f32]) -> Result<Vec<f32>, A
 }
 
 /// The shape (channels, height, width) of the value after node `end − 1`; a vector of n
-/// features is `[n, 1, 1]`.
+/// features is `[n, 1, 1]`. A flattened feature map keeps its map shape (same values, same
+/// order), so the attacks can use its spatial structure.
 pub fn feature_shape(model: &Model, end: usize) -> Result<Shape, AuditError> {
     let shapes = model
         .validate()
         .map_err(|e| AuditError::Attack(e.to_string()))?;
+    let mut v = end;
+    while v > 0
+        && matches!(model.nodes[v - 1].op, Op::Flatten)
+        && shapes[model.nodes[v - 1].inputs[0]].len() == 4
+    {
+        v = model.nodes[v - 1].inputs[0];
+    }
     let s = shapes
-        .get(end)
+        .get(v)
         .ok_or_else(|| AuditError::Attack(format!("no value {end} in the model")))?;
     match s.len() {
         4 => Ok([s[1], s[2], s[3]]),

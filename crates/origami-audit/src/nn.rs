@@ -224,10 +224,18 @@ impl Net {
                 }
                 Op::Dense { in_f, out_f, w, b } => {
                     let mut y = self.params[*b..b + out_f].to_vec();
-                    for (o, yo) in y.iter_mut().enumerate() {
-                        let row = &self.params[w + o * in_f..w + (o + 1) * in_f];
-                        *yo += row.iter().zip(x).map(|(a, b)| a * b).sum::<f32>();
-                    }
+                    faer::linalg::matmul::matmul(
+                        MatMut::from_column_major_slice_mut(&mut y, *out_f, 1),
+                        Accum::Add,
+                        MatRef::from_row_major_slice(
+                            &self.params[*w..w + out_f * in_f],
+                            *out_f,
+                            *in_f,
+                        ),
+                        MatRef::from_column_major_slice(x, *in_f, 1),
+                        1.0,
+                        Par::Seq,
+                    );
                     y
                 }
                 Op::Relu => x.iter().map(|v| v.max(0.0)).collect(),
@@ -347,20 +355,41 @@ impl Net {
                         add(&mut dv, xi, &col2im(g, &dcol));
                     }
                 }
-                Op::Dense { in_f, w, b, .. } => {
+                Op::Dense { in_f, out_f, w, b } => {
+                    let (in_f, out_f) = (*in_f, *out_f);
                     if let Some(grad) = grad.as_deref_mut() {
-                        for (o, &g) in dy.iter().enumerate() {
-                            let row = &mut grad[w + o * in_f..w + (o + 1) * in_f];
-                            row.iter_mut().zip(x).for_each(|(r, v)| *r += g * v);
-                            grad[b + o] += g;
-                        }
+                        let (gw, gb) = grad.split_at_mut(*b);
+                        // dW += dy · xᵀ (rank one), db += dy.
+                        faer::linalg::matmul::matmul(
+                            MatMut::from_row_major_slice_mut(
+                                &mut gw[*w..w + out_f * in_f],
+                                out_f,
+                                in_f,
+                            ),
+                            Accum::Add,
+                            MatRef::from_column_major_slice(&dy, out_f, 1),
+                            MatRef::from_row_major_slice(x, 1, in_f),
+                            1.0,
+                            Par::Seq,
+                        );
+                        gb[..out_f].iter_mut().zip(&dy).for_each(|(a, g)| *a += g);
                     }
                     if need {
-                        let mut dx = vec![0f32; *in_f];
-                        for (o, &g) in dy.iter().enumerate() {
-                            let row = &self.params[w + o * in_f..w + (o + 1) * in_f];
-                            dx.iter_mut().zip(row).for_each(|(d, wv)| *d += g * wv);
-                        }
+                        // dx = Wᵀ · dy.
+                        let mut dx = vec![0f32; in_f];
+                        faer::linalg::matmul::matmul(
+                            MatMut::from_column_major_slice_mut(&mut dx, in_f, 1),
+                            Accum::Replace,
+                            MatRef::from_row_major_slice(
+                                &self.params[*w..w + out_f * in_f],
+                                out_f,
+                                in_f,
+                            )
+                            .transpose(),
+                            MatRef::from_column_major_slice(&dy, out_f, 1),
+                            1.0,
+                            Par::Seq,
+                        );
                         add(&mut dv, xi, &dx);
                     }
                 }

@@ -70,6 +70,17 @@ fn capture_is_what_the_accelerator_receives() {
     }
 }
 
+/// At split 0 the host receives the raw input (the `plain` placement), exactly.
+#[test]
+fn capture_at_split_0_is_the_input() {
+    let model = zoo::fashion();
+    let plan = plan(&model);
+    let x = ankle_boot(&model);
+    let got = capture(&plan, 0, &x).unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].1.data, x.data);
+}
+
 /// An attack that cannot rebuild the raw input, or the output of the first convolution, is
 /// broken, not "private".
 #[test]
@@ -180,4 +191,133 @@ fn learned_attacks_pass_their_sanity_checks() {
     assert!(s_dec > 0.9, "decoder at split 0: ssim {s_dec}");
     assert!(s_gan > 0.9, "cGAN at split 0: ssim {s_gan}");
     assert!(s2 > blank + 0.3, "decoder at split 2: ssim {s2}");
+}
+
+fn tmpdir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("origami-audit-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A folder of images: clear errors for no usable images and for the wrong size; the scored
+/// images are the last fifth, labelled by the model's own prediction.
+#[test]
+fn folder_data_is_validated() {
+    use origami_audit::audit::AuditData;
+    let model = zoo::fashion();
+    let empty = tmpdir("empty");
+    std::fs::write(empty.join("notes.txt"), "not an image").unwrap();
+    let e = AuditData::folder(&empty, &model, 100, 10)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("usable images"), "{e}");
+    let wrong = tmpdir("wrong");
+    for i in 0..3 {
+        image::GrayImage::new(32, 32)
+            .save(wrong.join(format!("{i}.png")))
+            .unwrap();
+    }
+    let e = AuditData::folder(&wrong, &model, 100, 10)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("32×32") && e.contains("28×28"), "{e}");
+    let good = tmpdir("good");
+    let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("../origami-cli/assets");
+    for e in std::fs::read_dir(&assets).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "png") {
+            std::fs::copy(&p, good.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    let d = AuditData::folder(&good, &model, 100, 10).unwrap();
+    assert_eq!((d.n_train(), d.n_eval()), (8, 2));
+    // 8_sandal and 9_sneaker are scored; the trained model gets both right.
+    assert_eq!(d.eval_labels, vec![5, 7]);
+}
+
+/// The whole audit on a tiny budget: every attack scored at every requested split, the
+/// strongest one chosen, split 0 never recommended, and the files written and readable.
+#[test]
+fn audit_runs_end_to_end_and_writes_its_report() {
+    use origami_audit::audit::{self, AuditConfig, AuditData, Silent};
+    use origami_audit::decoder::TrainBudget;
+    let dir = Path::new(origami_train::data::DEFAULT_DIR);
+    if !dir.exists() {
+        eprintln!(
+            "SKIPPED: {} not found (apt-get install dataset-fashion-mnist)",
+            dir.display()
+        );
+        return;
+    }
+    let model = zoo::fashion();
+    let plan = plan(&model);
+    let data = AuditData::fashion_mnist(dir, 300, 4).unwrap();
+    let tiny = TrainBudget {
+        epochs: 1,
+        ..TrainBudget::default()
+    };
+    let cfg = AuditConfig {
+        layers: Some(vec![0, 5]),
+        n_train: 300,
+        n_eval: 4,
+        decoder: tiny.clone(),
+        gan: tiny,
+        whitebox: WhiteboxConfig {
+            steps: 20,
+            ..WhiteboxConfig::default()
+        },
+        policy: audit::Policy {
+            max_ssim: 0.99,
+            max_accuracy: 1.0,
+        },
+    };
+    let (report, gallery) = audit::run(&plan, &data, &cfg, &Silent).unwrap();
+    assert_eq!(
+        report.layers.iter().map(|l| l.split).collect::<Vec<_>>(),
+        [0, 5]
+    );
+    assert_eq!(report.layers[0].feature_shape, [1, 28, 28]);
+    assert_eq!(report.layers[1].feature_shape, [128, 1, 1]);
+    assert_eq!(report.layers[1].last_node, "relu_fc1");
+    for l in &report.layers {
+        let names: Vec<&str> = l.attacks.iter().map(|a| a.attack.as_str()).collect();
+        assert_eq!(names, ["decoder", "cgan", "white-box"]);
+        for a in &l.attacks {
+            assert!((-1.0..=1.0).contains(&a.ssim) && a.psnr > 0.0, "{a:?}");
+            assert!((0.0..=1.0).contains(&a.accuracy) && a.steps > 0, "{a:?}");
+        }
+        let best = l.attacks.iter().map(|a| a.ssim).fold(f64::MIN, f64::max);
+        assert_eq!(l.strongest().ssim, best);
+        assert_eq!(l.passes, cfg.policy.allows(l.split, l.strongest()));
+    }
+    // Split 0 is the raw input: never recommended, whatever the scores.
+    assert!(!report.layers[0].passes);
+    assert_eq!(report.recommended_split, audit::recommend(&report.layers));
+    assert!(report.baselines.class_mean_ssim > report.baselines.blank_ssim);
+    assert_eq!(gallery.originals.len(), 4);
+    assert_eq!(gallery.rows.len(), 2);
+    let out = tmpdir("report");
+    let paths = origami_audit::report::write(&report, &gallery, &out).unwrap();
+    let back = origami_audit::report::load(&paths[0]).unwrap();
+    assert_eq!(
+        serde_json::to_value(&back).unwrap(),
+        serde_json::to_value(&report).unwrap()
+    );
+    let grid = image::open(&paths[1]).unwrap();
+    assert_eq!((grid.width(), grid.height()), (6 + 3 * 90, 44 + 4 * 90));
+    let chart = image::open(&paths[2]).unwrap();
+    assert_eq!((chart.width(), chart.height()), (880, 520));
+    // Asking for a split the model does not have is a clear error.
+    let bad = AuditConfig {
+        layers: Some(vec![9]),
+        ..cfg
+    };
+    let e = audit::run(&plan, &data, &bad, &Silent)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("split 9 is not a candidate"), "{e}");
 }

@@ -8,6 +8,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use origami_accel::CpuAccelerator;
+use origami_audit::audit::{AuditConfig, AuditData, AuditReport};
 use origami_enclave::{CoreConfig, Placement, Plan, QuantConfig};
 use origami_host::bench::{self, BenchConfig, PlacementResult};
 use origami_host::{Engine, StageTimes};
@@ -77,9 +78,14 @@ enum Cmd {
         /// enclave | slalom | origami | plain
         #[arg(long, default_value = "origami")]
         mode: String,
-        /// For origami: the head holds the first K linear layers (Conv/Gemm).
+        /// For origami: the head holds the first K linear layers (Conv/Gemm), or `auto`: the
+        /// split the privacy audit recommended for this model (see --audit).
         #[arg(long)]
-        split: Option<usize>,
+        split: Option<String>,
+        /// The audit.json that `--split auto` reads (default: ./audit/audit.json, else the
+        /// recorded audit of the built-in model).
+        #[arg(long)]
+        audit: Option<PathBuf>,
         /// Freivalds checks on every blinded layer.
         #[arg(long)]
         verify: bool,
@@ -118,6 +124,42 @@ enum Cmd {
         /// Write results as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
+        #[arg(long, default_value_t = 4)]
+        calib: usize,
+    },
+    /// Privacy audit: per candidate split, three attacks rebuild the input from what the host
+    /// receives; writes audit.json, grid.png and chart.png and recommends a split.
+    Audit {
+        /// A .onnx file or a built-in model (single-channel 28×28, sequential).
+        #[arg(long, default_value = "fashion")]
+        model: String,
+        /// `fashion-mnist` (Debian's dataset-fashion-mnist) or a folder of PNG/JPEG images of
+        /// the model's input size.
+        #[arg(long, default_value = "fashion-mnist")]
+        data: String,
+        /// `all` or a comma-separated list of splits (linear layers in the enclave).
+        #[arg(long, default_value = "all")]
+        layers: String,
+        #[arg(long, default_value = "audit")]
+        out: PathBuf,
+        /// A small budget (1 500 training images, 20 scored, 2 epochs): a first look.
+        #[arg(long)]
+        quick: bool,
+        /// Attacker's training images (default: 10 000; --quick: 1 500).
+        #[arg(long)]
+        train_images: Option<usize>,
+        /// Images scored, never used for training (default: 100; --quick: 20).
+        #[arg(long)]
+        eval_images: Option<usize>,
+        /// Training epochs of the decoder and the cGAN (default: 3; --quick: 2).
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// Policy: highest mean SSIM of the strongest attack at a recommended split.
+        #[arg(long)]
+        max_ssim: Option<f64>,
+        /// Policy: highest accuracy of the model on the strongest reconstructions.
+        #[arg(long)]
+        max_accuracy: Option<f64>,
         #[arg(long, default_value_t = 4)]
         calib: usize,
     },
@@ -195,6 +237,7 @@ fn real_main() -> Result<()> {
             model,
             mode,
             split,
+            audit,
             verify,
             input,
             output,
@@ -202,7 +245,8 @@ fn real_main() -> Result<()> {
         } => run(
             &model,
             &mode,
-            split,
+            split.as_deref(),
+            audit.as_deref(),
             verify,
             &input,
             output.as_deref(),
@@ -231,6 +275,43 @@ fn real_main() -> Result<()> {
             json.as_deref(),
             calib,
         ),
+        Cmd::Audit {
+            model,
+            data,
+            layers,
+            out,
+            quick,
+            train_images,
+            eval_images,
+            epochs,
+            max_ssim,
+            max_accuracy,
+            calib,
+        } => {
+            let mut cfg = if quick {
+                AuditConfig::quick()
+            } else {
+                AuditConfig::full()
+            };
+            cfg.layers = parse_layers(&layers)?;
+            if let Some(n) = train_images {
+                cfg.n_train = n;
+            }
+            if let Some(n) = eval_images {
+                cfg.n_eval = n;
+            }
+            if let Some(e) = epochs {
+                cfg.decoder.epochs = e;
+                cfg.gan.epochs = e;
+            }
+            if let Some(v) = max_ssim {
+                cfg.policy.max_ssim = v;
+            }
+            if let Some(v) = max_accuracy {
+                cfg.policy.max_accuracy = v;
+            }
+            audit(&model, &data, &out, &cfg, calib)
+        }
         Cmd::Plan { model, calib } => {
             let m = load_model(&model)?;
             let plan = build_plan(&m, calib)?;
@@ -336,11 +417,96 @@ fn build_plan(model: &Model, calib: usize) -> Result<Arc<Plan>> {
     Ok(Arc::new(Plan::build(model, &c, QuantConfig::default())?))
 }
 
+/// The recorded audit of the built-in model (`origami audit` with its defaults).
+const RECORDED_AUDIT: &str = include_str!("../../../docs/audit/audit.json");
+
+fn recorded_audit() -> Result<AuditReport> {
+    serde_json::from_str(RECORDED_AUDIT).context("the recorded audit (docs/audit/audit.json)")
+}
+
+/// The split the audit recommended for `model`: from `path` (default ./audit/audit.json when it
+/// exists), else from the recorded audit of the built-in model.
+fn audited_split(model: &Model, path: Option<&Path>) -> Result<(usize, String)> {
+    let default = Path::new("audit/audit.json");
+    let (report, from) = match path {
+        Some(p) => (origami_audit::report::load(p)?, p.display().to_string()),
+        None if default.exists() => (
+            origami_audit::report::load(default)?,
+            default.display().to_string(),
+        ),
+        None => (recorded_audit()?, "docs/audit/audit.json (recorded)".into()),
+    };
+    Ok((recommended(&report, model, &from)?, from))
+}
+
+/// The recommended split of `report`, checked to be an audit of `model`.
+fn recommended(report: &AuditReport, model: &Model, from: &str) -> Result<usize> {
+    let hash = origami_audit::audit::hex(&model.hash());
+    if report.model_hash != hash {
+        bail!(
+            "{from} audits model {} ({}…), not {} ({}…): run `origami audit --model …` for this model first",
+            report.model,
+            report.model_hash.get(..16).unwrap_or(&report.model_hash),
+            model.name,
+            &hash[..16]
+        );
+    }
+    match report.recommended_split {
+        Some(k) => Ok(k),
+        None => bail!(
+            "the audit in {from} found no split of {} within its policy (max SSIM {}, max accuracy {}); \
+             choose --split K yourself or audit with another policy",
+            model.name,
+            report.policy.max_ssim,
+            report.policy.max_accuracy
+        ),
+    }
+}
+
+/// What the recorded audit says about `split` of `model`.
+fn audit_verdict(model: &Model, split: usize) -> String {
+    let report = match recorded_audit() {
+        Ok(r) if r.model_hash == origami_audit::audit::hex(&model.hash()) => r,
+        _ => {
+            return format!(
+                "privacy: {} has no recorded audit; run `origami audit --model …` before trusting a split",
+                model.name
+            )
+        }
+    };
+    let at = report
+        .layers
+        .iter()
+        .find(|l| l.split == split)
+        .map(|l| {
+            let s = l.strongest();
+            format!(
+                "at split {split} the strongest attack ({}) rebuilds the input with SSIM {:.2}",
+                s.attack, s.ssim
+            )
+        })
+        .unwrap_or_else(|| format!("split {split} was not audited"));
+    let verdict = match report.recommended_split {
+        Some(k) => format!("recommended split {k}"),
+        None => format!(
+            "no split passes the default policy (SSIM ≤ {}); for full privacy use --mode slalom",
+            report.policy.max_ssim
+        ),
+    };
+    format!("privacy (audit, docs/AUDIT.md): {at}; {verdict}")
+}
+
 fn default_split(model: &Model) -> usize {
-    // After the second pooling block (VGG-16: block 2, split 4). Provisional until the audit
-    // chooses splits: on the built-in Fashion-MNIST model the white-box attack still rebuilds
-    // the input after the first block (SSIM 0.87), much less after the second (0.19), where a
-    // learned decoder still reaches 0.62; docs/AUDIT.md.
+    // The audit's recommendation when the recorded audit covers this model and found one; else
+    // after the second pooling block (VGG-16: block 2, split 4). That fallback shows the
+    // mechanism and is not a privacy claim: on the built-in model the audit finds no private
+    // split (docs/AUDIT.md), and the demo prints that verdict.
+    if let Some(k) = recorded_audit()
+        .ok()
+        .and_then(|r| recommended(&r, model, "").ok())
+    {
+        return k;
+    }
     let pools: Vec<usize> = model
         .nodes
         .iter()
@@ -455,7 +621,7 @@ fn demo(name: &str, image_index: usize) -> Result<()> {
         plan.model.nodes[..head_end].iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ")
     );
     println!("enclave platform: in-process, NO TEE (simulation for development)");
-    println!("privacy: the split is provisional until the audit chooses it (docs/AUDIT.md)");
+    println!("{}", audit_verdict(&model, split));
     let (out, st, pre, engine) = infer_once(&model, plan.clone(), placement, true, x.clone())?;
     print_answer(&model, &out);
     print_times(&st, pre);
@@ -485,17 +651,34 @@ fn demo(name: &str, image_index: usize) -> Result<()> {
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run(
     model: &str,
     mode: &str,
-    split: Option<usize>,
+    split: Option<&str>,
+    audit_path: Option<&Path>,
     verify: bool,
     input_path: &Path,
     output: Option<&Path>,
     calib: usize,
 ) -> Result<()> {
     let m = load_model(model)?;
+    let split = match split {
+        None => None,
+        Some("auto") => {
+            let (k, from) = audited_split(&m, audit_path)?;
+            println!("--split auto: split {k}, recommended by the audit in {from}");
+            Some(k)
+        }
+        Some(s) => Some(
+            s.parse()
+                .with_context(|| format!("--split takes a number or `auto`, got '{s}'"))?,
+        ),
+    };
     let placement = Placement::parse(mode, split)?;
+    if let Placement::Origami { split } = placement {
+        println!("{}", audit_verdict(&m, split));
+    }
     let x = input::load_input(input_path, &m)?;
     let t = Instant::now();
     let plan = build_plan(&m, calib)?;
@@ -691,6 +874,130 @@ fn train(
         t.elapsed().as_secs_f64(),
         out.display(),
         hex(&model.hash()[..8])
+    );
+    Ok(())
+}
+
+fn parse_layers(s: &str) -> Result<Option<Vec<usize>>> {
+    if s == "all" {
+        return Ok(None);
+    }
+    let v = s
+        .split(',')
+        .map(|k| {
+            k.trim()
+                .parse::<usize>()
+                .with_context(|| format!("--layers takes `all` or numbers like 1,2,4; got '{k}'"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if v.is_empty() {
+        bail!("--layers is empty");
+    }
+    Ok(Some(v))
+}
+
+/// Progress bars for the audit: one per stage.
+struct AuditBars {
+    bar: std::sync::Mutex<Option<ProgressBar>>,
+}
+
+impl origami_audit::audit::Progress for AuditBars {
+    fn stage(&self, name: &str, total: usize) {
+        let mut b = self.bar.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = b.take() {
+            old.finish();
+        }
+        let bar = ProgressBar::new(total as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix:<20} {bar:30} {pos}/{len} {msg} [{elapsed} < {eta}]",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.set_prefix(name.to_string());
+        *b = Some(bar);
+    }
+    fn advance(&self, done: usize, message: &str) {
+        let b = self.bar.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(bar) = b.as_ref() {
+            bar.set_position(done as u64);
+            if !message.is_empty() {
+                bar.set_message(message.to_string());
+            }
+        }
+    }
+}
+
+fn audit(model: &str, data: &str, out: &Path, cfg: &AuditConfig, calib: usize) -> Result<()> {
+    let m = load_model(model)?;
+    let ds = if data == "fashion-mnist" {
+        AuditData::fashion_mnist(
+            Path::new(origami_train::data::DEFAULT_DIR),
+            cfg.n_train,
+            cfg.n_eval,
+        )
+        .context("Fashion-MNIST (apt-get install dataset-fashion-mnist, or --data DIR)")?
+    } else {
+        AuditData::folder(Path::new(data), &m, cfg.n_train, cfg.n_eval)?
+    };
+    let plan = build_plan(&m, calib)?;
+    println!(
+        "auditing {} on {}: {} training images, {} scored, {} threads",
+        m.name,
+        ds.source,
+        ds.n_train(),
+        ds.n_eval(),
+        rayon::current_num_threads()
+    );
+    let bars = AuditBars {
+        bar: std::sync::Mutex::new(None),
+    };
+    let (report, gallery) = origami_audit::audit::run(&plan, &ds, cfg, &bars)?;
+    if let Some(b) = bars.bar.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        b.finish();
+    }
+    println!(
+        "baselines: blank image SSIM {:.3}, class-mean image (label only) SSIM {:.3}",
+        report.baselines.blank_ssim, report.baselines.class_mean_ssim
+    );
+    println!("split  last node    strongest   ssim   psnr dB  accuracy  (decoder / cgan / white-box ssim)  policy");
+    for l in &report.layers {
+        let s = l.strongest();
+        let per: Vec<String> = l.attacks.iter().map(|a| format!("{:.3}", a.ssim)).collect();
+        println!(
+            "{:>5}  {:<11}  {:<9}  {:.3}  {:>7.1}  {:>8.2}  ({})  {}",
+            l.split,
+            l.last_node,
+            s.attack,
+            s.ssim,
+            s.psnr,
+            s.accuracy,
+            per.join(" / "),
+            if l.split == 0 {
+                "sanity row"
+            } else if l.passes {
+                "passes"
+            } else {
+                "fails"
+            }
+        );
+    }
+    match report.recommended_split {
+        Some(k) => println!(
+            "recommended split: {k} (max SSIM {}, max accuracy {})",
+            report.policy.max_ssim, report.policy.max_accuracy
+        ),
+        None => println!(
+            "no split passes the policy (max SSIM {}, max accuracy {}): keep the whole network in the enclave (--mode slalom)",
+            report.policy.max_ssim, report.policy.max_accuracy
+        ),
+    }
+    let paths = origami_audit::report::write(&report, &gallery, out)?;
+    let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    println!(
+        "audit took {:.0} s; wrote {}",
+        report.seconds,
+        names.join(", ")
     );
     Ok(())
 }

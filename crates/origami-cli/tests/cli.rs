@@ -48,6 +48,11 @@ fn demo_runs_and_checks_itself() {
     let out = run_ok(&["demo"]);
     assert!(out.contains("top-5:"), "{out}");
     assert!(out.contains("placement: origami --split 4"), "{out}");
+    // The recorded audit's verdict on that split is printed.
+    assert!(
+        out.contains("privacy (audit, docs/AUDIT.md): at split 4"),
+        "{out}"
+    );
     assert!(
         out.contains("bit-identical to the quantized reference: yes"),
         "{out}"
@@ -249,4 +254,95 @@ fn bench_writes_one_entry_per_placement() {
         assert!(r["median_ms"].as_f64().unwrap() > 0.0);
     }
     assert!(v["ratios"]["origami/plain"].as_f64().unwrap() > 0.0);
+}
+
+fn ankle_boot_png() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("assets/0_ankle_boot.png")
+        .display()
+        .to_string()
+}
+
+/// `--split auto` takes the split from an audit of the same model, and refuses an audit of
+/// another model or one without a recommendation, with clear errors.
+#[test]
+fn split_auto_follows_the_audit() {
+    let dir = tmpdir("auto");
+    let img = ankle_boot_png();
+    let recorded_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/audit/audit.json");
+    let recorded: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(recorded_path).unwrap()).unwrap();
+    // The recorded audit of the built-in model is what `--split auto` uses by default.
+    let args = [
+        "run", "--model", "fashion", "--split", "auto", "--input", &img,
+    ];
+    match recorded["recommended_split"].as_u64() {
+        Some(k) => {
+            let out = run_ok(&args);
+            assert!(out.contains(&format!("--split auto: split {k}")), "{out}");
+        }
+        None => {
+            let e = run_err(&args);
+            assert!(e.contains("found no split"), "{e}");
+        }
+    }
+    let mut v = recorded.clone();
+    v["recommended_split"] = serde_json::json!(5);
+    let a = dir.join("a.json");
+    std::fs::write(&a, v.to_string()).unwrap();
+    let a = a.display().to_string();
+    let out = run_ok(&[
+        "run", "--model", "fashion", "--split", "auto", "--audit", &a, "--input", &img,
+    ]);
+    assert!(out.contains("--split auto: split 5"), "{out}");
+    assert!(out.contains("placement origami --split 5"), "{out}");
+    assert!(out.contains("privacy (audit"), "{out}");
+    let e = run_err(&[
+        "run", "--model", "small", "--split", "auto", "--audit", &a, "--input", &img,
+    ]);
+    assert!(e.contains("audits model fashion-small"), "{e}");
+    v["recommended_split"] = serde_json::Value::Null;
+    let b = dir.join("b.json");
+    std::fs::write(&b, v.to_string()).unwrap();
+    let e = run_err(&[
+        "run",
+        "--model",
+        "fashion",
+        "--split",
+        "auto",
+        "--audit",
+        &b.display().to_string(),
+        "--input",
+        &img,
+    ]);
+    assert!(e.contains("found no split"), "{e}");
+    let e = run_err(&[
+        "run", "--model", "fashion", "--split", "many", "--input", &img,
+    ]);
+    assert!(e.contains("--split takes a number or `auto`"), "{e}");
+}
+
+/// The audit command fails fast with clear errors on bad arguments and data.
+#[test]
+fn audit_rejects_bad_input() {
+    let empty = tmpdir("audit-empty");
+    let out = tmpdir("audit-out");
+    let e = run_err(&[
+        "audit",
+        "--data",
+        &empty.display().to_string(),
+        "--out",
+        &out.display().to_string(),
+    ]);
+    assert!(e.contains("usable images"), "{e}");
+    let e = run_err(&["audit", "--layers", "1,x"]);
+    assert!(e.contains("--layers takes"), "{e}");
+    let e = run_err(&[
+        "audit",
+        "--model",
+        "vgg16@32",
+        "--data",
+        &empty.display().to_string(),
+    ]);
+    assert!(e.contains("single-channel 28×28"), "{e}");
 }

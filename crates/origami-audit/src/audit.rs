@@ -1,0 +1,619 @@
+//! The full audit: for each candidate split, capture what the host receives there (through the
+//! engine, on images never used for training), run the three attacks, score them, and choose
+//! the recommended split under a policy. `report` writes the results (JSON, PNG grid, chart).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use origami_enclave::Plan;
+use origami_model::{exec, input, Model, Tensor};
+
+use crate::capture::capture;
+use crate::decoder::{feature_shape, features, Decoder, TrainBudget};
+use crate::gan::Gan;
+use crate::metrics::{psnr, ssim};
+use crate::nn::Shape;
+use crate::whitebox::{invert, WhiteboxConfig};
+use crate::AuditError;
+
+/// What a split must satisfy to be recommended. Scores are means over the scored images, of
+/// the strongest attack at that split.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Policy {
+    /// Highest mean SSIM of the strongest reconstruction.
+    pub max_ssim: f64,
+    /// Highest accuracy of the model on the strongest reconstructions (1.0: not constrained).
+    pub max_accuracy: f64,
+}
+
+impl Policy {
+    /// Whether the strongest attack `s` at `split` stays within the policy. Split 0 (the raw
+    /// input) never does.
+    pub fn allows(&self, split: usize, s: &AttackScore) -> bool {
+        split > 0 && s.ssim <= self.max_ssim && s.accuracy <= self.max_accuracy
+    }
+}
+
+/// The earliest split that passes. Deeper is not always safer, so later splits are not
+/// assumed to pass: each one's own row says.
+pub fn recommend(layers: &[LayerReport]) -> Option<usize> {
+    layers.iter().filter(|l| l.passes).map(|l| l.split).min()
+}
+
+impl Default for Policy {
+    /// See docs/AUDIT.md for the reasoning behind these defaults.
+    fn default() -> Self {
+        Self {
+            max_ssim: 0.5,
+            max_accuracy: 1.0,
+        }
+    }
+}
+
+/// Audit settings.
+#[derive(Clone, Debug)]
+pub struct AuditConfig {
+    /// Candidate splits (number of linear layers in the enclave); `None`: all, 0 included as
+    /// the sanity row (the host sees the raw input there).
+    pub layers: Option<Vec<usize>>,
+    /// Images the attacker trains on (public data of the same distribution).
+    pub n_train: usize,
+    /// Images scored (never used for training).
+    pub n_eval: usize,
+    pub decoder: TrainBudget,
+    pub gan: TrainBudget,
+    pub whitebox: WhiteboxConfig,
+    pub policy: Policy,
+}
+
+impl AuditConfig {
+    /// The full budget (docs/AUDIT.md: about 20 minutes on 2 cores for the built-in model).
+    pub fn full() -> Self {
+        Self {
+            layers: None,
+            n_train: 10_000,
+            n_eval: 100,
+            decoder: TrainBudget {
+                epochs: 3,
+                ..TrainBudget::default()
+            },
+            gan: TrainBudget {
+                epochs: 3,
+                ..TrainBudget::default()
+            },
+            whitebox: WhiteboxConfig::default(),
+            policy: Policy::default(),
+        }
+    }
+
+    /// A small budget for a first look (about a minute).
+    pub fn quick() -> Self {
+        Self {
+            n_train: 1_500,
+            n_eval: 20,
+            decoder: TrainBudget {
+                epochs: 2,
+                ..TrainBudget::default()
+            },
+            gan: TrainBudget {
+                epochs: 2,
+                ..TrainBudget::default()
+            },
+            whitebox: WhiteboxConfig {
+                steps: 150,
+                ..WhiteboxConfig::default()
+            },
+            ..Self::full()
+        }
+    }
+}
+
+/// Images for the audit: the attacker's training set and the scored set, flattened, with
+/// labels (for a folder without labels: the model's prediction on the original).
+pub struct AuditData {
+    pub source: String,
+    pub shape: Shape,
+    pub train: Vec<f32>,
+    pub train_labels: Vec<usize>,
+    pub eval: Vec<f32>,
+    pub eval_labels: Vec<usize>,
+}
+
+impl AuditData {
+    pub fn n_train(&self) -> usize {
+        self.train.len() / self.shape.iter().product::<usize>()
+    }
+    pub fn n_eval(&self) -> usize {
+        self.eval.len() / self.shape.iter().product::<usize>()
+    }
+    pub fn eval_image(&self, i: usize) -> &[f32] {
+        let l = self.shape.iter().product::<usize>();
+        &self.eval[i * l..(i + 1) * l]
+    }
+
+    /// Fashion-MNIST from its IDX files: training images for the attacker, test images scored.
+    pub fn fashion_mnist(dir: &Path, n_train: usize, n_eval: usize) -> Result<Self, AuditError> {
+        use origami_train::data::{load, Split};
+        let err = |e: origami_train::TrainError| AuditError::Data(e.to_string());
+        let train = load(dir, Split::Train).map_err(err)?.truncate(n_train);
+        let test = load(dir, Split::Test).map_err(err)?.truncate(n_eval);
+        Ok(Self {
+            source: format!("fashion-mnist ({})", dir.display()),
+            shape: [1, 28, 28],
+            train_labels: train.labels.iter().map(|&l| l as usize).collect(),
+            train: train.images,
+            eval_labels: test.labels.iter().map(|&l| l as usize).collect(),
+            eval: test.images,
+        })
+    }
+
+    /// A folder of images of the model's input size (PNG or JPEG, sorted by name): the last
+    /// `n_eval` (at most a fifth) are scored, the others train the attacks.
+    pub fn folder(
+        dir: &Path,
+        model: &Model,
+        n_train: usize,
+        n_eval: usize,
+    ) -> Result<Self, AuditError> {
+        let shape = model_shape(model)?;
+        let mut paths: Vec<_> = std::fs::read_dir(dir)
+            .map_err(|e| AuditError::Data(format!("{}: {e}", dir.display())))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.extension().and_then(|x| x.to_str()).is_some_and(|x| {
+                    matches!(x.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg")
+                })
+            })
+            .collect();
+        paths.sort();
+        if paths.len() < 2 {
+            return Err(AuditError::Data(format!(
+                "{} has {} usable images (PNG or JPEG); the audit needs at least 2",
+                dir.display(),
+                paths.len()
+            )));
+        }
+        let n_ev = n_eval.min(paths.len() / 5).max(1);
+        let n_tr = (paths.len() - n_ev).min(n_train);
+        let mut images = Vec::new();
+        for p in paths[..n_tr].iter().chain(&paths[paths.len() - n_ev..]) {
+            let img =
+                image::open(p).map_err(|e| AuditError::Data(format!("{}: {e}", p.display())))?;
+            if (img.height() as usize, img.width() as usize) != (shape[1], shape[2]) {
+                return Err(AuditError::Data(format!(
+                    "{} is {}×{}, the model takes {}×{} images",
+                    p.display(),
+                    img.width(),
+                    img.height(),
+                    shape[2],
+                    shape[1]
+                )));
+            }
+            images.extend(input::image_to_tensor(&img, model).data);
+        }
+        let l = shape.iter().product::<usize>();
+        let eval = images.split_off(n_tr * l);
+        let labels = |x: &[f32]| predict(model, shape, x);
+        Ok(Self {
+            source: format!("folder {}", dir.display()),
+            shape,
+            train_labels: labels(&images)?,
+            train: images,
+            eval_labels: labels(&eval)?,
+            eval,
+        })
+    }
+}
+
+fn model_shape(model: &Model) -> Result<Shape, AuditError> {
+    match model.input_shape[..] {
+        [1, 28, 28] => Ok([1, 28, 28]),
+        _ => Err(AuditError::Data(format!(
+            "the audit supports single-channel 28×28 image models (the white-box attack's \
+             differentiable subset); this one takes {:?}",
+            model.input_shape
+        ))),
+    }
+}
+
+/// Top-1 class of `model` for each image in `images`.
+fn predict(model: &Model, shape: Shape, images: &[f32]) -> Result<Vec<usize>, AuditError> {
+    let l = shape.iter().product::<usize>();
+    let mut out = Vec::new();
+    for chunk in images.chunks(256 * l) {
+        let x = Tensor::new(
+            vec![chunk.len() / l, shape[0], shape[1], shape[2]],
+            chunk.to_vec(),
+        )
+        .map_err(|e| AuditError::Engine(e.to_string()))?;
+        let y = exec::run(model, &x).map_err(|e| AuditError::Engine(e.to_string()))?;
+        out.extend(y.top_k(1).iter().map(|t| t[0].0));
+    }
+    Ok(out)
+}
+
+/// Scores of one attack at one split.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AttackScore {
+    pub attack: String,
+    /// Mean SSIM of the reconstructions against the originals.
+    pub ssim: f64,
+    /// Mean PSNR (dB; a perfect reconstruction counts as 100 dB).
+    pub psnr: f64,
+    /// Fraction of reconstructions the model classifies as the original's label.
+    pub accuracy: f64,
+    /// Optimisation steps: training batches for learned attacks, per-image steps for white-box.
+    pub steps: usize,
+    /// Wall time: training and reconstructing all scored images.
+    pub seconds: f64,
+}
+
+/// One candidate split.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LayerReport {
+    /// Linear layers in the enclave.
+    pub split: usize,
+    /// The last node the enclave runs (`input` at split 0).
+    pub last_node: String,
+    /// What the host receives (channels, height, width).
+    pub feature_shape: Shape,
+    pub attacks: Vec<AttackScore>,
+    /// The attack with the highest SSIM.
+    pub strongest: String,
+    pub passes: bool,
+}
+
+impl LayerReport {
+    pub fn strongest(&self) -> &AttackScore {
+        self.attacks
+            .iter()
+            .find(|a| a.attack == self.strongest)
+            .expect("the strongest attack is in the list")
+    }
+}
+
+/// Reference points for the scores: what an attacker gets without inverting anything.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Baselines {
+    /// SSIM of an all-black image.
+    pub blank_ssim: f64,
+    /// SSIM of the mean training image of the true class (an attacker who knows only the label,
+    /// which the host learns anyway in the origami placement).
+    pub class_mean_ssim: f64,
+}
+
+/// The audit's results (`audit.json`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AuditReport {
+    pub model: String,
+    /// Hex SHA-256 of the model (what `--split auto` checks).
+    pub model_hash: String,
+    pub data: String,
+    pub train_images: usize,
+    pub eval_images: usize,
+    pub policy: Policy,
+    pub baselines: Baselines,
+    pub layers: Vec<LayerReport>,
+    /// The earliest split (≥ 1) whose strongest attack stays within the policy.
+    pub recommended_split: Option<usize>,
+    pub seconds: f64,
+}
+
+/// Reconstructions kept for the grid: per split, the strongest attack's images.
+pub struct Gallery {
+    pub originals: Vec<Vec<f32>>,
+    pub rows: Vec<(usize, String, Vec<Vec<f32>>)>,
+}
+
+/// Progress of the audit: a stage name, done and total units.
+pub trait Progress: Sync {
+    fn stage(&self, name: &str, total: usize);
+    fn advance(&self, done: usize, message: &str);
+}
+
+/// No output.
+pub struct Silent;
+
+impl Progress for Silent {
+    fn stage(&self, _: &str, _: usize) {}
+    fn advance(&self, _: usize, _: &str) {}
+}
+
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Images kept per split for the grid.
+pub const GALLERY: usize = 8;
+
+/// Runs the audit of `plan` (its model must be a sequential single-channel image classifier
+/// the trainer can differentiate) on `data`.
+pub fn run(
+    plan: &Arc<Plan>,
+    data: &AuditData,
+    cfg: &AuditConfig,
+    progress: &dyn Progress,
+) -> Result<(AuditReport, Gallery), AuditError> {
+    let t0 = Instant::now();
+    let model = &plan.model;
+    let img = model_shape(model)?;
+    if img != data.shape {
+        return Err(AuditError::Data(format!(
+            "the data has {:?} images, the model takes {:?}",
+            data.shape, img
+        )));
+    }
+    let (n_tr, n_ev) = (data.n_train(), data.n_eval());
+    if n_tr == 0 || n_ev == 0 {
+        return Err(AuditError::Data("no images to train on or to score".into()));
+    }
+    let n_lin = plan.linears.len();
+    let layers = match &cfg.layers {
+        Some(l) => l.clone(),
+        None => (0..n_lin).collect(),
+    };
+    if let Some(bad) = layers.iter().find(|&&k| k >= n_lin) {
+        return Err(AuditError::Data(format!(
+            "split {bad} is not a candidate: the model has {n_lin} linear layers (splits 0–{})",
+            n_lin - 1
+        )));
+    }
+    let originals: Vec<Vec<f32>> = (0..n_ev).map(|i| data.eval_image(i).to_vec()).collect();
+    let baselines = baselines(data, &originals);
+    let mut out_layers = Vec::new();
+    let mut gallery = Gallery {
+        originals: originals.iter().take(GALLERY).cloned().collect(),
+        rows: Vec::new(),
+    };
+    for &split in &layers {
+        let head_end = crate::capture::placement(split)
+            .head_end(plan)
+            .map_err(|e| AuditError::Engine(e.to_string()))?;
+        let f = feature_shape(model, head_end)?;
+        let last_node = if head_end == 0 {
+            "input".to_string()
+        } else {
+            model.nodes[head_end - 1].name.clone()
+        };
+        // What the host receives, image by image, through the engine.
+        progress.stage(&format!("split {split}: capture"), n_ev);
+        let mut observed = Vec::with_capacity(n_ev);
+        for (i, x) in originals.iter().enumerate() {
+            let t = Tensor::new(vec![1, img[0], img[1], img[2]], x.clone())
+                .map_err(|e| AuditError::Engine(e.to_string()))?;
+            let vals = capture(plan, split, &t)?;
+            if vals.len() != 1 {
+                return Err(AuditError::Engine(format!(
+                    "split {split} hands {} values to the tail; the audit handles chains",
+                    vals.len()
+                )));
+            }
+            observed.push(vals.into_iter().next().expect("one value").1.data);
+            progress.advance(i + 1, "");
+        }
+        // The attacker's training pairs, from public data and public weights.
+        let feats = features(model, head_end, &data.train)?;
+        let mut attacks = Vec::new();
+        let mut recons: Vec<Vec<Vec<f32>>> = Vec::new();
+
+        let t = Instant::now();
+        let total = cfg.decoder.epochs * n_tr.div_ceil(cfg.decoder.batch.max(1));
+        progress.stage(&format!("split {split}: decoder"), total);
+        let dec = Decoder::train(&feats, f, &data.train, img, &cfg.decoder, |s, _, l| {
+            progress.advance(s, &format!("mse {l:.4}"))
+        })?;
+        let r = observed
+            .iter()
+            .map(|o| dec.invert(o))
+            .collect::<Result<Vec<_>, _>>()?;
+        attacks.push(score("decoder", &r, &originals, data, model, dec.steps, t)?);
+        recons.push(r);
+
+        let t = Instant::now();
+        let total = cfg.gan.epochs * n_tr.div_ceil(cfg.gan.batch.max(1));
+        progress.stage(&format!("split {split}: cGAN"), total);
+        let gan = Gan::train(&feats, f, &data.train, img, &cfg.gan, |s, _, l| {
+            progress.advance(
+                s,
+                &format!("L1 {:.3} adv {:.2} D {:.2}", l.l1, l.adv, l.disc),
+            )
+        })?;
+        drop(feats);
+        let r = observed
+            .iter()
+            .map(|o| gan.invert(o))
+            .collect::<Result<Vec<_>, _>>()?;
+        attacks.push(score("cgan", &r, &originals, data, model, gan.steps, t)?);
+        recons.push(r);
+
+        let t = Instant::now();
+        progress.stage(&format!("split {split}: white-box"), n_ev);
+        let done = std::sync::atomic::AtomicUsize::new(0);
+        let r = observed
+            .par_iter()
+            .map(|o| {
+                let x = invert(model, head_end, o, &cfg.whitebox);
+                let d = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                progress.advance(d, "");
+                x
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        attacks.push(score(
+            "white-box",
+            &r,
+            &originals,
+            data,
+            model,
+            cfg.whitebox.steps,
+            t,
+        )?);
+        recons.push(r);
+
+        let best = (0..attacks.len())
+            .max_by(|&a, &b| attacks[a].ssim.total_cmp(&attacks[b].ssim))
+            .expect("three attacks");
+        let s = &attacks[best];
+        let passes = cfg.policy.allows(split, s);
+        gallery.rows.push((
+            split,
+            s.attack.clone(),
+            recons.swap_remove(best).into_iter().take(GALLERY).collect(),
+        ));
+        out_layers.push(LayerReport {
+            split,
+            last_node,
+            feature_shape: f,
+            strongest: s.attack.clone(),
+            attacks,
+            passes,
+        });
+    }
+    let recommended_split = recommend(&out_layers);
+    Ok((
+        AuditReport {
+            model: model.name.clone(),
+            model_hash: hex(&model.hash()),
+            data: data.source.clone(),
+            train_images: n_tr,
+            eval_images: n_ev,
+            policy: cfg.policy.clone(),
+            baselines,
+            layers: out_layers,
+            recommended_split,
+            seconds: t0.elapsed().as_secs_f64(),
+        },
+        gallery,
+    ))
+}
+
+fn score(
+    attack: &str,
+    recons: &[Vec<f32>],
+    originals: &[Vec<f32>],
+    data: &AuditData,
+    model: &Model,
+    steps: usize,
+    t: Instant,
+) -> Result<AttackScore, AuditError> {
+    let [_, h, w] = data.shape;
+    let n = recons.len() as f64;
+    let ssim_mean = recons
+        .iter()
+        .zip(originals)
+        .map(|(r, x)| ssim(r, x, h, w))
+        .sum::<f64>()
+        / n;
+    let psnr_mean = recons
+        .iter()
+        .zip(originals)
+        .map(|(r, x)| psnr(r, x).min(100.0))
+        .sum::<f64>()
+        / n;
+    let flat: Vec<f32> = recons.iter().flatten().copied().collect();
+    let pred = predict(model, data.shape, &flat)?;
+    let ok = pred
+        .iter()
+        .zip(&data.eval_labels)
+        .filter(|(a, b)| a == b)
+        .count();
+    Ok(AttackScore {
+        attack: attack.into(),
+        ssim: ssim_mean,
+        psnr: psnr_mean,
+        accuracy: ok as f64 / n,
+        steps,
+        seconds: t.elapsed().as_secs_f64(),
+    })
+}
+
+fn baselines(data: &AuditData, originals: &[Vec<f32>]) -> Baselines {
+    let [_, h, w] = data.shape;
+    let l = h * w;
+    let classes = data.train_labels.iter().max().map_or(0, |m| m + 1);
+    let mut means = vec![vec![0f32; l]; classes];
+    let mut counts = vec![0usize; classes];
+    for (x, &c) in data.train.chunks(l).zip(&data.train_labels) {
+        means[c].iter_mut().zip(x).for_each(|(m, v)| *m += v);
+        counts[c] += 1;
+    }
+    for (m, &c) in means.iter_mut().zip(&counts) {
+        m.iter_mut().for_each(|v| *v /= c.max(1) as f32);
+    }
+    let n = originals.len() as f64;
+    let blank = vec![0f32; l];
+    let blank_ssim = originals.iter().map(|x| ssim(&blank, x, h, w)).sum::<f64>() / n;
+    let class_mean_ssim = originals
+        .iter()
+        .zip(&data.eval_labels)
+        .map(|(x, &c)| match means.get(c) {
+            Some(m) => ssim(m, x, h, w),
+            None => ssim(&blank, x, h, w),
+        })
+        .sum::<f64>()
+        / n;
+    Baselines {
+        blank_ssim,
+        class_mean_ssim,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(split: usize, ssims: [f64; 3], acc: f64, policy: &Policy) -> LayerReport {
+        let attacks: Vec<AttackScore> = ["decoder", "cgan", "white-box"]
+            .iter()
+            .zip(ssims)
+            .map(|(a, s)| AttackScore {
+                attack: a.to_string(),
+                ssim: s,
+                psnr: 20.0,
+                accuracy: acc,
+                steps: 1,
+                seconds: 0.0,
+            })
+            .collect();
+        let best = (0..3)
+            .max_by(|&a, &b| attacks[a].ssim.total_cmp(&attacks[b].ssim))
+            .unwrap();
+        let passes = policy.allows(split, &attacks[best]);
+        LayerReport {
+            split,
+            last_node: format!("n{split}"),
+            feature_shape: [1, 1, 1],
+            strongest: attacks[best].attack.clone(),
+            attacks,
+            passes,
+        }
+    }
+
+    /// The strongest attack decides; split 0 never passes; the earliest passing split is
+    /// recommended even when a later one fails again (deeper is not always safer).
+    #[test]
+    fn policy_and_recommendation() {
+        let p = Policy {
+            max_ssim: 0.5,
+            max_accuracy: 0.9,
+        };
+        let rows = vec![
+            layer(0, [0.1, 0.1, 0.1], 0.1, &p),
+            layer(1, [0.2, 0.6, 0.1], 0.5, &p),  // cGAN too strong
+            layer(2, [0.4, 0.3, 0.2], 0.95, &p), // labels leak too well
+            layer(3, [0.4, 0.45, 0.5], 0.8, &p), // at the threshold: passes
+            layer(4, [0.7, 0.2, 0.1], 0.5, &p),  // deeper, but fails
+            layer(5, [0.3, 0.2, 0.1], 0.5, &p),
+        ];
+        assert_eq!(
+            rows.iter().map(|l| l.passes).collect::<Vec<_>>(),
+            [false, false, false, true, false, true]
+        );
+        assert_eq!(rows[1].strongest, "cgan");
+        assert_eq!(recommend(&rows), Some(3));
+        assert_eq!(recommend(&rows[..3]), None);
+    }
+}
