@@ -1,11 +1,12 @@
 //! What the untrusted side sees at a split: the engine runs the `origami` placement with a
 //! `Recording` accelerator, and the capture is the plain tensor the tail received — exactly the
-//! bytes an attacker on the host gets, not a recomputation.
+//! bytes an attacker on the host gets, not a recomputation. The host loop is `origami_host::drive`,
+//! the same one `Engine::infer` runs.
 
 use std::sync::Arc;
 
 use origami_accel::{CpuAccelerator, Record, Recording};
-use origami_enclave::{CoreConfig, EnclaveCore, Placement, Plan, Reply, Step};
+use origami_enclave::{CoreConfig, EnclaveCore, Placement, Plan};
 use origami_host::{field_layers, PadStore};
 use origami_model::{Tensor, ValueId};
 
@@ -40,24 +41,15 @@ pub fn capture(
         .map_err(|e| err(&e))?;
     let mut pads = PadStore::default();
     pads.insert_all(core.precompute(1).map_err(|e| err(&e))?);
-    let mut step = core.begin(input.clone()).map_err(|e| err(&e))?;
-    loop {
-        step = match step {
-            Step::Offload(o) => {
-                let result = acc.field_linear(o.layer, &o.blinded).map_err(|e| err(&e))?;
-                let sealed_u = pads
-                    .take(o.pad_id, o.layer)
-                    .ok_or_else(|| AuditError::Engine("missing pad".into()))?;
-                core.resume(Reply::Linear { result, sealed_u })
-                    .map_err(|e| err(&e))?
-            }
-            Step::Handoff(h) => {
-                let out = acc.run_tail(h.start, h.values).map_err(|e| err(&e))?;
-                core.resume(Reply::Tail(out)).map_err(|e| err(&e))?
-            }
-            Step::Done(_) => break,
-        };
-    }
+    let first = core.begin(input.clone()).map_err(|e| err(&e))?;
+    origami_host::drive(
+        &mut acc,
+        &mut pads,
+        first,
+        |r| core.resume(r),
+        &mut Default::default(),
+    )
+    .map_err(|e| err(&e))?;
     acc.records
         .into_iter()
         .find_map(|r| match r {

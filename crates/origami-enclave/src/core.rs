@@ -85,12 +85,13 @@ pub struct CoreConfig {
     pub threads: usize,
 }
 
-/// What the host must do next.
+/// What the host must do next. `T` is the answer: the plain tensor for the bare core, a sealed
+/// answer for the attested service.
 #[derive(Debug)]
-pub enum Step {
+pub enum Step<T = Tensor> {
     Offload(Offload),
     Handoff(Handoff),
-    Done(Tensor),
+    Done(T),
 }
 
 /// A blinded linear layer to compute: `(W_layer · blinded) mod p`.

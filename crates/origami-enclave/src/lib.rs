@@ -5,6 +5,7 @@ pub mod core;
 pub mod plan;
 pub mod qops;
 pub mod reference;
+pub mod service;
 
 pub use crate::core::{
     CoreConfig, CoreStats, EnclaveCore, Handoff, Offload, Placement, Reply, Step,

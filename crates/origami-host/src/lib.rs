@@ -144,43 +144,62 @@ impl Engine {
     fn infer_inner(&mut self, input: Tensor) -> Result<(Tensor, StageTimes), HostError> {
         let mut st = StageTimes::default();
         let t0 = Instant::now();
-        let mut t = Instant::now();
-        let mut step = self.core.begin(input)?;
+        let t = Instant::now();
+        let step = self.core.begin(input)?;
         st.enclave += t.elapsed();
-        loop {
-            match step {
-                Step::Offload(o) => {
-                    st.offloads += 1;
-                    st.bytes_out += o.blinded.len() * 4;
-                    let sealed_u =
-                        self.pads
-                            .take(o.pad_id, o.layer)
-                            .ok_or(HostError::PadMissing {
-                                pad_id: o.pad_id,
-                                layer: o.layer,
-                            })?;
-                    t = Instant::now();
-                    let result = self.accel.field_linear(o.layer, &o.blinded)?;
-                    st.field += t.elapsed();
-                    st.bytes_in += result.len() * 4;
-                    t = Instant::now();
-                    step = self.core.resume(Reply::Linear { result, sealed_u })?;
-                    st.enclave += t.elapsed();
-                }
-                Step::Handoff(h) => {
-                    t = Instant::now();
-                    let out = self.accel.run_tail(h.start, h.values)?;
-                    self.accel.synchronize()?;
-                    st.tail += t.elapsed();
-                    t = Instant::now();
-                    step = self.core.resume(Reply::Tail(out))?;
-                    st.enclave += t.elapsed();
-                }
-                Step::Done(out) => {
-                    st.total = t0.elapsed();
-                    return Ok((out, st));
-                }
+        let core = &mut self.core;
+        let out = drive(
+            self.accel.as_mut(),
+            &mut self.pads,
+            step,
+            |r| core.resume(r),
+            &mut st,
+        )?;
+        st.total = t0.elapsed();
+        Ok((out, st))
+    }
+}
+
+/// The host loop, the one place where the enclave and the accelerator meet: serves `Offload`
+/// steps (the sealed pad from `pads`, the blinded product from the accelerator) and `Handoff`
+/// steps (the plain tail) until the enclave is done, adding times to `st`. Generic over the
+/// enclave side (`resume`: the bare core, the attested service, a remote enclave process) and
+/// its answer type.
+pub fn drive<T>(
+    accel: &mut dyn Accelerator,
+    pads: &mut PadStore,
+    first: Step<T>,
+    mut resume: impl FnMut(Reply) -> Result<Step<T>, EnclaveError>,
+    st: &mut StageTimes,
+) -> Result<T, HostError> {
+    let mut step = first;
+    loop {
+        match step {
+            Step::Offload(o) => {
+                st.offloads += 1;
+                st.bytes_out += o.blinded.len() * 4;
+                let sealed_u = pads.take(o.pad_id, o.layer).ok_or(HostError::PadMissing {
+                    pad_id: o.pad_id,
+                    layer: o.layer,
+                })?;
+                let t = Instant::now();
+                let result = accel.field_linear(o.layer, &o.blinded)?;
+                st.field += t.elapsed();
+                st.bytes_in += result.len() * 4;
+                let t = Instant::now();
+                step = resume(Reply::Linear { result, sealed_u })?;
+                st.enclave += t.elapsed();
             }
+            Step::Handoff(h) => {
+                let t = Instant::now();
+                let out = accel.run_tail(h.start, h.values)?;
+                accel.synchronize()?;
+                st.tail += t.elapsed();
+                let t = Instant::now();
+                step = resume(Reply::Tail(out))?;
+                st.enclave += t.elapsed();
+            }
+            Step::Done(out) => return Ok(out),
         }
     }
 }

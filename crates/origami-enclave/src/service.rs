@@ -1,0 +1,161 @@
+//! The attested service around the core: what the enclave exposes to the outside. It holds the
+//! session key (X25519) and the platform's evidence binding that key to the measurement (code
+//! identity, model hash, placement and split); it opens a client's sealed request (rejecting
+//! tampering and replays), runs the core, and seals the answer to that client — so the answer
+//! always leaves through the enclave, encrypted. Like the core it does no I/O: the host drives it
+//! with the same loop (`origami_host::drive`).
+
+use std::sync::Arc;
+
+use origami_model::Tensor;
+use origami_proto::evidence::{Evidence, Measurement, SimulatedPlatform};
+use origami_proto::session::{AnswerSealer, EnclaveSession, SealedAnswer, SealedRequest};
+use origami_proto::tensor::WireTensor;
+use origami_proto::ProtoError;
+use sha2::{Digest, Sha256};
+
+use crate::core::{CoreConfig, EnclaveCore, Placement, Reply, Step};
+use crate::{EnclaveError, Plan};
+
+/// Requests one session key serves before clients must re-attest (bounds the replay set:
+/// 32 bytes per accepted request).
+pub const MAX_REQUESTS_PER_KEY: usize = 1 << 20;
+
+/// SHA-256 of the running executable: the code identity a simulated platform reports.
+pub fn self_code_id() -> Result<[u8; 32], EnclaveError> {
+    let exe = std::env::current_exe().map_err(|e| EnclaveError::Crypto(e.to_string()))?;
+    let bytes =
+        std::fs::read(&exe).map_err(|e| EnclaveError::Crypto(format!("{}: {e}", exe.display())))?;
+    Ok(Sha256::digest(&bytes).into())
+}
+
+fn proto(e: ProtoError) -> EnclaveError {
+    match e {
+        ProtoError::Io(e) => EnclaveError::Crypto(e.to_string()),
+        other => EnclaveError::BadRequest(other.to_string()),
+    }
+}
+
+/// The enclave as clients see it.
+pub struct EnclaveService {
+    core: EnclaveCore,
+    session: EnclaveSession,
+    evidence: Evidence,
+    sealer: Option<AnswerSealer>,
+}
+
+impl EnclaveService {
+    /// A service on the simulated platform (no TEE: the evidence says so). Fresh keys from the
+    /// OS: pads and sessions of any earlier instance are never accepted.
+    pub fn simulated(
+        plan: Arc<Plan>,
+        cfg: CoreConfig,
+        code_id: [u8; 32],
+    ) -> Result<Self, EnclaveError> {
+        let (placement, split) = match cfg.placement {
+            Placement::Enclave => ("enclave", None),
+            Placement::Slalom => ("slalom", None),
+            Placement::Origami { split } => ("origami", Some(split as u32)),
+            Placement::Plain => return Err(EnclaveError::Plan(
+                "the plain placement hands the input to the host: it cannot be attested as private"
+                    .into(),
+            )),
+        };
+        let measurement = Measurement {
+            code_id,
+            model_hash: plan.model.hash(),
+            placement: placement.into(),
+            split,
+        };
+        let core = EnclaveCore::new(plan, cfg)?;
+        let mut session = EnclaveSession::new(MAX_REQUESTS_PER_KEY).map_err(proto)?;
+        let mut instance = [0u8; 16];
+        rand_core::TryRngCore::try_fill_bytes(&mut rand_core::OsRng, &mut instance)
+            .map_err(|e| EnclaveError::Crypto(e.to_string()))?;
+        let platform = SimulatedPlatform::new().map_err(proto)?;
+        let evidence = platform.attest(measurement, session.public_key(), instance);
+        session.bind(evidence.digest());
+        Ok(Self {
+            core,
+            session,
+            evidence,
+            sealer: None,
+        })
+    }
+
+    pub fn evidence(&self) -> &Evidence {
+        &self.evidence
+    }
+
+    /// The core, for precompute and statistics.
+    pub fn core_mut(&mut self) -> &mut EnclaveCore {
+        &mut self.core
+    }
+
+    pub fn core(&self) -> &EnclaveCore {
+        &self.core
+    }
+
+    /// Opens a client's request and starts it.
+    pub fn begin(&mut self, req: &SealedRequest) -> Result<Step<SealedAnswer>, EnclaveError> {
+        if self.sealer.is_some() {
+            return Err(EnclaveError::Misuse(
+                "a request is already in flight".into(),
+            ));
+        }
+        let (plain, sealer) = self.session.open(req).map_err(proto)?;
+        let mut shape = vec![1usize];
+        shape.extend(&self.core_plan_input());
+        let t = WireTensor::decode_exact(&plain, &shape).map_err(proto)?;
+        drop(plain);
+        let input =
+            Tensor::new(shape, t.data).map_err(|e| EnclaveError::BadRequest(e.to_string()))?;
+        let step = self.core.begin(input)?;
+        self.sealer = Some(sealer);
+        self.wrap(step)
+    }
+
+    /// Continues the request in flight with the host's reply.
+    pub fn resume(&mut self, reply: Reply) -> Result<Step<SealedAnswer>, EnclaveError> {
+        if self.sealer.is_none() {
+            return Err(EnclaveError::Misuse("no request in flight".into()));
+        }
+        match self.core.resume(reply) {
+            Ok(step) => self.wrap(step),
+            Err(e) => {
+                self.sealer = None;
+                Err(e)
+            }
+        }
+    }
+
+    /// Abandons the request in flight (its pad stays consumed).
+    pub fn abort(&mut self) {
+        self.core.abort();
+        self.sealer = None;
+    }
+
+    fn core_plan_input(&self) -> Vec<usize> {
+        self.core.plan().model.input_shape.clone()
+    }
+
+    fn wrap(&mut self, step: Step) -> Result<Step<SealedAnswer>, EnclaveError> {
+        Ok(match step {
+            Step::Offload(o) => Step::Offload(o),
+            Step::Handoff(h) => Step::Handoff(h),
+            Step::Done(out) => {
+                let sealer = self
+                    .sealer
+                    .take()
+                    .ok_or_else(|| EnclaveError::Misuse("answer without a request".into()))?;
+                let mut wire = WireTensor {
+                    shape: out.shape.iter().map(|&d| d as u32).collect(),
+                    data: out.data,
+                };
+                let bytes = zeroize::Zeroizing::new(origami_proto::encode(&wire));
+                zeroize::Zeroize::zeroize(&mut wire.data);
+                Step::Done(sealer.seal(&bytes))
+            }
+        })
+    }
+}

@@ -1,0 +1,287 @@
+//! Attestation evidence: what the enclave claims (its measurement: code identity, model hash,
+//! placement and split, and what the host sees in that placement) bound to its session key and
+//! instance, with a platform proof. `Simulated` evidence is signed (Ed25519) by a platform key
+//! generated locally: it proves nothing about hardware, says so in its type, and clients refuse
+//! it unless their policy explicitly allows simulation.
+
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::ProtoError;
+
+/// The identity the client checks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Measurement {
+    /// SHA-256 of the enclave's code (the running executable for `simulated`; MRENCLAVE under SGX).
+    pub code_id: [u8; 32],
+    /// `Model::hash` of the served model.
+    pub model_hash: [u8; 32],
+    /// `enclave`, `slalom` or `origami`.
+    pub placement: String,
+    /// The split of the `origami` placement.
+    pub split: Option<u32>,
+}
+
+/// What the untrusted host sees in a placement; part of the signed evidence.
+pub fn host_sees(placement: &str, split: Option<u32>) -> String {
+    match (placement, split) {
+        ("slalom", _) => "ciphertext and blinded tensors only: not the input, not the features, not the answer".into(),
+        ("enclave", _) => "ciphertext only".into(),
+        ("origami", Some(k)) => format!(
+            "blinded tensors of the first {k} linear layers, then by design the plain features at split {k}, the rest of the network and the answer"
+        ),
+        _ => "everything, in plain (no privacy)".into(),
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Platform {
+    /// No TEE: a local key signs. For development and tests only.
+    Simulated,
+    /// Intel SGX under Gramine: a DCAP quote whose report data holds the digest.
+    SgxGramine,
+}
+
+impl Platform {
+    pub fn name(self) -> &'static str {
+        match self {
+            Platform::Simulated => "simulated (NO TEE: development only)",
+            Platform::SgxGramine => "sgx-gramine",
+        }
+    }
+}
+
+/// Evidence served by `GET /v1/evidence`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Evidence {
+    pub platform: Platform,
+    pub measurement: Measurement,
+    /// The enclave's X25519 session public key.
+    pub enclave_key: [u8; 32],
+    /// Random per enclave start: pads and sessions of another instance are never accepted.
+    pub instance: [u8; 16],
+    /// `host_sees(placement, split)`.
+    pub host_sees: String,
+    /// `Simulated`: the Ed25519 verifying key of the local platform key.
+    pub platform_key: [u8; 32],
+    /// `Simulated`: an Ed25519 signature of `digest()`; `SgxGramine`: the DCAP quote.
+    pub proof: Vec<u8>,
+}
+
+impl Evidence {
+    /// What the proof covers and what sessions are bound to: everything but the proof.
+    pub fn digest(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"origami/v1/evidence");
+        h.update([self.platform as u8]);
+        h.update(crate::encode(&self.measurement));
+        h.update(self.enclave_key);
+        h.update(self.instance);
+        h.update((self.host_sees.len() as u64).to_le_bytes());
+        h.update(self.host_sees.as_bytes());
+        h.update(self.platform_key);
+        h.finalize().into()
+    }
+}
+
+/// The simulated platform: a signing key from the OS, per process.
+pub struct SimulatedPlatform {
+    key: SigningKey,
+}
+
+impl SimulatedPlatform {
+    pub fn new() -> Result<Self, ProtoError> {
+        let mut b = zeroize::Zeroizing::new([0u8; 32]);
+        use rand_core::{OsRng, TryRngCore};
+        OsRng
+            .try_fill_bytes(&mut *b)
+            .map_err(|e| ProtoError::Io(std::io::Error::other(e.to_string())))?;
+        Ok(Self {
+            key: SigningKey::from_bytes(&b),
+        })
+    }
+
+    pub fn attest(
+        &self,
+        measurement: Measurement,
+        enclave_key: [u8; 32],
+        instance: [u8; 16],
+    ) -> Evidence {
+        let mut ev = Evidence {
+            platform: Platform::Simulated,
+            host_sees: host_sees(&measurement.placement, measurement.split),
+            measurement,
+            enclave_key,
+            instance,
+            platform_key: self.key.verifying_key().to_bytes(),
+            proof: Vec::new(),
+        };
+        ev.proof = self.key.sign(&ev.digest()).to_bytes().to_vec();
+        ev
+    }
+}
+
+/// What a client accepts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Accept `simulated` evidence (no TEE). Off unless set.
+    #[serde(default)]
+    pub allow_simulated: bool,
+    /// Accepted (code_id, model_hash) pairs, hex. Empty: refuse everything.
+    #[serde(default)]
+    pub measurements: Vec<AllowedMeasurement>,
+    /// Accepted placements (e.g. `["slalom"]` for full privacy). Empty: `slalom`, `enclave`
+    /// and `origami`.
+    #[serde(default)]
+    pub placements: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowedMeasurement {
+    /// Hex SHA-256 of the enclave code, or `"*"` for any (development only).
+    pub code_id: String,
+    /// Hex model hash.
+    pub model_hash: String,
+}
+
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Checks `ev` against `policy`: the platform, the proof, the measurement and the placement.
+/// Returns the digest sessions must bind to.
+pub fn verify(ev: &Evidence, policy: &Policy) -> Result<[u8; 32], ProtoError> {
+    let reject = |m: String| Err(ProtoError::Evidence(m));
+    let digest = ev.digest();
+    match ev.platform {
+        Platform::Simulated => {
+            if !policy.allow_simulated {
+                return reject(
+                    "the server's enclave is SIMULATED (no TEE): refused by policy (set allow_simulated = true only for development)".into(),
+                );
+            }
+            let key = VerifyingKey::from_bytes(&ev.platform_key)
+                .map_err(|_| ProtoError::Evidence("bad simulated platform key".into()))?;
+            let sig = Signature::from_slice(&ev.proof)
+                .map_err(|_| ProtoError::Evidence("bad simulated signature encoding".into()))?;
+            key.verify(&digest, &sig).map_err(|_| {
+                ProtoError::Evidence("the simulated signature does not match the evidence".into())
+            })?;
+        }
+        Platform::SgxGramine => {
+            return reject("sgx-gramine quote verification is not built yet".into());
+        }
+    }
+    if ev.host_sees != host_sees(&ev.measurement.placement, ev.measurement.split) {
+        return reject("the evidence misstates what the host sees".into());
+    }
+    let placements: Vec<&str> = if policy.placements.is_empty() {
+        vec!["slalom", "enclave", "origami"]
+    } else {
+        policy.placements.iter().map(String::as_str).collect()
+    };
+    if !placements.contains(&ev.measurement.placement.as_str()) {
+        return reject(format!(
+            "placement {} is not allowed by policy (allowed: {}); the host would see: {}",
+            ev.measurement.placement,
+            placements.join(", "),
+            ev.host_sees
+        ));
+    }
+    let code = hex(&ev.measurement.code_id);
+    let model = hex(&ev.measurement.model_hash);
+    if !policy
+        .measurements
+        .iter()
+        .any(|m| (m.code_id == "*" || m.code_id == code) && m.model_hash == model)
+    {
+        return reject(format!(
+            "measurement not allowed by policy: code {code}, model {model}"
+        ));
+    }
+    Ok(digest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn measurement() -> Measurement {
+        Measurement {
+            code_id: [1; 32],
+            model_hash: [2; 32],
+            placement: "slalom".into(),
+            split: None,
+        }
+    }
+
+    fn policy() -> Policy {
+        Policy {
+            allow_simulated: true,
+            measurements: vec![AllowedMeasurement {
+                code_id: hex(&[1; 32]),
+                model_hash: hex(&[2; 32]),
+            }],
+            placements: vec![],
+        }
+    }
+
+    #[test]
+    fn simulated_evidence_verifies_only_when_allowed() {
+        let p = SimulatedPlatform::new().unwrap();
+        let ev = p.attest(measurement(), [9; 32], [3; 16]);
+        assert_eq!(verify(&ev, &policy()).unwrap(), ev.digest());
+        let strict = Policy {
+            allow_simulated: false,
+            ..policy()
+        };
+        let e = verify(&ev, &strict).unwrap_err().to_string();
+        assert!(e.contains("SIMULATED"), "{e}");
+    }
+
+    #[test]
+    fn any_change_to_the_evidence_is_rejected() {
+        let p = SimulatedPlatform::new().unwrap();
+        let ev = p.attest(measurement(), [9; 32], [3; 16]);
+        let bytes = crate::encode(&ev);
+        let mut rejected = 0;
+        for i in 0..bytes.len() * 8 {
+            let mut b = bytes.clone();
+            b[i / 8] ^= 1 << (i % 8);
+            match crate::decode::<Evidence>(&b) {
+                Err(_) => rejected += 1,
+                Ok(t) => {
+                    assert!(verify(&t, &policy()).is_err(), "bit {i} accepted");
+                    rejected += 1;
+                }
+            }
+        }
+        assert_eq!(rejected, bytes.len() * 8);
+    }
+
+    #[test]
+    fn policy_checks_measurement_and_placement() {
+        let p = SimulatedPlatform::new().unwrap();
+        let mut m = measurement();
+        m.placement = "origami".into();
+        m.split = Some(4);
+        let ev = p.attest(m, [9; 32], [3; 16]);
+        assert!(ev.host_sees.contains("plain features at split 4"));
+        verify(&ev, &policy()).unwrap();
+        let only_slalom = Policy {
+            placements: vec!["slalom".into()],
+            ..policy()
+        };
+        let e = verify(&ev, &only_slalom).unwrap_err().to_string();
+        assert!(e.contains("placement origami is not allowed"), "{e}");
+        let mut other = measurement();
+        other.model_hash = [5; 32];
+        let e = verify(&p.attest(other, [9; 32], [3; 16]), &policy())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("measurement not allowed"), "{e}");
+    }
+}

@@ -1,0 +1,45 @@
+//! What crosses a trust boundary: length-prefixed frames with bounded decoding (`frame`), the
+//! client's session crypto (`session`: X25519 + HKDF-SHA256 + ChaCha20-Poly1305, one fresh key
+//! per request, replays rejected) and attestation evidence (`evidence`: a measurement bound to
+//! the enclave's session key; the `simulated` platform signs with a local key and says so).
+
+pub mod evidence;
+pub mod frame;
+pub mod session;
+pub mod tensor;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtoError {
+    #[error("frame of {len} bytes exceeds the limit of {max}")]
+    TooLarge { len: usize, max: usize },
+    #[error("truncated frame")]
+    Truncated,
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    #[error("decryption failed: the message was tampered with or is for another session")]
+    Decrypt,
+    #[error("replayed request rejected")]
+    Replay,
+    #[error("evidence rejected: {0}")]
+    Evidence(String),
+}
+
+/// Decodes a postcard message that must use every byte of `bytes`.
+pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ProtoError> {
+    let (v, rest) =
+        postcard::take_from_bytes(bytes).map_err(|e| ProtoError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(ProtoError::Malformed(format!(
+            "{} trailing bytes",
+            rest.len()
+        )));
+    }
+    Ok(v)
+}
+
+pub fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    postcard::to_allocvec(v).expect("serializing to memory does not fail")
+}
