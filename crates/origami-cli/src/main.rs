@@ -163,6 +163,26 @@ enum Cmd {
         #[arg(long, default_value_t = 4)]
         calib: usize,
     },
+    /// Run the enclave as its own process: serve the host over a Unix socket (length-prefixed
+    /// frames, bounded decoding). Every secret stays in this process. Platform: simulated (no
+    /// TEE), and it says so in its evidence.
+    Enclave {
+        /// Unix socket path to listen on (created with mode 0600; a stale socket is replaced).
+        #[arg(long)]
+        socket: PathBuf,
+        #[arg(long, default_value = "fashion")]
+        model: String,
+        /// enclave | slalom | origami
+        #[arg(long, default_value = "origami")]
+        mode: String,
+        #[arg(long)]
+        split: Option<usize>,
+        /// Freivalds checks on every blinded layer.
+        #[arg(long)]
+        verify: bool,
+        #[arg(long, default_value_t = 4)]
+        calib: usize,
+    },
     /// Print the quantization plan of a model.
     Plan {
         #[arg(long, default_value = "fashion")]
@@ -312,6 +332,14 @@ fn real_main() -> Result<()> {
             }
             audit(&model, &data, &out, &cfg, calib)
         }
+        Cmd::Enclave {
+            socket,
+            model,
+            mode,
+            split,
+            verify,
+            calib,
+        } => enclave_process(&socket, &model, &mode, split, verify, calib),
         Cmd::Plan { model, calib } => {
             let m = load_model(&model)?;
             let plan = build_plan(&m, calib)?;
@@ -999,5 +1027,67 @@ fn audit(model: &str, data: &str, out: &Path, cfg: &AuditConfig, calib: usize) -
         report.seconds,
         names.join(", ")
     );
+    Ok(())
+}
+
+fn enclave_process(
+    socket: &Path,
+    model: &str,
+    mode: &str,
+    split: Option<usize>,
+    verify: bool,
+    calib: usize,
+) -> Result<()> {
+    use origami_enclave::service::{self_code_id, EnclaveService};
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    use std::os::unix::net::UnixListener;
+    let m = load_model(model)?;
+    let split = match (mode, split) {
+        ("origami", None) => Some(default_split(&m)),
+        _ => split,
+    };
+    let placement = Placement::parse(mode, split)?;
+    let plan = build_plan(&m, calib)?;
+    let cfg = CoreConfig {
+        placement,
+        verify,
+        threads: 1,
+    };
+    let mut service = EnclaveService::simulated(plan, cfg, self_code_id()?)?;
+    if let Ok(meta) = std::fs::symlink_metadata(socket) {
+        if !meta.file_type().is_socket() {
+            bail!("{} exists and is not a socket", socket.display());
+        }
+        std::fs::remove_file(socket)
+            .with_context(|| format!("removing stale {}", socket.display()))?;
+    }
+    let listener =
+        UnixListener::bind(socket).with_context(|| format!("listening on {}", socket.display()))?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
+    let ev = service.evidence();
+    println!(
+        "enclave process: platform SIMULATED (no TEE); model {} ({}…), placement {}; session key {}…; listening on {}",
+        m.name,
+        &hex(&m.hash())[..16],
+        placement.name(),
+        &hex(&ev.enclave_key)[..16],
+        socket.display()
+    );
+    for conn in listener.incoming() {
+        let mut stream = match conn {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("enclave: accept failed: {e}");
+                continue;
+            }
+        };
+        if let Err(e) = origami_enclave::process::serve(
+            &mut stream,
+            &mut service,
+            origami_proto::frame::DEFAULT_MAX_FRAME,
+        ) {
+            eprintln!("enclave: connection ended: {e}");
+        }
+    }
     Ok(())
 }

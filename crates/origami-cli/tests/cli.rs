@@ -346,3 +346,126 @@ fn audit_rejects_bad_input() {
     ]);
     assert!(e.contains("single-channel 28×28"), "{e}");
 }
+
+/// Starts `origami enclave` on a fresh socket and waits until it listens.
+fn start_enclave(dir: &Path, mode: &str) -> (std::process::Child, PathBuf) {
+    let sock = dir.join(format!("enclave-{mode}.sock"));
+    let mut child = bin()
+        .args([
+            "enclave",
+            "--socket",
+            &sock.display().to_string(),
+            "--model",
+            "fashion",
+            "--mode",
+            mode,
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..600 {
+        if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
+            return (child, sock);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!(
+        "the enclave process did not start listening on {}",
+        sock.display()
+    );
+}
+
+/// The enclave in its own process: killed mid-request, the host gets a clear error; a restarted
+/// enclave has new keys, and a pad of the old instance is rejected there.
+#[test]
+fn enclave_process_fault_and_restart() {
+    use origami_enclave::Reply;
+    use origami_host::remote::RemoteEnclave;
+    use origami_proto::evidence::{verify, AllowedMeasurement, Policy};
+    use origami_proto::session::seal_request;
+    use origami_proto::tensor::WireTensor;
+    let dir = tmpdir("enclave-proc");
+    let model = zoo::fashion();
+    let policy = Policy {
+        allow_simulated: true,
+        measurements: vec![AllowedMeasurement {
+            code_id: "*".into(),
+            model_hash: origami_proto::evidence::hex(&model.hash()),
+        }],
+        placements: vec!["slalom".into()],
+    };
+    let x = zoo::seeded_input(&model, 1);
+    let req_bytes = origami_proto::encode(&WireTensor {
+        shape: x.shape.iter().map(|&d| d as u32).collect(),
+        data: x.data.clone(),
+    });
+    let (mut child, sock) = start_enclave(&dir, "slalom");
+    let mut remote = RemoteEnclave::new(std::os::unix::net::UnixStream::connect(&sock).unwrap());
+    let ev = remote.evidence().unwrap();
+    let binding = verify(&ev, &policy).unwrap();
+    // Without the simulation opt-in the evidence is refused, with the reason.
+    let strict = Policy {
+        allow_simulated: false,
+        ..policy.clone()
+    };
+    assert!(verify(&ev, &strict)
+        .unwrap_err()
+        .to_string()
+        .contains("SIMULATED"));
+    let old_pads = remote.precompute(1).unwrap();
+    let (req, _) = seal_request(&ev.enclave_key, &binding, &req_bytes).unwrap();
+    let first = remote.begin(&req).unwrap();
+    let origami_enclave::Step::Offload(o) = first else {
+        panic!("slalom starts with an offload");
+    };
+    // Kill the enclave mid-request.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let old = old_pads
+        .iter()
+        .find(|p| p.pad_id == o.pad_id && p.layer == o.layer)
+        .unwrap()
+        .clone();
+    let e = remote
+        .resume(Reply::Linear {
+            result: vec![0; old.len],
+            sealed_u: old.clone(),
+        })
+        .unwrap_err();
+    assert!(
+        matches!(e, origami_enclave::EnclaveError::Unavailable(_)),
+        "{e}"
+    );
+    // Restart: new keys and instance; the old session's request does not open there.
+    let (mut child2, sock2) = start_enclave(&dir, "slalom");
+    let mut remote2 = RemoteEnclave::new(std::os::unix::net::UnixStream::connect(&sock2).unwrap());
+    let ev2 = remote2.evidence().unwrap();
+    assert_ne!(ev2.enclave_key, ev.enclave_key);
+    assert_ne!(ev2.instance, ev.instance);
+    let (stale, _) = seal_request(&ev.enclave_key, &binding, &req_bytes).unwrap();
+    assert!(remote2.begin(&stale).is_err());
+    // A client re-attests; the old instance's pad is rejected by the new one.
+    let binding2 = verify(&ev2, &policy).unwrap();
+    let _ = remote2.precompute(1).unwrap();
+    let (req2, _) = seal_request(&ev2.enclave_key, &binding2, &req_bytes).unwrap();
+    let origami_enclave::Step::Offload(o2) = remote2.begin(&req2).unwrap() else {
+        panic!("slalom starts with an offload");
+    };
+    assert_eq!(
+        (o2.pad_id, o2.layer),
+        (o.pad_id, o.layer),
+        "same ids, different instance"
+    );
+    let e = remote2
+        .resume(Reply::Linear {
+            result: vec![0; old.len],
+            sealed_u: old,
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("pad rejected"), "{e}");
+    child2.kill().unwrap();
+    child2.wait().unwrap();
+}

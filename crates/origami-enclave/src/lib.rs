@@ -3,6 +3,7 @@
 
 pub mod core;
 pub mod plan;
+pub mod process;
 pub mod qops;
 pub mod reference;
 pub mod service;
@@ -39,6 +40,9 @@ pub enum EnclaveError {
         node: String,
         value: i64,
     },
+    /// The enclave (process) cannot be reached or stopped mid-request.
+    #[error("the enclave is unavailable: {0}")]
+    Unavailable(String),
     /// The plan or configuration is invalid.
     #[error("plan: {0}")]
     Plan(String),

@@ -7,6 +7,7 @@ pub mod evidence;
 pub mod frame;
 pub mod session;
 pub mod tensor;
+pub mod wire;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

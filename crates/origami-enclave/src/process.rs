@@ -1,0 +1,128 @@
+//! The enclave as its own process: serves `ToEnclave` frames from one host connection at a
+//! time with an `EnclaveService`. Every secret (pad key, sealing key, session key, the client's
+//! input and answer in plain) stays in this process; the host gets evidence, sealed pads,
+//! blinded tensors, the handoff (origami placement only) and sealed answers.
+
+use std::io::{Read, Write};
+
+use origami_field::SealedPad;
+use origami_model::Tensor;
+use origami_proto::frame::{read_frame, write_frame};
+use origami_proto::tensor::WireTensor;
+use origami_proto::wire::{FromEnclave, ToEnclave, WirePad, MAX_PRECOMPUTE};
+use origami_proto::ProtoError;
+
+use crate::core::{Reply, Step};
+use crate::service::EnclaveService;
+use crate::EnclaveError;
+
+pub fn pad_to_wire(p: SealedPad) -> WirePad {
+    WirePad {
+        pad_id: p.pad_id,
+        layer: p.layer,
+        len: p.len as u64,
+        ciphertext: p.ciphertext,
+    }
+}
+
+pub fn pad_from_wire(p: WirePad) -> SealedPad {
+    SealedPad {
+        pad_id: p.pad_id,
+        layer: p.layer,
+        len: p.len as usize,
+        ciphertext: p.ciphertext,
+    }
+}
+
+pub fn tensor_to_wire(t: Tensor) -> WireTensor {
+    WireTensor {
+        shape: t.shape.iter().map(|&d| d as u32).collect(),
+        data: t.data,
+    }
+}
+
+/// A wire tensor whose size matches its shape (the core checks the shape against the plan).
+pub fn tensor_from_wire(t: WireTensor) -> Result<Tensor, EnclaveError> {
+    let shape: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
+    Tensor::new(shape, t.data).map_err(|e| EnclaveError::BadRequest(e.to_string()))
+}
+
+fn step_to_wire(step: Step<origami_proto::session::SealedAnswer>) -> FromEnclave {
+    match step {
+        Step::Offload(o) => FromEnclave::Offload {
+            layer: o.layer,
+            pad_id: o.pad_id,
+            blinded: o.blinded,
+        },
+        Step::Handoff(h) => FromEnclave::Handoff {
+            start: h.start as u64,
+            values: h
+                .values
+                .into_iter()
+                .map(|(v, t)| (v as u64, tensor_to_wire(t)))
+                .collect(),
+        },
+        Step::Done(a) => FromEnclave::Done(a),
+    }
+}
+
+fn handle(service: &mut EnclaveService, msg: ToEnclave) -> Result<FromEnclave, EnclaveError> {
+    Ok(match msg {
+        ToEnclave::Evidence => FromEnclave::Evidence(Box::new(service.evidence().clone())),
+        ToEnclave::Precompute { count } => {
+            if count > MAX_PRECOMPUTE {
+                return Err(EnclaveError::BadRequest(format!(
+                    "precompute of {count} pads at once; at most {MAX_PRECOMPUTE}"
+                )));
+            }
+            let pads = service.core_mut().precompute(count as usize)?;
+            FromEnclave::Pads(pads.into_iter().map(pad_to_wire).collect())
+        }
+        ToEnclave::Begin(req) => step_to_wire(service.begin(&req)?),
+        ToEnclave::Linear { result, sealed_u } => step_to_wire(service.resume(Reply::Linear {
+            result,
+            sealed_u: pad_from_wire(sealed_u),
+        })?),
+        ToEnclave::Tail(t) => step_to_wire(service.resume(Reply::Tail(tensor_from_wire(t)?))?),
+        ToEnclave::Abort => {
+            service.abort();
+            FromEnclave::Aborted
+        }
+    })
+}
+
+/// Serves one host connection until it closes. A malformed or failing message is answered
+/// with `FromEnclave::Error` (the request in flight is abandoned) and serving goes on; an
+/// oversized or truncated frame ends the connection (the stream cannot be trusted to resync).
+pub fn serve(
+    stream: &mut (impl Read + Write),
+    service: &mut EnclaveService,
+    max_frame: usize,
+) -> Result<(), ProtoError> {
+    loop {
+        let frame = match read_frame(stream, max_frame) {
+            Ok(Some(f)) => f,
+            Ok(None) => {
+                service.abort();
+                return Ok(());
+            }
+            Err(e) => {
+                service.abort();
+                let msg = FromEnclave::Error(format!("frame rejected: {e}"));
+                let _ = write_frame(stream, &origami_proto::encode(&msg), max_frame);
+                return Err(e);
+            }
+        };
+        let reply = match origami_proto::decode::<ToEnclave>(&frame) {
+            Ok(msg) => handle(service, msg).unwrap_or_else(|e| {
+                service.abort();
+                FromEnclave::Error(e.to_string())
+            }),
+            Err(e) => {
+                service.abort();
+                FromEnclave::Error(format!("message rejected: {e}"))
+            }
+        };
+        write_frame(stream, &origami_proto::encode(&reply), max_frame)?;
+    }
+}

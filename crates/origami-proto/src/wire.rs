@@ -1,0 +1,58 @@
+//! Messages between the host and the enclave process, one per frame (`frame`). The enclave
+//! decodes only bounded frames and validates every field against its plan before use; the host
+//! treats everything it receives as coming from a peer that may have crashed.
+
+use serde::{Deserialize, Serialize};
+
+use crate::evidence::Evidence;
+use crate::session::{SealedAnswer, SealedRequest};
+use crate::tensor::WireTensor;
+
+/// A sealed unblinding factor (see `origami_field::SealedPad`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WirePad {
+    pub pad_id: u64,
+    pub layer: u16,
+    pub len: u64,
+    pub ciphertext: Vec<u8>,
+}
+
+/// Host → enclave.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ToEnclave {
+    /// The evidence clients verify.
+    Evidence,
+    /// Precompute this many pads and return them sealed.
+    Precompute { count: u32 },
+    /// Start a client's request.
+    Begin(SealedRequest),
+    /// The accelerator's result for the last offload, with the sealed u of its pad and layer.
+    Linear { result: Vec<u32>, sealed_u: WirePad },
+    /// The tail's output after a handoff.
+    Tail(WireTensor),
+    /// Abandon the request in flight.
+    Abort,
+}
+
+/// Enclave → host.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum FromEnclave {
+    Evidence(Box<Evidence>),
+    Pads(Vec<WirePad>),
+    Offload {
+        layer: u16,
+        pad_id: u64,
+        blinded: Vec<u32>,
+    },
+    Handoff {
+        start: u64,
+        values: Vec<(u64, WireTensor)>,
+    },
+    Done(SealedAnswer),
+    Aborted,
+    /// The request failed (it is abandoned; its pad stays consumed).
+    Error(String),
+}
+
+/// Most pads one `Precompute` may ask for (bounds the enclave's work and the reply's size).
+pub const MAX_PRECOMPUTE: u32 = 256;
