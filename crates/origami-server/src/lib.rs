@@ -1,0 +1,468 @@
+//! The untrusted host as an HTTP service (axum):
+//! - `GET /v1/evidence` — the enclave's evidence (JSON): platform, measurement (code, model,
+//!   placement, split), what the host sees in this placement, the session key;
+//! - `POST /v1/infer` — a sealed request (postcard `SealedRequest`) → a sealed answer (postcard
+//!   `SealedAnswer`); the host never holds a key that opens either;
+//! - `GET /metrics` — Prometheus text: requests by outcome, latency histogram, batch sizes, pad
+//!   pool level; `GET /healthz`.
+//!
+//! One worker thread owns the enclave service, the accelerator and the pad pool. Requests queue
+//! (bounded; a full queue is 503); the worker takes up to `max_batch` of them per wake-up,
+//! waiting at most `max_wait` for more after the first, and runs them one after another (the
+//! enclave core takes batch 1). Between batches it tops the pool up to `pad_high` sealed pads
+//! whenever it falls below `pad_low`. A request that finds no pad waits while one is
+//! precomputed, at most `pad_wait`, then fails with a clear error; a pad is never reused.
+//! Shutdown stops accepting connections and finishes the requests in flight.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::sync::oneshot;
+
+use origami_accel::{Accelerator, CpuAccelerator};
+use origami_enclave::service::EnclaveService;
+use origami_host::{drive, field_layers, PadStore};
+use origami_proto::evidence::Evidence;
+use origami_proto::session::{SealedAnswer, SealedRequest};
+
+/// Server settings.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Most requests taken per worker wake-up.
+    pub max_batch: usize,
+    /// How long the worker waits for more requests after the first of a batch.
+    pub max_wait: Duration,
+    /// Requests waiting beyond the batch in progress; more are refused (503).
+    pub queue: usize,
+    /// Pad pool watermarks (pads, each covering every blinded layer of one request).
+    pub pad_low: usize,
+    pub pad_high: usize,
+    /// How long a request may wait for a pad before failing.
+    pub pad_wait: Duration,
+    /// Largest accepted request body.
+    pub max_body: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            max_batch: 8,
+            max_wait: Duration::from_millis(2),
+            queue: 256,
+            pad_low: 8,
+            pad_high: 32,
+            pad_wait: Duration::from_secs(5),
+            max_body: 64 << 20,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("enclave: {0}")]
+    Enclave(#[from] origami_enclave::EnclaveError),
+    #[error("accelerator: {0}")]
+    Accel(#[from] origami_accel::AccelError),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Latency histogram bucket bounds (seconds).
+const BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+/// Counters shared by the handlers and the worker.
+#[derive(Default)]
+pub struct Metrics {
+    ok: AtomicU64,
+    bad_request: AtomicU64,
+    unavailable: AtomicU64,
+    failed: AtomicU64,
+    latency_buckets: [AtomicU64; BUCKETS.len()],
+    latency_count: AtomicU64,
+    latency_sum_us: AtomicU64,
+    batch_count: AtomicU64,
+    batch_sum: AtomicU64,
+    batch_max: AtomicUsize,
+    pads_ready: AtomicUsize,
+    pads_made: AtomicU64,
+}
+
+impl Metrics {
+    fn observe(&self, secs: f64) {
+        for (b, c) in BUCKETS.iter().zip(&self.latency_buckets) {
+            if secs <= *b {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.latency_count.fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_us
+            .fetch_add((secs * 1e6) as u64, Ordering::Relaxed);
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut s = String::new();
+        s += "# HELP origami_requests_total Inference requests by outcome.\n# TYPE origami_requests_total counter\n";
+        for (k, v) in [
+            ("ok", g(&self.ok)),
+            ("bad_request", g(&self.bad_request)),
+            ("unavailable", g(&self.unavailable)),
+            ("failed", g(&self.failed)),
+        ] {
+            s += &format!("origami_requests_total{{outcome=\"{k}\"}} {v}\n");
+        }
+        s += "# HELP origami_request_seconds Latency of answered requests (queue + enclave + accelerator).\n# TYPE origami_request_seconds histogram\n";
+        for (b, c) in BUCKETS.iter().zip(&self.latency_buckets) {
+            s += &format!("origami_request_seconds_bucket{{le=\"{b}\"}} {}\n", g(c));
+        }
+        s += &format!(
+            "origami_request_seconds_bucket{{le=\"+Inf\"}} {}\norigami_request_seconds_sum {}\norigami_request_seconds_count {}\n",
+            g(&self.latency_count),
+            g(&self.latency_sum_us) as f64 / 1e6,
+            g(&self.latency_count)
+        );
+        s += &format!(
+            "# HELP origami_batch_size Requests taken per worker wake-up.\n# TYPE origami_batch_size summary\norigami_batch_size_sum {}\norigami_batch_size_count {}\n# HELP origami_batch_size_max Largest batch so far.\n# TYPE origami_batch_size_max gauge\norigami_batch_size_max {}\n",
+            g(&self.batch_sum),
+            g(&self.batch_count),
+            self.batch_max.load(Ordering::Relaxed)
+        );
+        s += &format!(
+            "# HELP origami_pads_ready Sealed pads in the pool.\n# TYPE origami_pads_ready gauge\norigami_pads_ready {}\n# HELP origami_pads_precomputed_total Pads precomputed by the enclave.\n# TYPE origami_pads_precomputed_total counter\norigami_pads_precomputed_total {}\n",
+            self.pads_ready.load(Ordering::Relaxed),
+            g(&self.pads_made)
+        );
+        s
+    }
+}
+
+/// What a request gets back from the worker.
+enum Outcome {
+    Answer(SealedAnswer),
+    /// The request is at fault (tampered, replayed, wrong shape): 400.
+    Rejected(String),
+    /// The service could not serve it now (pads, enclave): 503.
+    Unavailable(String),
+}
+
+struct Job {
+    req: SealedRequest,
+    arrived: Instant,
+    reply: oneshot::Sender<Outcome>,
+}
+
+#[derive(Clone)]
+struct AppState {
+    evidence: Arc<Evidence>,
+    jobs: SyncSender<Job>,
+    metrics: Arc<Metrics>,
+}
+
+/// The worker: owns the enclave service, the accelerator and the pads.
+struct Worker {
+    service: EnclaveService,
+    accel: Box<dyn Accelerator>,
+    pads: PadStore,
+    ready: usize,
+    cfg: ServerConfig,
+    metrics: Arc<Metrics>,
+}
+
+impl Worker {
+    fn precompute(&mut self, n: usize) -> Result<(), origami_enclave::EnclaveError> {
+        if !self.service.core().needs_pads() || n == 0 {
+            return Ok(());
+        }
+        let sealed = self.service.core_mut().precompute(n)?;
+        self.pads.insert_all(sealed);
+        self.ready += n;
+        self.metrics
+            .pads_made
+            .fetch_add(n as u64, Ordering::Relaxed);
+        self.metrics.pads_ready.store(self.ready, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn run_one(&mut self, job: Job) {
+        let needs = self.service.core().needs_pads();
+        if needs && self.ready == 0 {
+            // Wait for a pad, within the bound.
+            if job.arrived.elapsed() >= self.cfg.pad_wait {
+                self.metrics.unavailable.fetch_add(1, Ordering::Relaxed);
+                let _ = job.reply.send(Outcome::Unavailable(format!(
+                    "pads exhausted: no pad became ready within {:?}",
+                    self.cfg.pad_wait
+                )));
+                return;
+            }
+            if let Err(e) = self.precompute(1) {
+                self.metrics.unavailable.fetch_add(1, Ordering::Relaxed);
+                let _ = job.reply.send(Outcome::Unavailable(e.to_string()));
+                return;
+            }
+        }
+        let r = (|| {
+            let first = self
+                .service
+                .begin(&job.req)
+                .map_err(|e| (true, e.to_string()))?;
+            if needs {
+                // `begin` took a pad.
+                self.ready -= 1;
+                self.metrics.pads_ready.store(self.ready, Ordering::Relaxed);
+            }
+            let service = &mut self.service;
+            drive(
+                self.accel.as_mut(),
+                &mut self.pads,
+                first,
+                |r| service.resume(r),
+                &mut Default::default(),
+            )
+            .map_err(|e| (false, e.to_string()))
+        })();
+        let outcome = match r {
+            Ok(a) => {
+                self.metrics.ok.fetch_add(1, Ordering::Relaxed);
+                self.metrics.observe(job.arrived.elapsed().as_secs_f64());
+                Outcome::Answer(a)
+            }
+            Err((client_fault, e)) => {
+                self.service.abort();
+                if client_fault {
+                    self.metrics.bad_request.fetch_add(1, Ordering::Relaxed);
+                    Outcome::Rejected(e)
+                } else {
+                    self.metrics.failed.fetch_add(1, Ordering::Relaxed);
+                    Outcome::Unavailable(e)
+                }
+            }
+        };
+        let _ = job.reply.send(outcome);
+    }
+
+    fn run(mut self, jobs: mpsc::Receiver<Job>) {
+        let mut refilling = true;
+        loop {
+            // Idle: top the pool up between watermarks, one pad at a time so requests are
+            // not kept waiting behind a long refill.
+            let first = loop {
+                match jobs.try_recv() {
+                    Ok(j) => break j,
+                    Err(mpsc::TryRecvError::Disconnected) => return,
+                    Err(mpsc::TryRecvError::Empty) => {}
+                }
+                // Hysteresis: start refilling below the low watermark, stop at the high one.
+                if self.ready < self.cfg.pad_low {
+                    refilling = true;
+                }
+                if self.ready >= self.cfg.pad_high {
+                    refilling = false;
+                }
+                if refilling && self.service.core().needs_pads() {
+                    if let Err(e) = self.precompute(1) {
+                        eprintln!("origami serve: precompute failed: {e}");
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    continue;
+                }
+                match jobs.recv_timeout(Duration::from_millis(50)) {
+                    Ok(j) => break j,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                    Err(RecvTimeoutError::Timeout) => {}
+                }
+            };
+            let mut batch = vec![first];
+            let deadline = Instant::now() + self.cfg.max_wait;
+            while batch.len() < self.cfg.max_batch {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match jobs.recv_timeout(left) {
+                    Ok(j) => batch.push(j),
+                    Err(_) => break,
+                }
+            }
+            let m = &self.metrics;
+            m.batch_count.fetch_add(1, Ordering::Relaxed);
+            m.batch_sum.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            m.batch_max.fetch_max(batch.len(), Ordering::Relaxed);
+            for job in batch {
+                self.run_one(job);
+            }
+        }
+    }
+}
+
+/// A running server.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub evidence: Arc<Evidence>,
+    pub metrics: Arc<Metrics>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    worker: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops accepting connections, finishes the requests in flight, stops the worker.
+    pub async fn shutdown(mut self) -> std::io::Result<()> {
+        if let Some(s) = self.shutdown.take() {
+            let _ = s.send(());
+        }
+        let r = (&mut self.task)
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        if let Some(w) = self.worker.take() {
+            let _ = tokio::task::spawn_blocking(move || w.join()).await;
+        }
+        r
+    }
+
+    /// Waits until the server stops (after `signal` resolves, requests in flight finish).
+    pub async fn until(
+        mut self,
+        signal: impl std::future::Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        signal.await;
+        if let Some(s) = self.shutdown.take() {
+            let _ = s.send(());
+        }
+        self.shutdown().await
+    }
+}
+
+/// Starts serving on `listener` (bind port 0 for a free port) with `service` and `accel`
+/// (prepared here). Pads are precomputed to the low watermark before the first request.
+pub async fn start(
+    listener: tokio::net::TcpListener,
+    service: EnclaveService,
+    mut accel: Box<dyn Accelerator>,
+    cfg: ServerConfig,
+) -> Result<Running, ServerError> {
+    let plan = service.core().plan().clone();
+    accel.prepare(
+        plan.model.clone(),
+        &field_layers(&plan, service.core().head_end()),
+    )?;
+    let metrics = Arc::new(Metrics::default());
+    let evidence = Arc::new(service.evidence().clone());
+    let (tx, rx) = mpsc::sync_channel::<Job>(cfg.queue);
+    let mut worker = Worker {
+        service,
+        accel,
+        pads: PadStore::default(),
+        ready: 0,
+        cfg: cfg.clone(),
+        metrics: metrics.clone(),
+    };
+    worker.precompute(cfg.pad_low)?;
+    let worker = std::thread::Builder::new()
+        .name("origami-enclave-worker".into())
+        .spawn(move || worker.run(rx))?;
+    let state = AppState {
+        evidence: evidence.clone(),
+        jobs: tx,
+        metrics: metrics.clone(),
+    };
+    let app = Router::new()
+        .route("/v1/evidence", get(get_evidence))
+        .route("/v1/infer", post(post_infer))
+        .route("/metrics", get(get_metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .layer(DefaultBodyLimit::max(cfg.max_body))
+        .with_state(state);
+    let addr = listener.local_addr()?;
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop_rx.await;
+            })
+            .await
+    });
+    Ok(Running {
+        addr,
+        evidence,
+        metrics,
+        shutdown: Some(stop_tx),
+        task,
+        worker: Some(worker),
+    })
+}
+
+/// A default CPU accelerator (what `origami serve` uses).
+pub fn cpu_accelerator() -> Box<dyn Accelerator> {
+    Box::new(CpuAccelerator::new())
+}
+
+async fn get_evidence(State(s): State<AppState>) -> Response {
+    match serde_json::to_string_pretty(&*s.evidence) {
+        Ok(j) => ([(header::CONTENT_TYPE, "application/json")], j).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn get_metrics(State(s): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn post_infer(State(s): State<AppState>, body: Bytes) -> Response {
+    let req: SealedRequest = match origami_proto::decode(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            s.metrics.bad_request.fetch_add(1, Ordering::Relaxed);
+            return (StatusCode::BAD_REQUEST, format!("request rejected: {e}\n")).into_response();
+        }
+    };
+    let (tx, rx) = oneshot::channel();
+    let job = Job {
+        req,
+        arrived: Instant::now(),
+        reply: tx,
+    };
+    match s.jobs.try_send(job) {
+        Ok(()) => {}
+        Err(TrySendError::Full(_)) => {
+            s.metrics.unavailable.fetch_add(1, Ordering::Relaxed);
+            return (StatusCode::SERVICE_UNAVAILABLE, "queue full, retry later\n").into_response();
+        }
+        Err(TrySendError::Disconnected(_)) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the enclave worker stopped\n",
+            )
+                .into_response();
+        }
+    }
+    match rx.await {
+        Ok(Outcome::Answer(a)) => (
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            origami_proto::encode(&a),
+        )
+            .into_response(),
+        Ok(Outcome::Rejected(e)) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+        Ok(Outcome::Unavailable(e)) => {
+            (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response()
+        }
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the enclave worker stopped\n",
+        )
+            .into_response(),
+    }
+}

@@ -1,0 +1,149 @@
+//! The server end to end on loopback (port 0): a client that allows simulation gets answers
+//! equal to the local quantized reference bit for bit; the default policy refuses the simulated
+//! enclave with a clear message; tampered and replayed requests are rejected while the server
+//! keeps serving; 32 concurrent clients × 20 requests are all answered, each with its own
+//! answer; metrics count them.
+
+use std::sync::Arc;
+
+use origami_client::Client;
+use origami_enclave::service::{self_code_id, EnclaveService};
+use origami_enclave::{reference, CoreConfig, Placement, Plan, QuantConfig};
+use origami_model::{zoo, Tensor};
+use origami_proto::evidence::{hex, AllowedMeasurement, Policy};
+use origami_server::{cpu_accelerator, start, ServerConfig};
+
+fn plan() -> Arc<Plan> {
+    let model = zoo::fashion();
+    let calib: Vec<Tensor> = (0..4).map(|s| zoo::seeded_input(&model, 100 + s)).collect();
+    Arc::new(Plan::build(&model, &calib, QuantConfig::default()).unwrap())
+}
+
+fn policy(plan: &Plan) -> Policy {
+    Policy {
+        allow_simulated: true,
+        measurements: vec![AllowedMeasurement {
+            code_id: hex(&self_code_id().unwrap()),
+            model_hash: hex(&plan.model.hash()),
+        }],
+        placements: vec!["slalom".into()],
+    }
+}
+
+fn same(a: &Tensor, b: &Tensor) -> bool {
+    a.shape == b.shape
+        && a.data
+            .iter()
+            .zip(&b.data)
+            .all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_attest_infer_under_load() {
+    let plan = plan();
+    let placement = Placement::Slalom;
+    let cfg = CoreConfig {
+        placement,
+        verify: false,
+        threads: 1,
+    };
+    let service = EnclaveService::simulated(plan.clone(), cfg, self_code_id().unwrap()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = start(
+        listener,
+        service,
+        cpu_accelerator(),
+        ServerConfig::default(),
+    )
+    .await
+    .unwrap();
+    let base = format!("http://{}", server.addr);
+    let p = plan.clone();
+    let b = base.clone();
+    tokio::task::spawn_blocking(move || {
+        let plan = p;
+        let base = b;
+        // The default policy refuses a simulated enclave.
+        let e = Client::connect(&base, &Policy::default())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("SIMULATED"), "{e}");
+        let client = Client::connect(&base, &policy(&plan)).unwrap();
+        assert!(client.evidence().host_sees.contains("not the answer"));
+        let head_end = placement.head_end(&plan).unwrap();
+        let x = zoo::seeded_input(&plan.model, 1);
+        let got = client.infer(&x).unwrap();
+        assert!(same(&got, &reference(&plan, &x, head_end, 1).unwrap()));
+
+        // Replay and tampering, by hand on the wire.
+        let ev = client.evidence().clone();
+        let binding = origami_proto::evidence::verify(&ev, &policy(&plan)).unwrap();
+        let bytes = origami_proto::encode(&origami_proto::tensor::WireTensor {
+            shape: x.shape.iter().map(|&d| d as u32).collect(),
+            data: x.data.clone(),
+        });
+        let (req, _) =
+            origami_proto::session::seal_request(&ev.enclave_key, &binding, &bytes).unwrap();
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let post = |body: Vec<u8>| {
+            let mut r = agent
+                .post(&format!("{base}/v1/infer"))
+                .send(&body[..])
+                .unwrap();
+            (
+                r.status().as_u16(),
+                r.body_mut().read_to_string().unwrap_or_default(),
+            )
+        };
+        let mut tampered = req.clone();
+        tampered.ciphertext[3] ^= 1;
+        let (s, m) = post(origami_proto::encode(&tampered));
+        assert_eq!(s, 400, "{m}");
+        assert!(m.contains("tampered"), "{m}");
+        let (s, m) = post(b"\x00\x01garbage".to_vec());
+        assert_eq!(s, 400, "{m}");
+        assert_eq!(post(origami_proto::encode(&req)).0, 200);
+        let (s, m) = post(origami_proto::encode(&req));
+        assert_eq!(s, 400, "{m}");
+        assert!(m.contains("replayed"), "{m}");
+
+        // Load: 32 concurrent clients × 20 requests, each answer matching its own request.
+        let threads: Vec<_> = (0..32u64)
+            .map(|c| {
+                let plan = plan.clone();
+                let base = base.clone();
+                std::thread::spawn(move || {
+                    let client = Client::connect(&base, &policy(&plan)).unwrap();
+                    for i in 0..20u64 {
+                        let x = zoo::seeded_input(&plan.model, 1000 + c * 100 + i);
+                        let got = client.infer(&x).unwrap();
+                        let want = reference(&plan, &x, head_end, 1).unwrap();
+                        assert!(same(&got, &want), "client {c} request {i}");
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let mut r = agent.get(&format!("{base}/metrics")).call().unwrap();
+        let metrics = r.body_mut().read_to_string().unwrap();
+        assert!(
+            metrics.contains("origami_requests_total{outcome=\"ok\"} 642"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("origami_requests_total{outcome=\"bad_request\"} 3"),
+            "{metrics}"
+        );
+        let mut r = agent.get(&format!("{base}/healthz")).call().unwrap();
+        assert_eq!(r.body_mut().read_to_string().unwrap(), "ok\n");
+    })
+    .await
+    .unwrap();
+    server.shutdown().await.unwrap();
+}
