@@ -183,6 +183,52 @@ enum Cmd {
         #[arg(long, default_value_t = 4)]
         calib: usize,
     },
+    /// Serve private inference over HTTP: GET /v1/evidence, POST /v1/infer (sealed request →
+    /// sealed answer), GET /metrics, GET /healthz. The enclave runs in-process on the simulated
+    /// platform (no TEE), and its evidence says so. Ctrl-C finishes requests in flight, then exits.
+    Serve {
+        /// Address to listen on (port 0: a free port, printed).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        #[arg(long, default_value = "fashion")]
+        model: String,
+        /// enclave | slalom | origami
+        #[arg(long, default_value = "slalom")]
+        mode: String,
+        #[arg(long)]
+        split: Option<usize>,
+        /// Freivalds checks on every blinded layer.
+        #[arg(long)]
+        verify: bool,
+        /// Most requests taken per worker wake-up.
+        #[arg(long, default_value_t = 8)]
+        max_batch: usize,
+        /// Wait for more requests after the first of a batch (ms).
+        #[arg(long, default_value_t = 2)]
+        max_wait_ms: u64,
+        /// Pad pool watermarks.
+        #[arg(long, default_value_t = 8)]
+        pad_low: usize,
+        #[arg(long, default_value_t = 32)]
+        pad_high: usize,
+        #[arg(long, default_value_t = 4)]
+        calib: usize,
+    },
+    /// Private inference against a server: verify its evidence against a policy, send the image
+    /// sealed to the enclave, print the answer.
+    Infer {
+        /// Base URL, e.g. http://127.0.0.1:8080
+        #[arg(long)]
+        server: String,
+        #[arg(long)]
+        image: PathBuf,
+        /// Policy (TOML): allow_simulated, placements, [[measurements]] code_id / model_hash.
+        #[arg(long)]
+        policy: PathBuf,
+        /// The model the image is prepared for (its input size and normalization).
+        #[arg(long, default_value = "fashion")]
+        model: String,
+    },
     /// Print the quantization plan of a model.
     Plan {
         #[arg(long, default_value = "fashion")]
@@ -340,6 +386,38 @@ fn real_main() -> Result<()> {
             verify,
             calib,
         } => enclave_process(&socket, &model, &mode, split, verify, calib),
+        Cmd::Serve {
+            listen,
+            model,
+            mode,
+            split,
+            verify,
+            max_batch,
+            max_wait_ms,
+            pad_low,
+            pad_high,
+            calib,
+        } => {
+            if max_batch == 0 || pad_high < pad_low || pad_high == 0 {
+                bail!(
+                    "--max-batch must be ≥ 1 and --pad-high ≥ --pad-low ≥ 0, with --pad-high ≥ 1"
+                );
+            }
+            let cfg = origami_server::ServerConfig {
+                max_batch,
+                max_wait: std::time::Duration::from_millis(max_wait_ms),
+                pad_low,
+                pad_high,
+                ..Default::default()
+            };
+            serve(&listen, &model, &mode, split, verify, cfg, calib)
+        }
+        Cmd::Infer {
+            server,
+            image,
+            policy,
+            model,
+        } => infer_remote(&server, &image, &policy, &model),
         Cmd::Plan { model, calib } => {
             let m = load_model(&model)?;
             let plan = build_plan(&m, calib)?;
@@ -1089,5 +1167,90 @@ fn enclave_process(
             eprintln!("enclave: connection ended: {e}");
         }
     }
+    Ok(())
+}
+
+fn serve(
+    listen: &str,
+    model: &str,
+    mode: &str,
+    split: Option<usize>,
+    verify: bool,
+    cfg: origami_server::ServerConfig,
+    calib: usize,
+) -> Result<()> {
+    use origami_enclave::service::{self_code_id, EnclaveService};
+    let m = load_model(model)?;
+    let split = match (mode, split) {
+        ("origami", None) => Some(default_split(&m)),
+        _ => split,
+    };
+    let placement = Placement::parse(mode, split)?;
+    let plan = build_plan(&m, calib)?;
+    let core = CoreConfig {
+        placement,
+        verify,
+        threads: 1,
+    };
+    let service = EnclaveService::simulated(plan, core, self_code_id()?)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("listening on {listen}"))?;
+        let running =
+            origami_server::start(listener, service, origami_server::cpu_accelerator(), cfg)
+                .await?;
+        let ev = running.evidence.clone();
+        println!("listening on http://{}", running.addr);
+        println!(
+            "enclave: platform {} | model {} ({}…) | placement {} | host sees: {}",
+            ev.platform.name(),
+            m.name,
+            &hex(&ev.measurement.model_hash)[..16],
+            placement.name(),
+            ev.host_sees
+        );
+        println!(
+            "policy for clients: code_id = \"{}\", model_hash = \"{}\"",
+            hex(&ev.measurement.code_id),
+            hex(&ev.measurement.model_hash)
+        );
+        running
+            .until(async {
+                let _ = tokio::signal::ctrl_c().await;
+                println!("shutting down: finishing requests in flight");
+            })
+            .await?;
+        Ok(())
+    })
+}
+
+fn infer_remote(server: &str, image_path: &Path, policy: &Path, model: &str) -> Result<()> {
+    let m = load_model(model)?;
+    let policy = origami_client::load_policy(policy)?;
+    let x = input::load_input(image_path, &m)?;
+    let client = origami_client::Client::connect(server, &policy)?;
+    let ev = client.evidence();
+    println!(
+        "verified evidence: platform {} | placement {}{} | host sees: {}",
+        ev.platform.name(),
+        ev.measurement.placement,
+        ev.measurement
+            .split
+            .map(|k| format!(" --split {k}"))
+            .unwrap_or_default(),
+        ev.host_sees
+    );
+    let t = Instant::now();
+    let out = client.infer(&x)?;
+    println!(
+        "answer decrypted by this client in {:.1} ms (round trip)",
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    print_answer(&m, &out);
     Ok(())
 }

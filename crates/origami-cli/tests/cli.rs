@@ -469,3 +469,77 @@ fn enclave_process_fault_and_restart() {
     child2.kill().unwrap();
     child2.wait().unwrap();
 }
+
+/// `origami serve` on port 0 and `origami infer` with a policy file: the answer for a bundled
+/// image, a clear refusal of the simulated enclave without the opt-in, and a clean exit on
+/// Ctrl-C (SIGINT).
+#[test]
+fn serve_and_infer_with_a_policy() {
+    use std::io::BufRead;
+    let dir = tmpdir("serve");
+    let mut child = bin()
+        .args(["serve", "--listen", "127.0.0.1:0", "--mode", "slalom"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut url, mut code, mut model) = (String::new(), String::new(), String::new());
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(u) = line.strip_prefix("listening on ") {
+            url = u.to_string();
+        }
+        if let Some(p) = line.strip_prefix("policy for clients: ") {
+            let mut parts = p.split(", ");
+            code = parts.next().unwrap().to_string();
+            model = parts.next().unwrap().to_string();
+            break;
+        }
+    }
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    let policy = dir.join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!("allow_simulated = true\nplacements = [\"slalom\"]\n[[measurements]]\n{code}\n{model}\n"),
+    )
+    .unwrap();
+    let img = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/6_coat.png");
+    let args = |p: &Path| {
+        vec![
+            "infer".to_string(),
+            "--server".into(),
+            url.clone(),
+            "--image".into(),
+            img.display().to_string(),
+            "--policy".into(),
+            p.display().to_string(),
+        ]
+    };
+    let a = args(&policy);
+    let out = run_ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(out.contains("placement slalom"), "{out}");
+    assert!(out.contains("1. class    4 Coat"), "{out}");
+    let strict = dir.join("strict.toml");
+    std::fs::write(
+        &strict,
+        format!("placements = [\"slalom\"]\n[[measurements]]\n{code}\n{model}\n"),
+    )
+    .unwrap();
+    let a = args(&strict);
+    let e = run_err(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        e.contains("SIMULATED") && e.contains("refused by policy"),
+        "{e}"
+    );
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "allow_simulated = true\nallow_everything = true\n").unwrap();
+    let a = args(&bad);
+    let e = run_err(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(e.contains("allow_everything"), "{e}");
+    // SIGINT: graceful shutdown, exit status 0.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(rest.iter().any(|l| l.contains("shutting down")), "{rest:?}");
+}

@@ -25,7 +25,7 @@ pub enum ClientError {
     Policy { path: String, msg: String },
     #[error("server {url}: {msg}")]
     Http { url: String, msg: String },
-    #[error("{0}")]
+    #[error(transparent)]
     Proto(#[from] origami_proto::ProtoError),
     #[error("answer: {0}")]
     Answer(String),
