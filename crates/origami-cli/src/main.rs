@@ -211,6 +211,10 @@ enum Cmd {
         pad_low: usize,
         #[arg(long, default_value_t = 32)]
         pad_high: usize,
+        /// Run the enclave inside this process (development): by default it runs as its own
+        /// process (`origami enclave`) that holds every secret, restarted if it dies.
+        #[arg(long)]
+        in_process: bool,
         #[arg(long, default_value_t = 4)]
         calib: usize,
     },
@@ -396,6 +400,7 @@ fn real_main() -> Result<()> {
             max_wait_ms,
             pad_low,
             pad_high,
+            in_process,
             calib,
         } => {
             if max_batch == 0 || pad_high < pad_low || pad_high == 0 {
@@ -410,7 +415,9 @@ fn real_main() -> Result<()> {
                 pad_high,
                 ..Default::default()
             };
-            serve(&listen, &model, &mode, split, verify, cfg, calib)
+            serve(
+                &listen, &model, &mode, split, verify, cfg, in_process, calib,
+            )
         }
         Cmd::Infer {
             server,
@@ -1170,6 +1177,50 @@ fn enclave_process(
     Ok(())
 }
 
+/// The enclave as a child process (`origami enclave`) on a private socket.
+struct EnclaveChild {
+    child: std::process::Child,
+}
+
+impl Drop for EnclaveChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_enclave(
+    dir: &Path,
+    args: &[String],
+) -> Result<(EnclaveChild, std::os::unix::net::UnixStream)> {
+    let sock = dir.join("enclave.sock");
+    let exe = std::env::current_exe().context("locating the origami binary")?;
+    let child = std::process::Command::new(exe)
+        .arg("enclave")
+        .arg("--socket")
+        .arg(&sock)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .context("starting the enclave process")?;
+    let mut child = EnclaveChild { child };
+    let t = Instant::now();
+    loop {
+        if let Ok(s) = std::os::unix::net::UnixStream::connect(&sock) {
+            println!("enclave process: pid {}", child.child.id());
+            return Ok((child, s));
+        }
+        if let Some(status) = child.child.try_wait()? {
+            bail!("the enclave process exited at start ({status})");
+        }
+        if t.elapsed() > std::time::Duration::from_secs(120) {
+            bail!("the enclave process did not start listening within 120 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn serve(
     listen: &str,
     model: &str,
@@ -1177,9 +1228,12 @@ fn serve(
     split: Option<usize>,
     verify: bool,
     cfg: origami_server::ServerConfig,
+    in_process: bool,
     calib: usize,
 ) -> Result<()> {
     use origami_enclave::service::{self_code_id, EnclaveService};
+    use origami_host::handle::EnclaveHandle;
+    use origami_host::remote::RemoteEnclave;
     let m = load_model(model)?;
     let split = match (mode, split) {
         ("origami", None) => Some(default_split(&m)),
@@ -1187,12 +1241,51 @@ fn serve(
     };
     let placement = Placement::parse(mode, split)?;
     let plan = build_plan(&m, calib)?;
-    let core = CoreConfig {
-        placement,
-        verify,
-        threads: 1,
+    let (enclave, restart, child): (
+        Box<dyn EnclaveHandle>,
+        Option<origami_server::Restart>,
+        Option<Arc<std::sync::Mutex<EnclaveChild>>>,
+    ) = if in_process {
+        let core = CoreConfig {
+            placement,
+            verify,
+            threads: 1,
+        };
+        let service = EnclaveService::simulated(plan.clone(), core, self_code_id()?)?;
+        (Box::new(service), None, None)
+    } else {
+        let dir = std::env::temp_dir().join(format!("origami-serve-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+        let mut args = vec![
+            "--model".to_string(),
+            model.to_string(),
+            "--mode".into(),
+            mode.into(),
+            "--calib".into(),
+            calib.to_string(),
+        ];
+        if let Some(k) = split {
+            args.extend(["--split".into(), k.to_string()]);
+        }
+        if verify {
+            args.push("--verify".into());
+        }
+        let (c, stream) = spawn_enclave(&dir, &args)?;
+        let child = Arc::new(std::sync::Mutex::new(c));
+        let holder = child.clone();
+        let restart: origami_server::Restart = Box::new(move || {
+            let (c, stream) = spawn_enclave(&dir, &args).map_err(|e| format!("{e:#}"))?;
+            // Dropping the old child kills it if it still runs.
+            *holder.lock().unwrap_or_else(|p| p.into_inner()) = c;
+            Ok(Box::new(RemoteEnclave::new(stream)) as Box<dyn EnclaveHandle>)
+        });
+        (
+            Box::new(RemoteEnclave::new(stream)),
+            Some(restart),
+            Some(child),
+        )
     };
-    let service = EnclaveService::simulated(plan, core, self_code_id()?)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -1201,14 +1294,26 @@ fn serve(
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("listening on {listen}"))?;
-        let running =
-            origami_server::start(listener, service, origami_server::cpu_accelerator(), cfg)
-                .await?;
+        let running = origami_server::start(
+            listener,
+            enclave,
+            plan,
+            placement,
+            origami_server::cpu_accelerator(),
+            cfg,
+            restart,
+        )
+        .await?;
         let ev = running.evidence.clone();
         println!("listening on http://{}", running.addr);
         println!(
-            "enclave: platform {} | model {} ({}…) | placement {} | host sees: {}",
+            "enclave: platform {} | {} | model {} ({}…) | placement {} | host sees: {}",
             ev.platform.name(),
+            if in_process {
+                "in this process (development)"
+            } else {
+                "own process"
+            },
             m.name,
             &hex(&ev.measurement.model_hash)[..16],
             placement.name(),
@@ -1225,15 +1330,17 @@ fn serve(
                 println!("shutting down: finishing requests in flight");
             })
             .await?;
-        Ok(())
-    })
+        Ok::<(), anyhow::Error>(())
+    })?;
+    drop(child);
+    Ok(())
 }
 
 fn infer_remote(server: &str, image_path: &Path, policy: &Path, model: &str) -> Result<()> {
     let m = load_model(model)?;
     let policy = origami_client::load_policy(policy)?;
     let x = input::load_input(image_path, &m)?;
-    let client = origami_client::Client::connect(server, &policy)?;
+    let mut client = origami_client::Client::connect(server, &policy)?;
     let ev = client.evidence();
     println!(
         "verified evidence: platform {} | placement {}{} | host sees: {}",
@@ -1247,6 +1354,13 @@ fn infer_remote(server: &str, image_path: &Path, policy: &Path, model: &str) -> 
     );
     let t = Instant::now();
     let out = client.infer(&x)?;
+    if client.reattested() > 0 {
+        let ev = client.evidence();
+        println!(
+            "the server's enclave restarted: re-attested (new session key {}…) and retried",
+            &hex(&ev.enclave_key)[..16]
+        );
+    }
     println!(
         "answer decrypted by this client in {:.1} ms (round trip)",
         t.elapsed().as_secs_f64() * 1e3

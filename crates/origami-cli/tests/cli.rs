@@ -470,22 +470,47 @@ fn enclave_process_fault_and_restart() {
     child2.wait().unwrap();
 }
 
-/// `origami serve` on port 0 and `origami infer` with a policy file: the answer for a bundled
-/// image, a clear refusal of the simulated enclave without the opt-in, and a clean exit on
-/// Ctrl-C (SIGINT).
+fn http_get(url: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// `origami serve` on port 0 (the enclave as its own process) and `origami infer` with a
+/// policy file: the answer for a bundled image, a clear refusal of the simulated enclave without
+/// the opt-in; the enclave process killed → restarted with new keys, the client re-attests and
+/// gets its answer; a clean exit on Ctrl-C (SIGINT).
 #[test]
 fn serve_and_infer_with_a_policy() {
     use std::io::BufRead;
     let dir = tmpdir("serve");
     let mut child = bin()
-        .args(["serve", "--listen", "127.0.0.1:0", "--mode", "slalom"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--mode",
+            "slalom",
+            "--pad-low",
+            "1",
+            "--pad-high",
+            "1",
+        ])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
     let (mut url, mut code, mut model) = (String::new(), String::new(), String::new());
+    let mut pid = 0i32;
     for line in lines.by_ref() {
         let line = line.unwrap();
+        if let Some(p) = line.strip_prefix("enclave process: pid ") {
+            pid = p.trim().parse().unwrap();
+        }
         if let Some(u) = line.strip_prefix("listening on ") {
             url = u.to_string();
         }
@@ -531,6 +556,22 @@ fn serve_and_infer_with_a_policy() {
         e.contains("SIMULATED") && e.contains("refused by policy"),
         "{e}"
     );
+    // Kill the enclave process (once the pool is refilled, so the server notices at the next
+    // request): the server restarts it with new keys; the client re-attests and retries.
+    assert!(pid > 0, "no enclave pid printed");
+    for _ in 0..600 {
+        if http_get(&url, "/metrics").contains("origami_pads_ready 1") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let a = args(&policy);
+    let out = run_ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(out.contains("re-attested"), "{out}");
+    assert!(out.contains("1. class    4 Coat"), "{out}");
+    let m = http_get(&url, "/metrics");
+    assert!(m.contains("origami_enclave_restarts_total 1"), "{m}");
     let bad = dir.join("bad.toml");
     std::fs::write(&bad, "allow_simulated = true\nallow_everything = true\n").unwrap();
     let a = args(&bad);

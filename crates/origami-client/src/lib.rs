@@ -47,6 +47,35 @@ pub struct Client {
     agent: ureq::Agent,
     evidence: Evidence,
     binding: [u8; 32],
+    policy: Policy,
+    reattested: usize,
+}
+
+/// Fetches and verifies the evidence.
+fn attest(
+    agent: &ureq::Agent,
+    base: &str,
+    policy: &Policy,
+) -> Result<(Evidence, [u8; 32]), ClientError> {
+    let url = format!("{base}/v1/evidence");
+    let http = |msg: String| ClientError::Http {
+        url: url.clone(),
+        msg,
+    };
+    let mut resp = agent.get(&url).call().map_err(|e| http(e.to_string()))?;
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(1 << 20)
+        .read_to_string()
+        .map_err(|e| http(e.to_string()))?;
+    if resp.status() != 200 {
+        return Err(http(format!("status {}: {body}", resp.status())));
+    }
+    let evidence: Evidence =
+        serde_json::from_str(&body).map_err(|e| http(format!("malformed evidence: {e}")))?;
+    let binding = verify(&evidence, policy)?;
+    Ok((evidence, binding))
 }
 
 impl Client {
@@ -57,45 +86,43 @@ impl Client {
             .http_status_as_error(false)
             .build()
             .into();
-        let url = format!("{base}/v1/evidence");
-        let mut resp = agent.get(&url).call().map_err(|e| ClientError::Http {
-            url: url.clone(),
-            msg: e.to_string(),
-        })?;
-        let body = resp
-            .body_mut()
-            .with_config()
-            .limit(1 << 20)
-            .read_to_string()
-            .map_err(|e| ClientError::Http {
-                url: url.clone(),
-                msg: e.to_string(),
-            })?;
-        if resp.status() != 200 {
-            return Err(ClientError::Http {
-                url,
-                msg: format!("status {}: {body}", resp.status()),
-            });
-        }
-        let evidence: Evidence = serde_json::from_str(&body).map_err(|e| ClientError::Http {
-            url,
-            msg: format!("malformed evidence: {e}"),
-        })?;
-        let binding = verify(&evidence, policy)?;
+        let (evidence, binding) = attest(&agent, &base, policy)?;
         Ok(Self {
             base,
             agent,
             evidence,
             binding,
+            policy: policy.clone(),
+            reattested: 0,
         })
+    }
+
+    /// Times this client re-attested after the server's enclave restarted.
+    pub fn reattested(&self) -> usize {
+        self.reattested
     }
 
     pub fn evidence(&self) -> &Evidence {
         &self.evidence
     }
 
-    /// One private inference: `input` is `[1, C, H, W]`; returns the model's output.
-    pub fn infer(&self, input: &Tensor) -> Result<Tensor, ClientError> {
+    /// One private inference: `input` is `[1, C, H, W]`; returns the model's output. When the
+    /// server's enclave was restarted (new keys), re-attests — the new evidence must pass the
+    /// same policy — and retries once.
+    pub fn infer(&mut self, input: &Tensor) -> Result<Tensor, ClientError> {
+        match self.infer_once(input) {
+            Err(ClientError::Http { msg, .. }) if msg.contains("re-attest") => {
+                let (evidence, binding) = attest(&self.agent, &self.base, &self.policy)?;
+                self.evidence = evidence;
+                self.binding = binding;
+                self.reattested += 1;
+                self.infer_once(input)
+            }
+            r => r,
+        }
+    }
+
+    fn infer_once(&self, input: &Tensor) -> Result<Tensor, ClientError> {
         let bytes = origami_proto::encode(&WireTensor {
             shape: input.shape.iter().map(|&d| d as u32).collect(),
             data: input.data.clone(),

@@ -13,6 +13,7 @@ use origami_field::SealedPad;
 use origami_model::Tensor;
 
 pub mod bench;
+pub mod handle;
 pub mod remote;
 
 /// Host errors, by cause.

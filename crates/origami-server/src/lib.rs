@@ -29,7 +29,8 @@ use axum::Router;
 use tokio::sync::oneshot;
 
 use origami_accel::{Accelerator, CpuAccelerator};
-use origami_enclave::service::EnclaveService;
+use origami_enclave::{EnclaveError, Placement, Plan};
+use origami_host::handle::EnclaveHandle;
 use origami_host::{drive, field_layers, PadStore};
 use origami_proto::evidence::Evidence;
 use origami_proto::session::{SealedAnswer, SealedRequest};
@@ -96,6 +97,7 @@ pub struct Metrics {
     batch_max: AtomicUsize,
     pads_ready: AtomicUsize,
     pads_made: AtomicU64,
+    restarts: AtomicU64,
 }
 
 impl Metrics {
@@ -144,6 +146,10 @@ impl Metrics {
             self.pads_ready.load(Ordering::Relaxed),
             g(&self.pads_made)
         );
+        s += &format!(
+            "# HELP origami_enclave_restarts_total Enclave restarts after a failure.\n# TYPE origami_enclave_restarts_total counter\norigami_enclave_restarts_total {}\n",
+            g(&self.restarts)
+        );
         s
     }
 }
@@ -163,16 +169,26 @@ struct Job {
     reply: oneshot::Sender<Outcome>,
 }
 
+/// Starts a fresh enclave after the current one failed (new keys, new instance).
+pub type Restart = Box<dyn FnMut() -> Result<Box<dyn EnclaveHandle>, String> + Send>;
+
+/// The evidence currently served; replaced when the enclave restarts.
+type SharedEvidence = Arc<std::sync::RwLock<Arc<Evidence>>>;
+
 #[derive(Clone)]
 struct AppState {
-    evidence: Arc<Evidence>,
+    evidence: SharedEvidence,
     jobs: SyncSender<Job>,
     metrics: Arc<Metrics>,
 }
 
 /// The worker: owns the enclave service, the accelerator and the pads.
 struct Worker {
-    service: EnclaveService,
+    enclave: Box<dyn EnclaveHandle>,
+    needs_pads: bool,
+    restart: Option<Restart>,
+    evidence: SharedEvidence,
+    restarts: u64,
     accel: Box<dyn Accelerator>,
     pads: PadStore,
     ready: usize,
@@ -181,11 +197,17 @@ struct Worker {
 }
 
 impl Worker {
-    fn precompute(&mut self, n: usize) -> Result<(), origami_enclave::EnclaveError> {
-        if !self.service.core().needs_pads() || n == 0 {
+    fn precompute(&mut self, n: usize) -> Result<(), EnclaveError> {
+        if !self.needs_pads || n == 0 {
             return Ok(());
         }
-        let sealed = self.service.core_mut().precompute(n)?;
+        let sealed = match self.enclave.precompute(n) {
+            Ok(p) => p,
+            Err(e) => {
+                self.on_error(&e);
+                return Err(e);
+            }
+        };
         self.pads.insert_all(sealed);
         self.ready += n;
         self.metrics
@@ -195,8 +217,35 @@ impl Worker {
         Ok(())
     }
 
+    /// After a failure of the enclave itself: start a new one (new keys and instance), serve
+    /// its evidence, and discard every pad of the old one.
+    fn on_error(&mut self, e: &EnclaveError) {
+        if !matches!(e, EnclaveError::Unavailable(_)) {
+            return;
+        }
+        let Some(restart) = self.restart.as_mut() else {
+            return;
+        };
+        match restart().and_then(|mut h| h.evidence().map(|ev| (h, ev)).map_err(|e| e.to_string()))
+        {
+            Ok((h, ev)) => {
+                self.enclave = h;
+                *self.evidence.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ev);
+                self.pads = PadStore::default();
+                self.ready = 0;
+                self.restarts += 1;
+                self.metrics.restarts.fetch_add(1, Ordering::Relaxed);
+                self.metrics.pads_ready.store(0, Ordering::Relaxed);
+                eprintln!("origami serve: the enclave failed ({e}); restarted it with new keys (restart {})", self.restarts);
+            }
+            Err(re) => eprintln!(
+                "origami serve: the enclave failed ({e}) and could not be restarted: {re}"
+            ),
+        }
+    }
+
     fn run_one(&mut self, job: Job) {
-        let needs = self.service.core().needs_pads();
+        let needs = self.needs_pads;
         if needs && self.ready == 0 {
             // Wait for a pad, within the bound.
             if job.arrived.elapsed() >= self.cfg.pad_wait {
@@ -214,24 +263,27 @@ impl Worker {
             }
         }
         let r = (|| {
-            let first = self
-                .service
-                .begin(&job.req)
-                .map_err(|e| (true, e.to_string()))?;
+            let first = self.enclave.begin(&job.req).map_err(|e| {
+                let client_fault = !matches!(e, EnclaveError::Unavailable(_));
+                (client_fault, e)
+            })?;
             if needs {
                 // `begin` took a pad.
-                self.ready -= 1;
+                self.ready = self.ready.saturating_sub(1);
                 self.metrics.pads_ready.store(self.ready, Ordering::Relaxed);
             }
-            let service = &mut self.service;
+            let enclave = &mut self.enclave;
             drive(
                 self.accel.as_mut(),
                 &mut self.pads,
                 first,
-                |r| service.resume(r),
+                |r| enclave.resume(r),
                 &mut Default::default(),
             )
-            .map_err(|e| (false, e.to_string()))
+            .map_err(|e| match e {
+                origami_host::HostError::Enclave(e) => (false, e),
+                other => (false, EnclaveError::Unavailable(other.to_string())),
+            })
         })();
         let outcome = match r {
             Ok(a) => {
@@ -240,13 +292,22 @@ impl Worker {
                 Outcome::Answer(a)
             }
             Err((client_fault, e)) => {
-                self.service.abort();
+                self.enclave.abort();
                 if client_fault {
                     self.metrics.bad_request.fetch_add(1, Ordering::Relaxed);
-                    Outcome::Rejected(e)
+                    Outcome::Rejected(e.to_string())
                 } else {
                     self.metrics.failed.fetch_add(1, Ordering::Relaxed);
-                    Outcome::Unavailable(e)
+                    let restart =
+                        matches!(e, EnclaveError::Unavailable(_)) && self.restart.is_some();
+                    self.on_error(&e);
+                    if restart {
+                        Outcome::Unavailable(format!(
+                            "{e}; the enclave was restarted with new keys: fetch /v1/evidence again (re-attest) and retry"
+                        ))
+                    } else {
+                        Outcome::Unavailable(e.to_string())
+                    }
                 }
             }
         };
@@ -271,7 +332,7 @@ impl Worker {
                 if self.ready >= self.cfg.pad_high {
                     refilling = false;
                 }
-                if refilling && self.service.core().needs_pads() {
+                if refilling && self.needs_pads {
                     if let Err(e) = self.precompute(1) {
                         eprintln!("origami serve: precompute failed: {e}");
                         std::thread::sleep(Duration::from_millis(100));
@@ -342,24 +403,36 @@ impl Running {
     }
 }
 
-/// Starts serving on `listener` (bind port 0 for a free port) with `service` and `accel`
-/// (prepared here). Pads are precomputed to the low watermark before the first request.
+/// Starts serving on `listener` (bind port 0 for a free port) with `enclave` (in-process or a
+/// process behind a socket, built for `plan` and `placement`) and `accel` (prepared here with
+/// the public plan). With `restart`, a failed enclave is replaced by a fresh one. Pads are
+/// precomputed to the low watermark before the first request.
 pub async fn start(
     listener: tokio::net::TcpListener,
-    service: EnclaveService,
+    mut enclave: Box<dyn EnclaveHandle>,
+    plan: Arc<Plan>,
+    placement: Placement,
     mut accel: Box<dyn Accelerator>,
     cfg: ServerConfig,
+    restart: Option<Restart>,
 ) -> Result<Running, ServerError> {
-    let plan = service.core().plan().clone();
-    accel.prepare(
-        plan.model.clone(),
-        &field_layers(&plan, service.core().head_end()),
-    )?;
+    let head_end = placement.head_end(&plan)?;
+    accel.prepare(plan.model.clone(), &field_layers(&plan, head_end))?;
     let metrics = Arc::new(Metrics::default());
-    let evidence = Arc::new(service.evidence().clone());
+    let evidence = Arc::new(enclave.evidence()?);
+    if evidence.measurement.model_hash != plan.model.hash() {
+        return Err(ServerError::Enclave(EnclaveError::Plan(
+            "the enclave serves another model than the host's plan".into(),
+        )));
+    }
+    let shared: SharedEvidence = Arc::new(std::sync::RwLock::new(evidence.clone()));
     let (tx, rx) = mpsc::sync_channel::<Job>(cfg.queue);
     let mut worker = Worker {
-        service,
+        enclave,
+        needs_pads: matches!(placement, Placement::Slalom | Placement::Origami { .. }),
+        restart,
+        evidence: shared.clone(),
+        restarts: 0,
         accel,
         pads: PadStore::default(),
         ready: 0,
@@ -371,7 +444,7 @@ pub async fn start(
         .name("origami-enclave-worker".into())
         .spawn(move || worker.run(rx))?;
     let state = AppState {
-        evidence: evidence.clone(),
+        evidence: shared,
         jobs: tx,
         metrics: metrics.clone(),
     };
@@ -407,7 +480,8 @@ pub fn cpu_accelerator() -> Box<dyn Accelerator> {
 }
 
 async fn get_evidence(State(s): State<AppState>) -> Response {
-    match serde_json::to_string_pretty(&*s.evidence) {
+    let ev = s.evidence.read().unwrap_or_else(|p| p.into_inner()).clone();
+    match serde_json::to_string_pretty(&*ev) {
         Ok(j) => ([(header::CONTENT_TYPE, "application/json")], j).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }

@@ -51,9 +51,12 @@ async fn serve_attest_infer_under_load() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let server = start(
         listener,
-        service,
+        Box::new(service),
+        plan.clone(),
+        placement,
         cpu_accelerator(),
         ServerConfig::default(),
+        None,
     )
     .await
     .unwrap();
@@ -69,7 +72,7 @@ async fn serve_attest_infer_under_load() {
             .unwrap()
             .to_string();
         assert!(e.contains("SIMULATED"), "{e}");
-        let client = Client::connect(&base, &policy(&plan)).unwrap();
+        let mut client = Client::connect(&base, &policy(&plan)).unwrap();
         assert!(client.evidence().host_sees.contains("not the answer"));
         let head_end = placement.head_end(&plan).unwrap();
         let x = zoo::seeded_input(&plan.model, 1);
@@ -117,7 +120,7 @@ async fn serve_attest_infer_under_load() {
                 let plan = plan.clone();
                 let base = base.clone();
                 std::thread::spawn(move || {
-                    let client = Client::connect(&base, &policy(&plan)).unwrap();
+                    let mut client = Client::connect(&base, &policy(&plan)).unwrap();
                     for i in 0..20u64 {
                         let x = zoo::seeded_input(&plan.model, 1000 + c * 100 + i);
                         let got = client.infer(&x).unwrap();

@@ -1,0 +1,64 @@
+//! One interface to the enclave wherever it runs: in-process (`EnclaveService`) or as its own
+//! process behind a socket (`RemoteEnclave`). The server drives either the same way.
+
+use std::io::{Read, Write};
+
+use origami_enclave::service::EnclaveService;
+use origami_enclave::{EnclaveError, Reply, Step};
+use origami_field::SealedPad;
+use origami_proto::evidence::Evidence;
+use origami_proto::session::{SealedAnswer, SealedRequest};
+
+use crate::remote::RemoteEnclave;
+
+pub trait EnclaveHandle: Send {
+    fn evidence(&mut self) -> Result<Evidence, EnclaveError>;
+    fn precompute(&mut self, count: usize) -> Result<Vec<SealedPad>, EnclaveError>;
+    fn begin(&mut self, req: &SealedRequest) -> Result<Step<SealedAnswer>, EnclaveError>;
+    fn resume(&mut self, reply: Reply) -> Result<Step<SealedAnswer>, EnclaveError>;
+    /// Abandons the request in flight, if any.
+    fn abort(&mut self);
+}
+
+impl EnclaveHandle for EnclaveService {
+    fn evidence(&mut self) -> Result<Evidence, EnclaveError> {
+        Ok(EnclaveService::evidence(self).clone())
+    }
+    fn precompute(&mut self, count: usize) -> Result<Vec<SealedPad>, EnclaveError> {
+        self.core_mut().precompute(count)
+    }
+    fn begin(&mut self, req: &SealedRequest) -> Result<Step<SealedAnswer>, EnclaveError> {
+        EnclaveService::begin(self, req)
+    }
+    fn resume(&mut self, reply: Reply) -> Result<Step<SealedAnswer>, EnclaveError> {
+        EnclaveService::resume(self, reply)
+    }
+    fn abort(&mut self) {
+        EnclaveService::abort(self)
+    }
+}
+
+impl<S: Read + Write + Send> EnclaveHandle for RemoteEnclave<S> {
+    fn evidence(&mut self) -> Result<Evidence, EnclaveError> {
+        RemoteEnclave::evidence(self)
+    }
+    fn precompute(&mut self, count: usize) -> Result<Vec<SealedPad>, EnclaveError> {
+        let mut out = Vec::with_capacity(count);
+        let mut left = count;
+        while left > 0 {
+            let n = left.min(origami_proto::wire::MAX_PRECOMPUTE as usize);
+            out.extend(RemoteEnclave::precompute(self, n as u32)?);
+            left -= n;
+        }
+        Ok(out)
+    }
+    fn begin(&mut self, req: &SealedRequest) -> Result<Step<SealedAnswer>, EnclaveError> {
+        RemoteEnclave::begin(self, req)
+    }
+    fn resume(&mut self, reply: Reply) -> Result<Step<SealedAnswer>, EnclaveError> {
+        RemoteEnclave::resume(self, reply)
+    }
+    fn abort(&mut self) {
+        let _ = RemoteEnclave::abort(self);
+    }
+}
