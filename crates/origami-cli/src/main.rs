@@ -1241,10 +1241,11 @@ fn serve(
     };
     let placement = Placement::parse(mode, split)?;
     let plan = build_plan(&m, calib)?;
+    type Child = Option<Arc<std::sync::Mutex<EnclaveChild>>>;
     let (enclave, restart, child): (
         Box<dyn EnclaveHandle>,
         Option<origami_server::Restart>,
-        Option<Arc<std::sync::Mutex<EnclaveChild>>>,
+        Child,
     ) = if in_process {
         let core = CoreConfig {
             placement,
