@@ -233,6 +233,22 @@ enum Cmd {
         #[arg(long, default_value = "fashion")]
         model: String,
     },
+    /// Load generator for a server: N concurrent clients (each attested under the policy) send
+    /// seeded inputs; prints requests per second and latency percentiles.
+    Loadtest {
+        #[arg(long)]
+        server: String,
+        #[arg(long)]
+        policy: PathBuf,
+        #[arg(long, default_value = "fashion")]
+        model: String,
+        /// Concurrent clients (comma-separated list: one run each).
+        #[arg(long, default_value = "1,8,32")]
+        clients: String,
+        /// Requests per client.
+        #[arg(long, default_value_t = 20)]
+        requests: usize,
+    },
     /// Print the quantization plan of a model.
     Plan {
         #[arg(long, default_value = "fashion")]
@@ -425,6 +441,13 @@ fn real_main() -> Result<()> {
             policy,
             model,
         } => infer_remote(&server, &image, &policy, &model),
+        Cmd::Loadtest {
+            server,
+            policy,
+            model,
+            clients,
+            requests,
+        } => loadtest(&server, &policy, &model, &clients, requests),
         Cmd::Plan { model, calib } => {
             let m = load_model(&model)?;
             let plan = build_plan(&m, calib)?;
@@ -1367,5 +1390,68 @@ fn infer_remote(server: &str, image_path: &Path, policy: &Path, model: &str) -> 
         t.elapsed().as_secs_f64() * 1e3
     );
     print_answer(&m, &out);
+    Ok(())
+}
+
+fn loadtest(
+    server: &str,
+    policy: &Path,
+    model: &str,
+    clients: &str,
+    requests: usize,
+) -> Result<()> {
+    let m = Arc::new(load_model(model)?);
+    let policy = origami_client::load_policy(policy)?;
+    let counts: Vec<usize> = clients
+        .split(',')
+        .map(|c| {
+            c.trim()
+                .parse::<usize>()
+                .with_context(|| format!("--clients: bad count '{c}'"))
+        })
+        .collect::<Result<_>>()?;
+    if counts.contains(&0) || requests == 0 {
+        bail!("--clients and --requests must be at least 1");
+    }
+    println!("clients  requests  seconds  req/s    p50 ms   p99 ms   max ms");
+    for &n in &counts {
+        let t = Instant::now();
+        let handles: Vec<_> = (0..n)
+            .map(|c| {
+                let m = m.clone();
+                let policy = policy.clone();
+                let server = server.to_string();
+                std::thread::spawn(move || -> Result<Vec<f64>> {
+                    let mut client = origami_client::Client::connect(&server, &policy)?;
+                    let mut lat = Vec::with_capacity(requests);
+                    for i in 0..requests {
+                        let x = zoo::seeded_input(&m, (c * 1_000_000 + i) as u64);
+                        let t = Instant::now();
+                        client.infer(&x)?;
+                        lat.push(t.elapsed().as_secs_f64() * 1e3);
+                    }
+                    Ok(lat)
+                })
+            })
+            .collect();
+        let mut lat = Vec::new();
+        for h in handles {
+            lat.extend(
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("a client thread panicked"))??,
+            );
+        }
+        let secs = t.elapsed().as_secs_f64();
+        lat.sort_by(f64::total_cmp);
+        let q = |p: f64| lat[((lat.len() - 1) as f64 * p).round() as usize];
+        println!(
+            "{n:>7}  {:>8}  {secs:>7.2}  {:>6.1}  {:>7.1}  {:>7.1}  {:>7.1}",
+            lat.len(),
+            lat.len() as f64 / secs,
+            q(0.5),
+            q(0.99),
+            lat[lat.len() - 1]
+        );
+    }
     Ok(())
 }

@@ -28,8 +28,12 @@ pub enum ProtoError {
     Evidence(String),
 }
 
-/// Decodes a postcard message that must use every byte of `bytes`.
-pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ProtoError> {
+/// Decodes a postcard message that must use every byte of `bytes` and be in canonical form
+/// (postcard also accepts overlong varints; here a message has exactly one accepted encoding —
+/// found by the `wire` fuzz target).
+pub fn decode<T: serde::de::DeserializeOwned + serde::Serialize>(
+    bytes: &[u8],
+) -> Result<T, ProtoError> {
     let (v, rest) =
         postcard::take_from_bytes(bytes).map_err(|e| ProtoError::Malformed(e.to_string()))?;
     if !rest.is_empty() {
@@ -38,7 +42,24 @@ pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ProtoEr
             rest.len()
         )));
     }
+    if encode(&v) != bytes {
+        return Err(ProtoError::Malformed("non-canonical encoding".into()));
+    }
     Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    /// Overlong varints decode in postcard; they are rejected here.
+    #[test]
+    fn non_canonical_encodings_are_rejected() {
+        let m = crate::wire::ToEnclave::Precompute { count: 124 };
+        let b = crate::encode(&m);
+        assert_eq!(b, [1, 124]);
+        assert_eq!(crate::decode::<crate::wire::ToEnclave>(&b).unwrap(), m);
+        let e = crate::decode::<crate::wire::ToEnclave>(&[1, 0xfc, 0x00]).unwrap_err();
+        assert!(e.to_string().contains("non-canonical"), "{e}");
+    }
 }
 
 pub fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
