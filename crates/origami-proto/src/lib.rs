@@ -48,6 +48,10 @@ pub fn decode<T: serde::de::DeserializeOwned + serde::Serialize>(
     Ok(v)
 }
 
+pub fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    postcard::to_allocvec(v).expect("serializing to memory does not fail")
+}
+
 #[cfg(test)]
 mod tests {
     /// Overlong varints decode in postcard; they are rejected here.
@@ -60,8 +64,4 @@ mod tests {
         let e = crate::decode::<crate::wire::ToEnclave>(&[1, 0xfc, 0x00]).unwrap_err();
         assert!(e.to_string().contains("non-canonical"), "{e}");
     }
-}
-
-pub fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
-    postcard::to_allocvec(v).expect("serializing to memory does not fail")
 }
