@@ -211,6 +211,9 @@ enum Cmd {
         pad_low: usize,
         #[arg(long, default_value_t = 32)]
         pad_high: usize,
+        /// Longest a request waits (from arrival) for a pad before failing (ms).
+        #[arg(long, default_value_t = 30_000)]
+        pad_wait_ms: u64,
         /// Run the enclave inside this process (development): by default it runs as its own
         /// process (`origami enclave`) that holds every secret, restarted if it dies.
         #[arg(long)]
@@ -416,6 +419,7 @@ fn real_main() -> Result<()> {
             max_wait_ms,
             pad_low,
             pad_high,
+            pad_wait_ms,
             in_process,
             calib,
         } => {
@@ -429,6 +433,7 @@ fn real_main() -> Result<()> {
                 max_wait: std::time::Duration::from_millis(max_wait_ms),
                 pad_low,
                 pad_high,
+                pad_wait: std::time::Duration::from_millis(pad_wait_ms),
                 ..Default::default()
             };
             serve(
@@ -1212,11 +1217,15 @@ impl Drop for EnclaveChild {
     }
 }
 
+/// Starts `origami enclave` on a fresh socket in `dir` (a new name per start, so a client can
+/// never reach an older instance by its path) and connects to it.
 fn spawn_enclave(
     dir: &Path,
     args: &[String],
 ) -> Result<(EnclaveChild, std::os::unix::net::UnixStream)> {
-    let sock = dir.join("enclave.sock");
+    static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let sock = dir.join(format!("enclave-{n}.sock"));
     let exe = std::env::current_exe().context("locating the origami binary")?;
     let child = std::process::Command::new(exe)
         .arg("enclave")
@@ -1299,9 +1308,12 @@ fn serve(
         let child = Arc::new(std::sync::Mutex::new(c));
         let holder = child.clone();
         let restart: origami_server::Restart = Box::new(move || {
+            let mut old = holder.lock().unwrap_or_else(|p| p.into_inner());
+            // Stop the old instance first (it may still run after a protocol failure).
+            let _ = old.child.kill();
+            let _ = old.child.wait();
             let (c, stream) = spawn_enclave(&dir, &args).map_err(|e| format!("{e:#}"))?;
-            // Dropping the old child kills it if it still runs.
-            *holder.lock().unwrap_or_else(|p| p.into_inner()) = c;
+            *old = c;
             Ok(Box::new(RemoteEnclave::new(stream)) as Box<dyn EnclaveHandle>)
         });
         (

@@ -43,12 +43,10 @@ impl<S: Read + Write + Send> EnclaveHandle for RemoteEnclave<S> {
         RemoteEnclave::evidence(self)
     }
     fn precompute(&mut self, count: usize) -> Result<Vec<SealedPad>, EnclaveError> {
+        // One pad per message: a VGG-16 pad is tens of MiB, and frames are bounded.
         let mut out = Vec::with_capacity(count);
-        let mut left = count;
-        while left > 0 {
-            let n = left.min(origami_proto::wire::MAX_PRECOMPUTE as usize);
-            out.extend(RemoteEnclave::precompute(self, n as u32)?);
-            left -= n;
+        for _ in 0..count {
+            out.extend(RemoteEnclave::precompute(self, 1)?);
         }
         Ok(out)
     }

@@ -47,7 +47,8 @@ pub struct ServerConfig {
     /// Pad pool watermarks (pads, each covering every blinded layer of one request).
     pub pad_low: usize,
     pub pad_high: usize,
-    /// How long a request may wait for a pad before failing.
+    /// How long a request may wait (from its arrival) before a pad is ready for it; past that
+    /// it fails with a clear error instead of waiting longer.
     pub pad_wait: Duration,
     /// Largest accepted request body.
     pub max_body: usize,
@@ -61,7 +62,7 @@ impl Default for ServerConfig {
             queue: 256,
             pad_low: 8,
             pad_high: 32,
-            pad_wait: Duration::from_secs(5),
+            pad_wait: Duration::from_secs(30),
             max_body: 64 << 20,
         }
     }
@@ -69,11 +70,11 @@ impl Default for ServerConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("enclave: {0}")]
+    #[error(transparent)]
     Enclave(#[from] origami_enclave::EnclaveError),
-    #[error("accelerator: {0}")]
+    #[error(transparent)]
     Accel(#[from] origami_accel::AccelError),
-    #[error("i/o: {0}")]
+    #[error(transparent)]
     Io(#[from] std::io::Error),
 }
 
