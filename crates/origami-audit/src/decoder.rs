@@ -263,15 +263,24 @@ impl Decoder {
 
     /// Reconstructs one image from observed features.
     pub fn invert(&self, observed: &[f32]) -> Result<Vec<f32>, AuditError> {
-        let f = self.net.input_shapes()[0];
-        if observed.len() != f.iter().product::<usize>() {
-            return Err(AuditError::Attack(format!(
-                "decoder expects {} features, got {}",
-                f.iter().product::<usize>(),
-                observed.len()
-            )));
-        }
-        let t = self.net.forward(&[&self.scaler.apply(observed)]);
-        Ok(t.output().iter().map(|v| v.clamp(0.0, 1.0)).collect())
+        reconstruct(&self.net, &self.scaler, observed)
     }
+}
+
+/// Runs a trained inverse network on observed features (scaled as in training); pixels clamped
+/// to [0, 1].
+pub(crate) fn reconstruct(
+    net: &Net,
+    scaler: &Scaler,
+    observed: &[f32],
+) -> Result<Vec<f32>, AuditError> {
+    let want = net.input_shapes()[0].iter().product::<usize>();
+    if observed.len() != want {
+        return Err(AuditError::Attack(format!(
+            "the attack expects {want} features, got {}",
+            observed.len()
+        )));
+    }
+    let t = net.forward(&[&scaler.apply(observed)]);
+    Ok(t.output().iter().map(|v| v.clamp(0.0, 1.0)).collect())
 }

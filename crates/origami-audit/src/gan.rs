@@ -226,15 +226,6 @@ impl Gan {
 
     /// Reconstructs one image from observed features.
     pub fn invert(&self, observed: &[f32]) -> Result<Vec<f32>, AuditError> {
-        let f = self.gen.input_shapes()[0];
-        if observed.len() != f.iter().product::<usize>() {
-            return Err(AuditError::Attack(format!(
-                "generator expects {} features, got {}",
-                f.iter().product::<usize>(),
-                observed.len()
-            )));
-        }
-        let t = self.gen.forward(&[&self.scaler.apply(observed)]);
-        Ok(t.output().iter().map(|v| v.clamp(0.0, 1.0)).collect())
+        crate::decoder::reconstruct(&self.gen, &self.scaler, observed)
     }
 }

@@ -1143,6 +1143,23 @@ fn audit(model: &str, data: &str, out: &Path, cfg: &AuditConfig, calib: usize) -
     Ok(())
 }
 
+/// The model, placement (origami's split defaults as in `demo`) and plan an enclave serves.
+fn served(
+    model: &str,
+    mode: &str,
+    split: Option<usize>,
+    calib: usize,
+) -> Result<(Model, Placement, Arc<Plan>)> {
+    let m = load_model(model)?;
+    let split = match (mode, split) {
+        ("origami", None) => Some(default_split(&m)),
+        _ => split,
+    };
+    let placement = Placement::parse(mode, split)?;
+    let plan = build_plan(&m, calib)?;
+    Ok((m, placement, plan))
+}
+
 fn enclave_process(
     socket: &Path,
     model: &str,
@@ -1154,13 +1171,7 @@ fn enclave_process(
     use origami_enclave::service::{self_code_id, EnclaveService};
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
     use std::os::unix::net::UnixListener;
-    let m = load_model(model)?;
-    let split = match (mode, split) {
-        ("origami", None) => Some(default_split(&m)),
-        _ => split,
-    };
-    let placement = Placement::parse(mode, split)?;
-    let plan = build_plan(&m, calib)?;
+    let (m, placement, plan) = served(model, mode, split, calib)?;
     let cfg = CoreConfig {
         placement,
         verify,
@@ -1266,13 +1277,7 @@ fn serve(
     use origami_enclave::service::{self_code_id, EnclaveService};
     use origami_host::handle::EnclaveHandle;
     use origami_host::remote::RemoteEnclave;
-    let m = load_model(model)?;
-    let split = match (mode, split) {
-        ("origami", None) => Some(default_split(&m)),
-        _ => split,
-    };
-    let placement = Placement::parse(mode, split)?;
-    let plan = build_plan(&m, calib)?;
+    let (m, placement, plan) = served(model, mode, split, calib)?;
     type Child = Option<Arc<std::sync::Mutex<EnclaveChild>>>;
     let (enclave, restart, child): (
         Box<dyn EnclaveHandle>,
