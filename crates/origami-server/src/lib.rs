@@ -86,6 +86,7 @@ const BUCKETS: [f64; 12] = [
 /// Counters shared by the handlers and the worker.
 #[derive(Default)]
 pub struct Metrics {
+    received: AtomicU64,
     ok: AtomicU64,
     bad_request: AtomicU64,
     unavailable: AtomicU64,
@@ -102,6 +103,11 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Requests received so far (answered or not).
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
     fn observe(&self, secs: f64) {
         for (b, c) in BUCKETS.iter().zip(&self.latency_buckets) {
             if secs <= *b {
@@ -117,6 +123,10 @@ impl Metrics {
     pub fn render(&self) -> String {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let mut s = String::new();
+        s += &format!(
+            "# HELP origami_requests_received_total Inference requests received (answered or not yet).\n# TYPE origami_requests_received_total counter\norigami_requests_received_total {}\n",
+            g(&self.received)
+        );
         s += "# HELP origami_requests_total Inference requests by outcome.\n# TYPE origami_requests_total counter\n";
         for (k, v) in [
             ("ok", g(&self.ok)),
@@ -497,6 +507,7 @@ async fn get_metrics(State(s): State<AppState>) -> Response {
 }
 
 async fn post_infer(State(s): State<AppState>, body: Bytes) -> Response {
+    s.metrics.received.fetch_add(1, Ordering::Relaxed);
     let req: SealedRequest = match origami_proto::decode(&body) {
         Ok(r) => r,
         Err(e) => {

@@ -150,3 +150,52 @@ async fn serve_attest_infer_under_load() {
     .unwrap();
     server.shutdown().await.unwrap();
 }
+
+/// Shutdown finishes what was received: a request waiting in the worker's batch window when
+/// shutdown starts is still answered, and the server then stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_answers_requests_in_flight() {
+    let plan = plan();
+    let placement = Placement::Slalom;
+    let cfg = CoreConfig {
+        placement,
+        verify: false,
+        threads: 1,
+    };
+    let service = EnclaveService::simulated(plan.clone(), cfg, self_code_id().unwrap()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    // A long batch window keeps the first request inside the server while it shuts down.
+    let server_cfg = ServerConfig {
+        max_wait: std::time::Duration::from_millis(800),
+        ..ServerConfig::default()
+    };
+    let server = start(
+        listener,
+        Box::new(service),
+        plan.clone(),
+        placement,
+        cpu_accelerator(),
+        server_cfg,
+        None,
+    )
+    .await
+    .unwrap();
+    let base = format!("http://{}", server.addr);
+    let p = plan.clone();
+    let client = tokio::task::spawn_blocking(move || {
+        let mut c = Client::connect(&base, &policy(&p)).unwrap();
+        let x = zoo::seeded_input(&p.model, 7);
+        c.infer(&x).map(|y| (x, y))
+    });
+    let metrics = server.metrics.clone();
+    while metrics.received() == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    server.shutdown().await.unwrap();
+    let (x, y) = client
+        .await
+        .unwrap()
+        .expect("the request in flight is answered");
+    let want = reference(&plan, &x, placement.head_end(&plan).unwrap(), 1).unwrap();
+    assert!(same(&y, &want));
+}
