@@ -1278,6 +1278,7 @@ fn serve(
     use origami_host::handle::EnclaveHandle;
     use origami_host::remote::RemoteEnclave;
     let (m, placement, plan) = served(model, mode, split, calib)?;
+    let sock_dir = std::env::temp_dir().join(format!("origami-serve-{}", std::process::id()));
     type Child = Option<Arc<std::sync::Mutex<EnclaveChild>>>;
     let (enclave, restart, child): (
         Box<dyn EnclaveHandle>,
@@ -1292,7 +1293,7 @@ fn serve(
         let service = EnclaveService::simulated(plan.clone(), core, self_code_id()?)?;
         (Box::new(service), None, None)
     } else {
-        let dir = std::env::temp_dir().join(format!("origami-serve-{}", std::process::id()));
+        let dir = sock_dir.clone();
         std::fs::create_dir_all(&dir)?;
         std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
         let mut args = vec![
@@ -1374,6 +1375,9 @@ fn serve(
         Ok::<(), anyhow::Error>(())
     })?;
     drop(child);
+    if !in_process {
+        let _ = std::fs::remove_dir_all(&sock_dir);
+    }
     Ok(())
 }
 

@@ -275,7 +275,15 @@ impl Worker {
         }
         let r = (|| {
             let first = self.enclave.begin(&job.req).map_err(|e| {
-                let client_fault = !matches!(e, EnclaveError::Unavailable(_));
+                // The pool count is the host's estimate; the enclave's word wins. (A remote
+                // enclave reports the kind in its message.)
+                let exhausted = matches!(e, EnclaveError::PadsExhausted(_))
+                    || e.to_string().contains("pads exhausted");
+                if exhausted {
+                    self.ready = 0;
+                    self.metrics.pads_ready.store(0, Ordering::Relaxed);
+                }
+                let client_fault = !exhausted && !matches!(e, EnclaveError::Unavailable(_));
                 (client_fault, e)
             })?;
             if needs {
