@@ -191,6 +191,34 @@ fn lift(n: &mut Net, x: Value, img: Shape) -> Result<Value, AuditError> {
     Ok(v)
 }
 
+/// The checked shape of a learned attack's training set.
+pub(crate) struct TrainingPairs {
+    pub n: usize,
+    pub image_len: usize,
+}
+
+impl TrainingPairs {
+    /// Checks `N` feature vectors of shape `f` against `N` images of shape `img` and the
+    /// budget; returns the counts, the fitted feature scaler and the scaled features.
+    pub fn new(
+        feats: &[f32],
+        f: Shape,
+        images: &[f32],
+        img: Shape,
+        cfg: &TrainBudget,
+        attack: &str,
+    ) -> Result<(Self, Scaler, Vec<Vec<f32>>), AuditError> {
+        let (fl, il) = (f.iter().product::<usize>(), img.iter().product::<usize>());
+        let n = images.len() / il;
+        if n == 0 || feats.len() != n * fl || cfg.batch == 0 || cfg.epochs == 0 {
+            return Err(AuditError::Attack(format!("{attack}: no training data")));
+        }
+        let scaler = Scaler::fit(f, feats);
+        let xs = feats.chunks(fl).map(|r| scaler.apply(r)).collect();
+        Ok((Self { n, image_len: il }, scaler, xs))
+    }
+}
+
 /// A trained decoder.
 pub struct Decoder {
     net: Net,
@@ -219,13 +247,8 @@ impl Decoder {
         cfg: &TrainBudget,
         mut progress: impl FnMut(usize, usize, f32),
     ) -> Result<Self, AuditError> {
-        let (fl, il) = (f.iter().product::<usize>(), img.iter().product::<usize>());
-        let n = images.len() / il;
-        if n == 0 || feats.len() != n * fl || cfg.batch == 0 || cfg.epochs == 0 {
-            return Err(AuditError::Attack("decoder: no training data".into()));
-        }
-        let scaler = Scaler::fit(f, feats);
-        let xs: Vec<Vec<f32>> = feats.chunks(fl).map(|r| scaler.apply(r)).collect();
+        let (pairs, scaler, xs) = TrainingPairs::new(feats, f, images, img, cfg, "decoder")?;
+        let (n, il) = (pairs.n, pairs.image_len);
         let mut net = Self::build(f, img, cfg.seed)?;
         let mut opt = Adam::new(net.params.len(), cfg.lr, 0.9);
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5eed);

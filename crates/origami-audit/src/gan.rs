@@ -12,7 +12,7 @@
 use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
 
-use crate::decoder::{ups, vector_grid, width, Scaler, TrainBudget};
+use crate::decoder::{ups, vector_grid, width, Scaler, TrainBudget, TrainingPairs};
 use crate::nn::{par_grads, shuffled, Adam, Net, Shape, Value};
 use crate::AuditError;
 
@@ -143,13 +143,8 @@ impl Gan {
         cfg: &TrainBudget,
         mut progress: impl FnMut(usize, usize, GanLosses),
     ) -> Result<Self, AuditError> {
-        let (fl, il) = (f.iter().product::<usize>(), img.iter().product::<usize>());
-        let n = images.len() / il;
-        if n == 0 || feats.len() != n * fl || cfg.batch == 0 || cfg.epochs == 0 {
-            return Err(AuditError::Attack("cGAN: no training data".into()));
-        }
-        let scaler = Scaler::fit(f, feats);
-        let xs: Vec<Vec<f32>> = feats.chunks(fl).map(|r| scaler.apply(r)).collect();
+        let (pairs, scaler, xs) = TrainingPairs::new(feats, f, images, img, cfg, "cGAN")?;
+        let (n, il) = (pairs.n, pairs.image_len);
         let mut gen = generator(f, img, cfg.seed)?;
         let mut disc = discriminator(f, img, cfg.seed ^ 0xd15c)?;
         let (ng, nd) = (gen.params.len(), disc.params.len());
