@@ -38,28 +38,37 @@ fn same(a: &Tensor, b: &Tensor) -> bool {
             .all(|(x, y)| x.to_bits() == y.to_bits())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_attest_infer_under_load() {
-    let plan = plan();
-    let placement = Placement::Slalom;
-    let cfg = CoreConfig {
+/// A server on a free loopback port with an in-process simulated enclave.
+async fn serve(
+    plan: &Arc<Plan>,
+    placement: Placement,
+    cfg: ServerConfig,
+) -> origami_server::Running {
+    let core = CoreConfig {
         placement,
         verify: false,
         threads: 1,
     };
-    let service = EnclaveService::simulated(plan.clone(), cfg, self_code_id().unwrap()).unwrap();
+    let service = EnclaveService::simulated(plan.clone(), core, self_code_id().unwrap()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server = start(
+    start(
         listener,
         Box::new(service),
         plan.clone(),
         placement,
         cpu_accelerator(),
-        ServerConfig::default(),
+        cfg,
         None,
     )
     .await
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_attest_infer_under_load() {
+    let plan = plan();
+    let placement = Placement::Slalom;
+    let server = serve(&plan, placement, ServerConfig::default()).await;
     let base = format!("http://{}", server.addr);
     let p = plan.clone();
     let b = base.clone();
@@ -157,29 +166,12 @@ async fn serve_attest_infer_under_load() {
 async fn graceful_shutdown_answers_requests_in_flight() {
     let plan = plan();
     let placement = Placement::Slalom;
-    let cfg = CoreConfig {
-        placement,
-        verify: false,
-        threads: 1,
-    };
-    let service = EnclaveService::simulated(plan.clone(), cfg, self_code_id().unwrap()).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     // A long batch window keeps the first request inside the server while it shuts down.
     let server_cfg = ServerConfig {
         max_wait: std::time::Duration::from_millis(800),
         ..ServerConfig::default()
     };
-    let server = start(
-        listener,
-        Box::new(service),
-        plan.clone(),
-        placement,
-        cpu_accelerator(),
-        server_cfg,
-        None,
-    )
-    .await
-    .unwrap();
+    let server = serve(&plan, placement, server_cfg).await;
     let base = format!("http://{}", server.addr);
     let p = plan.clone();
     let client = tokio::task::spawn_blocking(move || {
