@@ -11,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
             code_id: "*".into(),
             model_hash: "00".repeat(32),
         }],
-        placements: vec![],
+        ..Policy::default()
     };
     if let Ok(ev) = serde_json::from_slice::<Evidence>(data) {
         let _ = verify(&ev, &policy);

@@ -11,6 +11,7 @@ use origami_accel::CpuAccelerator;
 use origami_audit::audit::{AuditConfig, AuditData, AuditReport};
 use origami_enclave::{CoreConfig, Placement, Plan, QuantConfig};
 use origami_host::bench::{self, BenchConfig, PlacementResult};
+use origami_host::remote::Endpoint;
 use origami_host::{Engine, StageTimes};
 use origami_model::{exec, input, npy, onnx, zoo, Model, Op, Tensor};
 
@@ -55,6 +56,10 @@ struct Cli {
     /// Worker threads for the accelerator (default: RAYON_NUM_THREADS or all cores).
     #[arg(long, global = true)]
     threads: Option<usize>,
+    /// The untrusted accelerator: cpu | cuda (an NVIDIA GPU through CUDA, loaded at run time;
+    /// see docs/GPU.md).
+    #[arg(long, global = true, default_value = "cpu")]
+    accel: String,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -163,13 +168,25 @@ enum Cmd {
         #[arg(long, default_value_t = 4)]
         calib: usize,
     },
-    /// Run the enclave as its own process: serve the host over a Unix socket (length-prefixed
-    /// frames, bounded decoding). Every secret stays in this process. Platform: simulated (no
-    /// TEE), and it says so in its evidence.
+    /// Run the enclave as its own process: serve the host over a Unix socket or TCP
+    /// (length-prefixed frames, bounded decoding), one connection at a time, for as long as it
+    /// lives (pads and sessions stay valid across host reconnections). Every secret stays in
+    /// this process.
     Enclave {
         /// Unix socket path to listen on (created with mode 0600; a stale socket is replaced).
+        #[arg(long, conflicts_with = "tcp", required_unless_present = "tcp")]
+        socket: Option<PathBuf>,
+        /// TCP address to listen on instead (Gramine-SGX: its Unix sockets do not reach the
+        /// host). Use loopback, e.g. 127.0.0.1:7000.
         #[arg(long)]
-        socket: PathBuf,
+        tcp: Option<String>,
+        /// simulated (no TEE: development only; the evidence says so) | sgx-gramine (DCAP
+        /// quotes from Gramine's /dev/attestation; see docs/SGX.md)
+        #[arg(long, default_value = "simulated")]
+        platform: String,
+        /// Gramine's attestation interface (sgx-gramine).
+        #[arg(long, default_value = "/dev/attestation")]
+        attestation_dir: PathBuf,
         #[arg(long, default_value = "fashion")]
         model: String,
         /// enclave | slalom | origami
@@ -184,8 +201,10 @@ enum Cmd {
         calib: usize,
     },
     /// Serve private inference over HTTP: GET /v1/evidence, POST /v1/infer (sealed request →
-    /// sealed answer), GET /metrics, GET /healthz. The enclave runs in-process on the simulated
-    /// platform (no TEE), and its evidence says so. Ctrl-C finishes requests in flight, then exits.
+    /// sealed answer), GET /metrics, GET /healthz. By default the enclave runs as a child
+    /// process (`origami enclave`, simulated platform: its evidence says so), restarted if it
+    /// dies; `--enclave` attaches to one started separately (e.g. under Gramine-SGX). Ctrl-C
+    /// finishes requests in flight, then exits.
     Serve {
         /// Address to listen on (port 0: a free port, printed).
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -216,10 +235,36 @@ enum Cmd {
         pad_wait_ms: u64,
         /// Run the enclave inside this process (development): by default it runs as its own
         /// process (`origami enclave`) that holds every secret, restarted if it dies.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "enclave")]
         in_process: bool,
+        /// Attach to a running `origami enclave` (unix:PATH, a path, or tcp:HOST:PORT) instead
+        /// of starting one; if the connection fails the server reconnects (new evidence, old
+        /// pads discarded). The enclave must serve the same --model/--mode/--split.
+        #[arg(long)]
+        enclave: Option<String>,
+        /// Start with the sealed pads of this file (`origami precompute --out`); it must have
+        /// been made by the attached enclave instance.
+        #[arg(long, requires = "enclave")]
+        pads: Option<PathBuf>,
+        /// DCAP collateral (JSON, dcap-qvl's QuoteCollateralV3) attached to sgx-gramine
+        /// evidence; clients verify it against Intel's root CA.
+        #[arg(long)]
+        sgx_collateral: Option<PathBuf>,
         #[arg(long, default_value_t = 4)]
         calib: usize,
+    },
+    /// Precompute sealed pads on a running `origami enclave` into a file (progress bar), for
+    /// `origami serve --enclave … --pads FILE`. The pads are valid for that enclave instance
+    /// only: a restarted enclave never accepts them.
+    Precompute {
+        /// The enclave: unix:PATH, a path, or tcp:HOST:PORT.
+        #[arg(long)]
+        enclave: String,
+        /// Pads to make (each covers every blinded layer of one request).
+        #[arg(long, default_value_t = 256)]
+        count: usize,
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Private inference against a server: verify its evidence against a policy, send the image
     /// sealed to the enclave, print the answer.
@@ -320,6 +365,10 @@ fn real_main() -> Result<()> {
             .build_global()
             .context("setting up the thread pool")?;
     }
+    if !matches!(cli.accel.as_str(), "cpu" | "cuda") {
+        bail!("unknown accelerator {:?}: cpu | cuda", cli.accel);
+    }
+    let _ = ACCEL.set(cli.accel.clone());
     match cli.cmd {
         Cmd::Demo { model, image } => demo(&model, image),
         Cmd::Run {
@@ -403,12 +452,28 @@ fn real_main() -> Result<()> {
         }
         Cmd::Enclave {
             socket,
+            tcp,
+            platform,
+            attestation_dir,
             model,
             mode,
             split,
             verify,
             calib,
-        } => enclave_process(&socket, &model, &mode, split, verify, calib),
+        } => {
+            let listen = match (socket, tcp) {
+                (Some(p), None) => EnclaveListen::Unix(p),
+                (None, Some(a)) => EnclaveListen::Tcp(a),
+                _ => bail!("give exactly one of --socket PATH and --tcp ADDR"),
+            };
+            let attester = attester(&platform, &attestation_dir)?;
+            enclave_process(&listen, attester, &model, &mode, split, verify, calib)
+        }
+        Cmd::Precompute {
+            enclave,
+            count,
+            out,
+        } => precompute(&enclave, count, &out),
         Cmd::Serve {
             listen,
             model,
@@ -421,6 +486,9 @@ fn real_main() -> Result<()> {
             pad_high,
             pad_wait_ms,
             in_process,
+            enclave,
+            pads,
+            sgx_collateral,
             calib,
         } => {
             if max_batch == 0 || pad_high < pad_low || pad_high == 0 {
@@ -434,10 +502,18 @@ fn real_main() -> Result<()> {
                 pad_low,
                 pad_high,
                 pad_wait: std::time::Duration::from_millis(pad_wait_ms),
+                pad_file: pads,
+                sgx_collateral: match &sgx_collateral {
+                    Some(p) => read_collateral(p)?,
+                    None => String::new(),
+                },
                 ..Default::default()
             };
+            let attach = enclave
+                .map(|e| e.parse::<Endpoint>().map_err(anyhow::Error::msg))
+                .transpose()?;
             serve(
-                &listen, &model, &mode, split, verify, cfg, in_process, calib,
+                &listen, &model, &mode, split, verify, cfg, in_process, attach, calib,
             )
         }
         Cmd::Infer {
@@ -499,6 +575,19 @@ fn real_main() -> Result<()> {
             );
             Ok(())
         }
+    }
+}
+
+/// The accelerator chosen with `--accel`.
+static ACCEL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// A new accelerator of the chosen kind; `cuda` says clearly why it cannot start.
+fn accelerator() -> Result<Box<dyn origami_accel::Accelerator>> {
+    match ACCEL.get().map(String::as_str).unwrap_or("cpu") {
+        "cuda" => Ok(Box::new(origami_cuda::CudaAccelerator::new(0).context(
+            "--accel cuda: no usable NVIDIA GPU (use --accel cpu, the default)",
+        )?)),
+        _ => Ok(Box::new(CpuAccelerator::new())),
     }
 }
 
@@ -710,7 +799,7 @@ fn infer_once(
         verify,
         threads: 1,
     };
-    let mut engine = Engine::new(plan, cfg, Box::new(CpuAccelerator::new()))?;
+    let mut engine = Engine::new(plan, cfg, accelerator()?)?;
     let pre = engine.precompute(1)?;
     let (out, st) = engine
         .infer(x)
@@ -870,8 +959,8 @@ fn run_bench(
             other => Placement::parse(other, None)?,
         });
     }
-    let threads = rayon::current_num_threads();
-    println!("bench: model {} ({:.2} GMAC), accelerator cpu ({threads} threads), enclave {enclave_threads} thread(s), verify {verify}, {warmup} warm-up + {iters} runs", m.name, m.macs()? as f64 / 1e9);
+    let accel_name = accelerator()?.name();
+    println!("bench: model {} ({:.2} GMAC), accelerator {accel_name}, enclave {enclave_threads} thread(s), verify {verify}, {warmup} warm-up + {iters} runs", m.name, m.macs()? as f64 / 1e9);
     let t = Instant::now();
     let plan = build_plan(&m, calib)?;
     println!("plan built in {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
@@ -887,7 +976,9 @@ fn run_bench(
         ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed}]")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let results = bench::run(plan, &x, &cfg, |name, _, _| {
+    let make =
+        || accelerator().map_err(|e| origami_accel::AccelError::Unavailable(format!("{e:#}")));
+    let results = bench::run(plan, &x, &cfg, &make, |name, _, _| {
         bar.set_message(name.to_string());
         bar.inc(1);
     })?;
@@ -938,7 +1029,7 @@ fn run_bench(
             "model": m.name,
             "gmac": m.macs()? as f64 / 1e9,
             "input": input_path.map(|p| p.display().to_string()).unwrap_or_else(|| "seeded".into()),
-            "accelerator": format!("cpu ({threads} threads)"),
+            "accelerator": accel_name,
             "enclave_threads": enclave_threads,
             "verify": verify,
             "warmup": warmup,
@@ -1160,59 +1251,183 @@ fn served(
     Ok((m, placement, plan))
 }
 
+/// Where `origami enclave` listens.
+enum EnclaveListen {
+    Unix(PathBuf),
+    Tcp(String),
+}
+
+/// The platform that attests the enclave.
+fn attester(
+    platform: &str,
+    attestation_dir: &Path,
+) -> Result<Box<dyn origami_proto::evidence::Attester>> {
+    use origami_proto::evidence::SimulatedPlatform;
+    Ok(match platform {
+        "simulated" => Box::new(SimulatedPlatform::new(
+            origami_enclave::service::self_code_id()?,
+        )?),
+        "sgx-gramine" => Box::new(origami_proto::sgx::GraminePlatform::open(attestation_dir)?),
+        other => bail!("unknown platform {other:?}: simulated | sgx-gramine"),
+    })
+}
+
+/// Reads DCAP collateral (JSON) for sgx-gramine evidence, checking it parses.
+fn read_collateral(path: &Path) -> Result<String> {
+    let meta = std::fs::metadata(path).with_context(|| format!("{}", path.display()))?;
+    if meta.len() > origami_proto::sgx::MAX_COLLATERAL as u64 {
+        bail!(
+            "{}: {} bytes, more than DCAP collateral can be ({} bytes)",
+            path.display(),
+            meta.len(),
+            origami_proto::sgx::MAX_COLLATERAL
+        );
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+    serde_json::from_str::<serde_json::Value>(&text)
+        .with_context(|| format!("{}: not JSON DCAP collateral", path.display()))?;
+    Ok(text)
+}
+
 fn enclave_process(
-    socket: &Path,
+    listen: &EnclaveListen,
+    attester: Box<dyn origami_proto::evidence::Attester>,
     model: &str,
     mode: &str,
     split: Option<usize>,
     verify: bool,
     calib: usize,
 ) -> Result<()> {
-    use origami_enclave::service::{self_code_id, EnclaveService};
+    use origami_enclave::service::EnclaveService;
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-    use std::os::unix::net::UnixListener;
     let (m, placement, plan) = served(model, mode, split, calib)?;
     let cfg = CoreConfig {
         placement,
         verify,
         threads: 1,
     };
-    let mut service = EnclaveService::simulated(plan, cfg, self_code_id()?)?;
-    if let Ok(meta) = std::fs::symlink_metadata(socket) {
-        if !meta.file_type().is_socket() {
-            bail!("{} exists and is not a socket", socket.display());
-        }
-        std::fs::remove_file(socket)
-            .with_context(|| format!("removing stale {}", socket.display()))?;
-    }
-    let listener =
-        UnixListener::bind(socket).with_context(|| format!("listening on {}", socket.display()))?;
-    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
+    let mut service = EnclaveService::new(plan, cfg, attester.as_ref())?;
     let ev = service.evidence();
-    println!(
-        "enclave process: platform SIMULATED (no TEE); model {} ({}…), placement {}; session key {}…; listening on {}",
-        m.name,
-        &hex(&m.hash())[..16],
-        placement.name(),
-        &hex(&ev.enclave_key)[..16],
-        socket.display()
-    );
-    for conn in listener.incoming() {
-        let mut stream = match conn {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("enclave: accept failed: {e}");
-                continue;
-            }
-        };
+    let banner = |at: String| {
+        println!(
+            "enclave process: platform {}; model {} ({}…), placement {}; code id {}…; session key {}…; listening on {at}",
+            ev.platform.name(),
+            m.name,
+            &hex(&m.hash())[..16],
+            placement.name(),
+            &hex(&ev.measurement.code_id)[..16],
+            &hex(&ev.enclave_key)[..16],
+        )
+    };
+    fn serve_one(service: &mut EnclaveService, stream: &mut (impl std::io::Read + std::io::Write)) {
         if let Err(e) = origami_enclave::process::serve(
-            &mut stream,
-            &mut service,
+            stream,
+            service,
             origami_proto::frame::DEFAULT_MAX_FRAME,
         ) {
             eprintln!("enclave: connection ended: {e}");
         }
     }
+    match listen {
+        EnclaveListen::Unix(socket) => {
+            if let Ok(meta) = std::fs::symlink_metadata(socket) {
+                if !meta.file_type().is_socket() {
+                    bail!("{} exists and is not a socket", socket.display());
+                }
+                std::fs::remove_file(socket)
+                    .with_context(|| format!("removing stale {}", socket.display()))?;
+            }
+            let listener = std::os::unix::net::UnixListener::bind(socket)
+                .with_context(|| format!("listening on {}", socket.display()))?;
+            std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
+            banner(socket.display().to_string());
+            for conn in listener.incoming() {
+                match conn {
+                    Ok(mut s) => serve_one(&mut service, &mut s),
+                    Err(e) => eprintln!("enclave: accept failed: {e}"),
+                }
+            }
+        }
+        EnclaveListen::Tcp(addr) => {
+            let listener = std::net::TcpListener::bind(addr)
+                .with_context(|| format!("listening on {addr}"))?;
+            banner(format!("tcp:{}", listener.local_addr()?));
+            for conn in listener.incoming() {
+                match conn {
+                    Ok(mut s) => {
+                        let _ = s.set_nodelay(true);
+                        serve_one(&mut service, &mut s)
+                    }
+                    Err(e) => eprintln!("enclave: accept failed: {e}"),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `origami precompute`: sealed pads from a running enclave into a file, with progress.
+fn precompute(enclave: &str, count: usize, out: &Path) -> Result<()> {
+    use origami_host::remote::RemoteEnclave;
+    let endpoint: Endpoint = enclave.parse().map_err(anyhow::Error::msg)?;
+    if count == 0 {
+        bail!("--count must be at least 1");
+    }
+    let conn = endpoint
+        .connect()
+        .with_context(|| format!("connecting to the enclave at {endpoint}"))?;
+    let mut remote = RemoteEnclave::new(conn);
+    let ev = remote.evidence()?;
+    println!(
+        "enclave at {endpoint}: platform {} | placement {} | instance {}",
+        ev.platform.name(),
+        ev.measurement.placement,
+        hex(&ev.instance)
+    );
+    let bar = ProgressBar::new(count as u64).with_style(
+        ProgressStyle::with_template("precompute {bar:40} {pos}/{len} pads  {per_sec}  eta {eta}")
+            .expect("valid template"),
+    );
+    let t = Instant::now();
+    let mut err = None;
+    let mut made = 0usize;
+    let pads = (0..count)
+        .map_while(|_| match remote.precompute(1) {
+            Ok(p) => {
+                bar.inc(1);
+                made += 1;
+                Some(p)
+            }
+            Err(e) => {
+                err = Some(e);
+                None
+            }
+        })
+        .flatten()
+        .map(Ok);
+    let entries = origami_host::padfile::write(out, &ev, pads)?;
+    bar.finish();
+    if let Some(e) = err {
+        // The file was written with the pads made before the failure.
+        bail!(
+            "precompute stopped after {made} of {count} pads: {e} ({} kept in {})",
+            made,
+            out.display()
+        );
+    }
+    if entries == 0 {
+        println!(
+            "this placement needs no pads (nothing is offloaded blinded); wrote an empty file"
+        );
+    }
+    let bytes = std::fs::metadata(out)?.len();
+    println!(
+        "wrote {made} pads ({entries} sealed layer entries, {:.1} MiB) to {} in {:.1} s; serve them with: origami serve --enclave {endpoint} --pads {}",
+        bytes as f64 / (1u64 << 20) as f64,
+        out.display(),
+        t.elapsed().as_secs_f64(),
+        out.display()
+    );
     Ok(())
 }
 
@@ -1272,6 +1487,7 @@ fn serve(
     verify: bool,
     cfg: origami_server::ServerConfig,
     in_process: bool,
+    attach: Option<Endpoint>,
     calib: usize,
 ) -> Result<()> {
     use origami_enclave::service::{self_code_id, EnclaveService};
@@ -1284,7 +1500,25 @@ fn serve(
         Box<dyn EnclaveHandle>,
         Option<origami_server::Restart>,
         Child,
-    ) = if in_process {
+    ) = if let Some(endpoint) = attach.clone() {
+        let conn = endpoint
+            .connect()
+            .with_context(|| format!("connecting to the enclave at {endpoint}"))?;
+        let restart: origami_server::Restart = Box::new(move || {
+            // The enclave is supervised elsewhere (systemd, Gramine): wait for it to come back.
+            let t = Instant::now();
+            loop {
+                match endpoint.connect() {
+                    Ok(c) => return Ok(Box::new(RemoteEnclave::new(c)) as Box<dyn EnclaveHandle>),
+                    Err(e) if t.elapsed() > std::time::Duration::from_secs(30) => {
+                        return Err(format!("reconnecting to the enclave at {endpoint}: {e}"))
+                    }
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(200)),
+                }
+            }
+        });
+        (Box::new(RemoteEnclave::new(conn)), Some(restart), None)
+    } else if in_process {
         let core = CoreConfig {
             placement,
             verify,
@@ -1332,6 +1566,11 @@ fn serve(
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let runs_where: String = match (&attach, in_process) {
+        (Some(e), _) => format!("attached at {e}"),
+        (None, true) => "in this process (development)".into(),
+        (None, false) => "own process".into(),
+    };
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -1341,7 +1580,7 @@ fn serve(
             enclave,
             plan,
             placement,
-            origami_server::cpu_accelerator(),
+            accelerator()?,
             cfg,
             restart,
         )
@@ -1351,11 +1590,7 @@ fn serve(
         println!(
             "enclave: platform {} | {} | model {} ({}…) | placement {} | host sees: {}",
             ev.platform.name(),
-            if in_process {
-                "in this process (development)"
-            } else {
-                "own process"
-            },
+            runs_where,
             m.name,
             &hex(&ev.measurement.model_hash)[..16],
             placement.name(),
@@ -1375,7 +1610,7 @@ fn serve(
         Ok::<(), anyhow::Error>(())
     })?;
     drop(child);
-    if !in_process {
+    if !in_process && attach.is_none() {
         let _ = std::fs::remove_dir_all(&sock_dir);
     }
     Ok(())

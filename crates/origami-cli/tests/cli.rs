@@ -153,6 +153,38 @@ fn bad_inputs_fail_with_clear_errors() {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../origami-model/tests/fixtures");
     let img = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/0_ankle_boot.png");
     let img = img.to_str().unwrap();
+    // Platforms and accelerators: clear refusals, never a panic.
+    let nowhere = d.join("no-attestation");
+    let e = run_err(&[
+        "enclave",
+        "--tcp",
+        "127.0.0.1:0",
+        "--platform",
+        "sgx-gramine",
+        "--attestation-dir",
+        nowhere.to_str().unwrap(),
+    ]);
+    assert!(e.contains("no Gramine attestation interface"), "{e}");
+    let e = run_err(&["enclave", "--tcp", "127.0.0.1:0", "--platform", "sev"]);
+    assert!(e.contains("unknown platform"), "{e}");
+    let e = run_err(&["--accel", "tpu", "demo"]);
+    assert!(e.contains("unknown accelerator"), "{e}");
+    if origami_cuda_absent() {
+        let e = run_err(&[
+            "--accel", "cuda", "run", "--model", "fashion", "--mode", "plain", "--input", img,
+        ]);
+        assert!(e.contains("no usable NVIDIA GPU"), "{e}");
+    }
+    let bad = d.join("bad-collateral.json");
+    std::fs::write(&bad, "not json").unwrap();
+    let e = run_err(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--sgx-collateral",
+        bad.to_str().unwrap(),
+    ]);
+    assert!(e.contains("not JSON DCAP collateral"), "{e}");
     // Unsupported operator: named with its node.
     let e = run_err(&[
         "run",
@@ -254,6 +286,11 @@ fn bench_writes_one_entry_per_placement() {
         assert!(r["median_ms"].as_f64().unwrap() > 0.0);
     }
     assert!(v["ratios"]["origami/plain"].as_f64().unwrap() > 0.0);
+}
+
+/// No CUDA driver here (the development and CI machines): `--accel cuda` must refuse clearly.
+fn origami_cuda_absent() -> bool {
+    !std::path::Path::new("/dev/nvidiactl").exists()
 }
 
 fn ankle_boot_png() -> String {
@@ -395,6 +432,7 @@ fn enclave_process_fault_and_restart() {
             model_hash: origami_proto::evidence::hex(&model.hash()),
         }],
         placements: vec!["slalom".into()],
+        ..Policy::default()
     };
     let x = zoo::seeded_input(&model, 1);
     let req_bytes = origami_proto::encode(&WireTensor {
@@ -583,4 +621,194 @@ fn serve_and_infer_with_a_policy() {
     assert!(status.success(), "{status:?}");
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert!(rest.iter().any(|l| l.contains("shutting down")), "{rest:?}");
+}
+
+/// `origami serve` with `extra` arguments: its URL and the policy lines it prints.
+fn start_serve(extra: &[&str]) -> (std::process::Child, String, String, String) {
+    use std::io::BufRead;
+    let mut child = bin()
+        .args(["serve", "--listen", "127.0.0.1:0", "--mode", "slalom"])
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut url, mut code, mut model) = (String::new(), String::new(), String::new());
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(u) = line.strip_prefix("listening on ") {
+            url = u.to_string();
+        }
+        if let Some(p) = line.strip_prefix("policy for clients: ") {
+            let mut parts = p.split(", ");
+            code = parts.next().unwrap().to_string();
+            model = parts.next().unwrap().to_string();
+            break;
+        }
+    }
+    assert!(
+        url.starts_with("http://127.0.0.1:"),
+        "serve did not start: {url}"
+    );
+    // Keep draining stdout so the server never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, url, code, model)
+}
+
+fn stop(mut child: std::process::Child) {
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    assert!(child.wait().unwrap().success());
+}
+
+/// A long-lived enclave on TCP; `origami precompute` fills a pad file with a progress bar;
+/// `origami serve --enclave … --pads FILE` answers from those pads without precomputing; a
+/// second server on the same file never reuses a pad (the enclave refuses used ones, the host
+/// drops them and offers the next); a tampered pad in the file fails its request with a clear
+/// error while serving goes on; a new enclave instance refuses the old file outright.
+#[test]
+fn pad_files_from_precompute_with_an_attached_enclave() {
+    use std::io::BufRead;
+    let dir = tmpdir("padfile");
+    let start = || {
+        let mut c = bin()
+            .args([
+                "enclave",
+                "--tcp",
+                "127.0.0.1:0",
+                "--model",
+                "fashion",
+                "--mode",
+                "slalom",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = c.stdout.take().unwrap();
+        let line = std::io::BufReader::new(out)
+            .lines()
+            .next()
+            .unwrap()
+            .unwrap();
+        let at = line.rsplit_once("listening on ").unwrap().1.to_string();
+        assert!(at.starts_with("tcp:127.0.0.1:"), "{line}");
+        assert!(
+            line.contains("SIMULATED") || line.contains("simulated"),
+            "{line}"
+        );
+        (c, at)
+    };
+    let (mut enclave, at) = start();
+    let pads = dir.join("pads.bin");
+    let pads_s = pads.display().to_string();
+    let out = run_ok(&[
+        "precompute",
+        "--enclave",
+        &at,
+        "--count",
+        "4",
+        "--out",
+        &pads_s,
+    ]);
+    assert!(out.contains("wrote 4 pads"), "{out}");
+    assert!(!dir.join("pads.tmp").exists(), "temporary file left behind");
+    let img = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/6_coat.png");
+    let img = img.display().to_string();
+    let infer = |url: &str, policy: &Path, ok: bool| {
+        let p = policy.display().to_string();
+        let args = ["infer", "--server", url, "--image", &img, "--policy", &p];
+        if ok {
+            let out = run_ok(&args);
+            assert!(out.contains("1. class    4 Coat"), "{out}");
+            out
+        } else {
+            run_err(&args)
+        }
+    };
+    let policy_for = |code: &str, model: &str| {
+        let p = dir.join("policy.toml");
+        std::fs::write(
+            &p,
+            format!("allow_simulated = true\n[[measurements]]\n{code}\n{model}\n"),
+        )
+        .unwrap();
+        p
+    };
+    let serve_args = [
+        "--enclave",
+        &at,
+        "--pads",
+        &pads_s,
+        "--pad-low",
+        "0",
+        "--pad-high",
+        "1",
+    ];
+    // First server: pad 0 from the file, nothing precomputed by the server.
+    let (server, url, code, model) = start_serve(&serve_args);
+    let policy = policy_for(&code, &model);
+    infer(&url, &policy, true);
+    let m = http_get(&url, "/metrics");
+    assert!(m.contains("origami_pads_precomputed_total 0"), "{m}");
+    assert!(m.contains("origami_pads_ready 3"), "{m}");
+    stop(server);
+    // Second server on the same file: pad 0 is used, refused by the enclave and dropped;
+    // pad 1 answers.
+    let (server, url, _, _) = start_serve(&serve_args);
+    infer(&url, &policy, true);
+    let m = http_get(&url, "/metrics");
+    assert!(m.contains("origami_pads_precomputed_total 0"), "{m}");
+    assert!(m.contains("origami_pads_ready 2"), "{m}");
+    stop(server);
+    // A bit flipped in the last sealed entry (pad 3): pad 2 answers, pad 3's request fails
+    // clearly, the next request gets a fresh pad.
+    let mut bytes = std::fs::read(&pads).unwrap();
+    let n = bytes.len();
+    bytes[n - 1] ^= 1;
+    let tampered = dir.join("tampered.bin");
+    std::fs::write(&tampered, bytes).unwrap();
+    let t = tampered.display().to_string();
+    let (server, url, _, _) = start_serve(&[
+        "--enclave",
+        &at,
+        "--pads",
+        &t,
+        "--pad-low",
+        "0",
+        "--pad-high",
+        "1",
+    ]);
+    infer(&url, &policy, true);
+    let e = infer(&url, &policy, false);
+    assert!(e.contains("pad rejected"), "{e}");
+    infer(&url, &policy, true);
+    stop(server);
+    // A restarted enclave is another instance: the file is refused, not loaded.
+    let _ = enclave.kill();
+    let _ = enclave.wait();
+    let (mut enclave, at2) = start();
+    let e = run_err(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--mode",
+        "slalom",
+        "--enclave",
+        &at2,
+        "--pads",
+        &pads_s,
+    ]);
+    assert!(e.contains("not to the running instance"), "{e}");
+    let e = run_err(&[
+        "precompute",
+        "--enclave",
+        "tcp:nowhere",
+        "--count",
+        "1",
+        "--out",
+        &pads_s,
+    ]);
+    assert!(e.contains("tcp:HOST:PORT"), "{e}");
+    let _ = enclave.kill();
+    let _ = enclave.wait();
+    let _ = std::fs::remove_dir_all(&dir);
 }

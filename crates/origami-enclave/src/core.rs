@@ -340,14 +340,29 @@ impl EnclaveCore {
         Ok(out)
     }
 
-    /// Starts a request on one input `[1, C, H, W]`.
+    /// Whether `pad_id` is a precomputed, never used pad of this instance.
+    pub fn pad_is_ready(&self, pad_id: u64) -> bool {
+        self.ready.contains(&pad_id)
+    }
+
+    /// Starts a request on one input `[1, C, H, W]`, on the oldest ready pad.
     pub fn begin(&mut self, input: Tensor) -> Result<Step, EnclaveError> {
+        self.begin_with_pad(input, None)
+    }
+
+    /// Starts a request on the pad the host offers (`Some`: it must be a ready pad of this
+    /// instance, never used; it is consumed here) or on the oldest ready pad (`None`).
+    pub fn begin_with_pad(
+        &mut self,
+        input: Tensor,
+        pad: Option<u64>,
+    ) -> Result<Step, EnclaveError> {
         if self.session.is_some() {
             return Err(EnclaveError::Misuse(
                 "a request is already in flight".into(),
             ));
         }
-        let r = self.begin_inner(input);
+        let r = self.begin_inner(input, pad);
         if r.is_err() {
             self.session = None;
         }
@@ -369,7 +384,7 @@ impl EnclaveCore {
         self.session = None;
     }
 
-    fn begin_inner(&mut self, input: Tensor) -> Result<Step, EnclaveError> {
+    fn begin_inner(&mut self, input: Tensor, pad: Option<u64>) -> Result<Step, EnclaveError> {
         exec::check_input(&self.plan.model, &input)
             .map_err(|e| EnclaveError::BadRequest(e.to_string()))?;
         if input.shape[0] != 1 {
@@ -392,9 +407,21 @@ impl EnclaveCore {
             }));
         }
         let pad_id = if self.needs_pads() {
-            let id = self.ready.pop_front().ok_or_else(|| {
-                EnclaveError::PadsExhausted("no precomputed pad is left; precompute more".into())
-            })?;
+            let id = match pad {
+                None => self.ready.pop_front().ok_or_else(|| {
+                    EnclaveError::PadsExhausted(
+                        "no precomputed pad is left; precompute more".into(),
+                    )
+                })?,
+                Some(id) => {
+                    let at = self
+                        .ready
+                        .iter()
+                        .position(|&r| r == id)
+                        .ok_or_else(|| EnclaveError::PadsExhausted(not_ready(id)))?;
+                    self.ready.remove(at).expect("position is in range")
+                }
+            };
             self.stats.pads_consumed += 1;
             Some(id)
         } else {
@@ -586,6 +613,11 @@ impl EnclaveCore {
 }
 
 /// Bytes of one f64 im2col tile (see `origami_model::linalg`: about 256 columns of K rows).
+/// The error for a pad the host offers that is not ready here.
+pub fn not_ready(id: u64) -> String {
+    format!("pad {id} is not a ready pad of this enclave instance (already used, or never precomputed here)")
+}
+
 fn tile_bytes(shape: &LinearShape) -> usize {
     match shape {
         LinearShape::Conv(g) => g.k() * 256.min(g.oh * g.ow) * 8,

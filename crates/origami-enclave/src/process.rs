@@ -78,7 +78,7 @@ fn handle(service: &mut EnclaveService, msg: ToEnclave) -> Result<FromEnclave, E
             let pads = service.core_mut().precompute(count as usize)?;
             FromEnclave::Pads(pads.into_iter().map(pad_to_wire).collect())
         }
-        ToEnclave::Begin(req) => step_to_wire(service.begin(&req)?),
+        ToEnclave::Begin { request, pad } => step_to_wire(service.begin_with_pad(&request, pad)?),
         ToEnclave::Linear { result, sealed_u } => step_to_wire(service.resume(Reply::Linear {
             result,
             sealed_u: pad_from_wire(sealed_u),

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use origami_model::Tensor;
-use origami_proto::evidence::{Evidence, Measurement, SimulatedPlatform};
+use origami_proto::evidence::{Attester, Evidence, Measurement, SimulatedPlatform};
 use origami_proto::session::{AnswerSealer, EnclaveSession, SealedAnswer, SealedRequest};
 use origami_proto::tensor::WireTensor;
 use origami_proto::ProtoError;
@@ -45,12 +45,22 @@ pub struct EnclaveService {
 }
 
 impl EnclaveService {
-    /// A service on the simulated platform (no TEE: the evidence says so). Fresh keys from the
-    /// OS: pads and sessions of any earlier instance are never accepted.
+    /// A service on the simulated platform (no TEE: the evidence says so).
     pub fn simulated(
         plan: Arc<Plan>,
         cfg: CoreConfig,
         code_id: [u8; 32],
+    ) -> Result<Self, EnclaveError> {
+        let platform = SimulatedPlatform::new(code_id).map_err(proto)?;
+        Self::new(plan, cfg, &platform)
+    }
+
+    /// A service attested by `platform`. Fresh keys from the OS: pads and sessions of any
+    /// earlier instance are never accepted.
+    pub fn new(
+        plan: Arc<Plan>,
+        cfg: CoreConfig,
+        platform: &dyn Attester,
     ) -> Result<Self, EnclaveError> {
         let (placement, split) = match cfg.placement {
             Placement::Enclave => ("enclave", None),
@@ -62,7 +72,7 @@ impl EnclaveService {
             )),
         };
         let measurement = Measurement {
-            code_id,
+            code_id: platform.code_id(),
             model_hash: plan.model.hash(),
             placement: placement.into(),
             split,
@@ -72,8 +82,9 @@ impl EnclaveService {
         let mut instance = [0u8; 16];
         rand_core::TryRngCore::try_fill_bytes(&mut rand_core::OsRng, &mut instance)
             .map_err(|e| EnclaveError::Crypto(e.to_string()))?;
-        let platform = SimulatedPlatform::new().map_err(proto)?;
-        let evidence = platform.attest(measurement, session.public_key(), instance);
+        let evidence = platform
+            .attest(measurement, session.public_key(), instance)
+            .map_err(|e| EnclaveError::Crypto(format!("attestation: {e}")))?;
         session.bind(evidence.digest());
         Ok(Self {
             core,
@@ -96,8 +107,24 @@ impl EnclaveService {
         &self.core
     }
 
-    /// Opens a client's request and starts it.
+    /// Opens a client's request and starts it on the oldest ready pad.
     pub fn begin(&mut self, req: &SealedRequest) -> Result<Step<SealedAnswer>, EnclaveError> {
+        self.begin_with_pad(req, None)
+    }
+
+    /// Opens a client's request and starts it on the pad the host offers (see
+    /// `EnclaveCore::begin_with_pad`). The pad is checked before the request is opened, so a
+    /// refused pad does not spend the request (the client's key is not yet remembered).
+    pub fn begin_with_pad(
+        &mut self,
+        req: &SealedRequest,
+        pad: Option<u64>,
+    ) -> Result<Step<SealedAnswer>, EnclaveError> {
+        if let Some(id) = pad {
+            if !self.core.pad_is_ready(id) {
+                return Err(EnclaveError::PadsExhausted(crate::core::not_ready(id)));
+            }
+        }
         if self.sealer.is_some() {
             return Err(EnclaveError::Misuse(
                 "a request is already in flight".into(),
@@ -110,7 +137,7 @@ impl EnclaveService {
         drop(plain);
         let input =
             Tensor::new(shape, t.data).map_err(|e| EnclaveError::BadRequest(e.to_string()))?;
-        let step = self.core.begin(input)?;
+        let step = self.core.begin_with_pad(input, pad)?;
         self.sealer = Some(sealer);
         self.wrap(step)
     }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use origami_accel::CpuAccelerator;
+use origami_accel::{AccelError, Accelerator};
 use origami_enclave::{CoreConfig, Placement, Plan};
 use origami_model::Tensor;
 use serde::Serialize;
@@ -67,6 +67,7 @@ pub fn run(
     plan: Arc<Plan>,
     input: &Tensor,
     cfg: &BenchConfig,
+    accel: &dyn Fn() -> Result<Box<dyn Accelerator>, AccelError>,
     mut progress: impl FnMut(&str, usize, usize),
 ) -> Result<Vec<PlacementResult>, HostError> {
     let mut results = Vec::new();
@@ -77,7 +78,7 @@ pub fn run(
             verify: cfg.verify,
             threads: cfg.enclave_threads,
         };
-        let mut engine = Engine::new(plan.clone(), core_cfg, Box::new(CpuAccelerator::new()))?;
+        let mut engine = Engine::new(plan.clone(), core_cfg, accel()?)?;
         let total = cfg.warmup + cfg.iters;
         let pre = engine.precompute(total)?;
         let sealed_per_image = engine.pads.bytes() / total.max(1);

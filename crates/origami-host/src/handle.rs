@@ -14,7 +14,12 @@ use crate::remote::RemoteEnclave;
 pub trait EnclaveHandle: Send {
     fn evidence(&mut self) -> Result<Evidence, EnclaveError>;
     fn precompute(&mut self, count: usize) -> Result<Vec<SealedPad>, EnclaveError>;
-    fn begin(&mut self, req: &SealedRequest) -> Result<Step<SealedAnswer>, EnclaveError>;
+    /// Starts a request on the offered pad (`None`: the enclave's oldest ready pad).
+    fn begin(
+        &mut self,
+        req: &SealedRequest,
+        pad: Option<u64>,
+    ) -> Result<Step<SealedAnswer>, EnclaveError>;
     fn resume(&mut self, reply: Reply) -> Result<Step<SealedAnswer>, EnclaveError>;
     /// Abandons the request in flight, if any.
     fn abort(&mut self);
@@ -27,8 +32,12 @@ impl EnclaveHandle for EnclaveService {
     fn precompute(&mut self, count: usize) -> Result<Vec<SealedPad>, EnclaveError> {
         self.core_mut().precompute(count)
     }
-    fn begin(&mut self, req: &SealedRequest) -> Result<Step<SealedAnswer>, EnclaveError> {
-        EnclaveService::begin(self, req)
+    fn begin(
+        &mut self,
+        req: &SealedRequest,
+        pad: Option<u64>,
+    ) -> Result<Step<SealedAnswer>, EnclaveError> {
+        EnclaveService::begin_with_pad(self, req, pad)
     }
     fn resume(&mut self, reply: Reply) -> Result<Step<SealedAnswer>, EnclaveError> {
         EnclaveService::resume(self, reply)
@@ -50,8 +59,12 @@ impl<S: Read + Write + Send> EnclaveHandle for RemoteEnclave<S> {
         }
         Ok(out)
     }
-    fn begin(&mut self, req: &SealedRequest) -> Result<Step<SealedAnswer>, EnclaveError> {
-        RemoteEnclave::begin(self, req)
+    fn begin(
+        &mut self,
+        req: &SealedRequest,
+        pad: Option<u64>,
+    ) -> Result<Step<SealedAnswer>, EnclaveError> {
+        RemoteEnclave::begin_with_pad(self, req, pad)
     }
     fn resume(&mut self, reply: Reply) -> Result<Step<SealedAnswer>, EnclaveError> {
         RemoteEnclave::resume(self, reply)

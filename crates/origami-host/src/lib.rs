@@ -3,7 +3,7 @@
 //! `Engine` owns a core, an accelerator and the store of sealed pads, and drives one request
 //! through `begin`/`resume`, timing each stage. `bench` runs the four placements side by side.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,7 @@ use origami_model::Tensor;
 
 pub mod bench;
 pub mod handle;
+pub mod padfile;
 pub mod remote;
 
 /// Host errors, by cause.
@@ -29,10 +30,11 @@ pub enum HostError {
     PadMissing { pad_id: u64, layer: u16 },
 }
 
-/// Sealed pads kept outside the enclave (host memory). Each is handed out once.
+/// Sealed pads kept outside the enclave (host memory; `padfile` saves and loads them). Each
+/// is handed out once. Ordered by pad id: the host offers the enclave its oldest pad.
 #[derive(Default)]
 pub struct PadStore {
-    pads: HashMap<(u64, u16), SealedPad>,
+    pads: BTreeMap<(u64, u16), SealedPad>,
 }
 
 impl PadStore {
@@ -45,6 +47,27 @@ impl PadStore {
     pub fn take(&mut self, pad_id: u64, layer: u16) -> Option<SealedPad> {
         self.pads.remove(&(pad_id, layer))
     }
+    /// The oldest pad held.
+    pub fn next_pad(&self) -> Option<u64> {
+        self.pads.keys().next().map(|&(id, _)| id)
+    }
+    /// Drops every layer of `pad_id` (a pad the enclave refused).
+    pub fn discard(&mut self, pad_id: u64) {
+        self.pads.retain(|&(id, _), _| id != pad_id);
+    }
+    /// Distinct pads held.
+    pub fn pad_count(&self) -> usize {
+        let mut n = 0;
+        let mut last = None;
+        for &(id, _) in self.pads.keys() {
+            if last != Some(id) {
+                n += 1;
+                last = Some(id);
+            }
+        }
+        n
+    }
+    /// Sealed layer entries held.
     pub fn len(&self) -> usize {
         self.pads.len()
     }
@@ -54,6 +77,10 @@ impl PadStore {
     /// Bytes of sealed data held.
     pub fn bytes(&self) -> usize {
         self.pads.values().map(|p| p.ciphertext.len()).sum()
+    }
+    /// Every sealed entry, in pad order.
+    pub fn iter(&self) -> impl Iterator<Item = &SealedPad> {
+        self.pads.values()
     }
 }
 

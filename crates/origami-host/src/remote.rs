@@ -84,7 +84,18 @@ impl<S: Read + Write> RemoteEnclave<S> {
     }
 
     pub fn begin(&mut self, req: &SealedRequest) -> Result<Step<SealedAnswer>, EnclaveError> {
-        self.step(&ToEnclave::Begin(req.clone()))
+        self.begin_with_pad(req, None)
+    }
+
+    pub fn begin_with_pad(
+        &mut self,
+        req: &SealedRequest,
+        pad: Option<u64>,
+    ) -> Result<Step<SealedAnswer>, EnclaveError> {
+        self.step(&ToEnclave::Begin {
+            request: req.clone(),
+            pad,
+        })
     }
 
     pub fn resume(&mut self, reply: Reply) -> Result<Step<SealedAnswer>, EnclaveError> {
@@ -117,5 +128,115 @@ fn kind(m: &FromEnclave) -> &'static str {
         FromEnclave::Done(_) => "done",
         FromEnclave::Aborted => "aborted",
         FromEnclave::Error(_) => "error",
+    }
+}
+
+/// Where a long-lived enclave process listens: `unix:PATH` (or a bare path) or
+/// `tcp:HOST:PORT`. TCP is for Gramine-SGX, whose Unix sockets do not reach the host; bind it
+/// to loopback (everything on it is sealed or blinded, but anyone local could connect).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    Unix(std::path::PathBuf),
+    Tcp(String),
+}
+
+impl std::str::FromStr for Endpoint {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(addr) = s.strip_prefix("tcp:") {
+            if addr
+                .rsplit_once(':')
+                .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+            {
+                return Err(format!("{s}: expected tcp:HOST:PORT"));
+            }
+            return Ok(Endpoint::Tcp(addr.to_string()));
+        }
+        let path = s.strip_prefix("unix:").unwrap_or(s);
+        if path.is_empty() {
+            return Err("empty enclave socket path".into());
+        }
+        Ok(Endpoint::Unix(path.into()))
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Unix(p) => write!(f, "unix:{}", p.display()),
+            Endpoint::Tcp(a) => write!(f, "tcp:{a}"),
+        }
+    }
+}
+
+/// A connection to an enclave process over either kind of endpoint.
+pub enum Conn {
+    Unix(std::os::unix::net::UnixStream),
+    Tcp(std::net::TcpStream),
+}
+
+impl Endpoint {
+    pub fn connect(&self) -> std::io::Result<Conn> {
+        Ok(match self {
+            Endpoint::Unix(p) => Conn::Unix(std::os::unix::net::UnixStream::connect(p)?),
+            Endpoint::Tcp(a) => {
+                let s = std::net::TcpStream::connect(a)?;
+                // Frames are request/response: no Nagle delay.
+                s.set_nodelay(true)?;
+                Conn::Tcp(s)
+            }
+        })
+    }
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Unix(s) => s.read(buf),
+            Conn::Tcp(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Unix(s) => s.write(buf),
+            Conn::Tcp(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Conn::Unix(s) => s.flush(),
+            Conn::Tcp(s) => s.flush(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod endpoint_tests {
+    use super::Endpoint;
+
+    #[test]
+    fn endpoints_parse_with_clear_errors() {
+        assert_eq!(
+            "tcp:127.0.0.1:7000".parse::<Endpoint>().unwrap(),
+            Endpoint::Tcp("127.0.0.1:7000".into())
+        );
+        assert_eq!(
+            "unix:/run/e.sock".parse::<Endpoint>().unwrap(),
+            Endpoint::Unix("/run/e.sock".into())
+        );
+        assert_eq!(
+            "/run/e.sock".parse::<Endpoint>().unwrap(),
+            Endpoint::Unix("/run/e.sock".into())
+        );
+        for bad in ["tcp:7000", "tcp:host:port", "tcp::80", "", "unix:"] {
+            assert!(bad.parse::<Endpoint>().is_err(), "{bad}");
+        }
+        assert_eq!(
+            "tcp:[::1]:9".parse::<Endpoint>().unwrap().to_string(),
+            "tcp:[::1]:9"
+        );
     }
 }

@@ -50,7 +50,7 @@ fn policy(plan: &Plan) -> Policy {
             code_id: hex(&self_code_id().unwrap()),
             model_hash: hex(&plan.model.hash()),
         }],
-        placements: vec![],
+        ..Policy::default()
     }
 }
 

@@ -66,7 +66,7 @@ fn policy(plan: &Plan, allow_simulated: bool) -> Policy {
             code_id: hex(&self_code_id().unwrap()),
             model_hash: hex(&plan.model.hash()),
         }],
-        placements: vec![],
+        ..Policy::default()
     }
 }
 

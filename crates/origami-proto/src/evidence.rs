@@ -1,8 +1,11 @@
 //! Attestation evidence: what the enclave claims (its measurement: code identity, model hash,
 //! placement and split, and what the host sees in that placement) bound to its session key and
-//! instance, with a platform proof. `Simulated` evidence is signed (Ed25519) by a platform key
-//! generated locally: it proves nothing about hardware, says so in its type, and clients refuse
-//! it unless their policy explicitly allows simulation.
+//! instance, with a platform proof. Platforms sit behind one trait, `Attester`:
+//! - `Simulated` evidence is signed (Ed25519) by a platform key generated locally: it proves
+//!   nothing about hardware, says so in its type, and clients refuse it unless their policy
+//!   explicitly allows simulation.
+//! - `SgxGramine` evidence carries a DCAP quote whose report data is the evidence digest (see
+//!   `crate::sgx`), verified on the client with `dcap-qvl` against Intel's root CA.
 
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
@@ -67,6 +70,11 @@ pub struct Evidence {
     pub platform_key: [u8; 32],
     /// `Simulated`: an Ed25519 signature of `digest()`; `SgxGramine`: the DCAP quote.
     pub proof: Vec<u8>,
+    /// `SgxGramine`: the DCAP collateral (Intel-signed TCB info, QE identity, CRLs) as JSON,
+    /// attached by the host (it is signed by Intel, so the untrusted host may carry it; it is
+    /// not covered by `digest()`). Empty for `Simulated`.
+    #[serde(default)]
+    pub collateral: String,
 }
 
 impl Evidence {
@@ -85,13 +93,52 @@ impl Evidence {
     }
 }
 
+/// The seam between the enclave and its platform: who vouches for the measurement.
+pub trait Attester: Send {
+    fn platform(&self) -> Platform;
+    /// The enclave's code identity on this platform (SHA-256 of the executable when simulated,
+    /// MRENCLAVE under SGX).
+    fn code_id(&self) -> [u8; 32];
+    /// Evidence binding `measurement` to the session key and instance.
+    fn attest(
+        &self,
+        measurement: Measurement,
+        enclave_key: [u8; 32],
+        instance: [u8; 16],
+    ) -> Result<Evidence, ProtoError>;
+}
+
+impl Evidence {
+    /// Evidence without its proof, for `Attester` implementations to fill in.
+    pub fn unsigned(
+        platform: Platform,
+        measurement: Measurement,
+        enclave_key: [u8; 32],
+        instance: [u8; 16],
+        platform_key: [u8; 32],
+    ) -> Self {
+        Evidence {
+            platform,
+            host_sees: host_sees(&measurement.placement, measurement.split),
+            measurement,
+            enclave_key,
+            instance,
+            platform_key,
+            proof: Vec::new(),
+            collateral: String::new(),
+        }
+    }
+}
+
 /// The simulated platform: a signing key from the OS, per process.
 pub struct SimulatedPlatform {
     key: SigningKey,
+    code_id: [u8; 32],
 }
 
 impl SimulatedPlatform {
-    pub fn new() -> Result<Self, ProtoError> {
+    /// `code_id`: what the platform reports as the code identity (the executable's SHA-256).
+    pub fn new(code_id: [u8; 32]) -> Result<Self, ProtoError> {
         let mut b = zeroize::Zeroizing::new([0u8; 32]);
         use rand_core::{OsRng, TryRngCore};
         OsRng
@@ -99,26 +146,35 @@ impl SimulatedPlatform {
             .map_err(|e| ProtoError::Io(std::io::Error::other(e.to_string())))?;
         Ok(Self {
             key: SigningKey::from_bytes(&b),
+            code_id,
         })
     }
+}
 
-    pub fn attest(
+impl Attester for SimulatedPlatform {
+    fn platform(&self) -> Platform {
+        Platform::Simulated
+    }
+
+    fn code_id(&self) -> [u8; 32] {
+        self.code_id
+    }
+
+    fn attest(
         &self,
         measurement: Measurement,
         enclave_key: [u8; 32],
         instance: [u8; 16],
-    ) -> Evidence {
-        let mut ev = Evidence {
-            platform: Platform::Simulated,
-            host_sees: host_sees(&measurement.placement, measurement.split),
+    ) -> Result<Evidence, ProtoError> {
+        let mut ev = Evidence::unsigned(
+            Platform::Simulated,
             measurement,
             enclave_key,
             instance,
-            platform_key: self.key.verifying_key().to_bytes(),
-            proof: Vec::new(),
-        };
+            self.key.verifying_key().to_bytes(),
+        );
         ev.proof = self.key.sign(&ev.digest()).to_bytes().to_vec();
-        ev
+        Ok(ev)
     }
 }
 
@@ -136,6 +192,14 @@ pub struct Policy {
     /// and `origami`.
     #[serde(default)]
     pub placements: Vec<String>,
+    /// `sgx-gramine`: accepted TCB statuses of the platform (dcap-qvl's names, e.g.
+    /// `"SWHardeningNeeded"`). Empty: `["UpToDate"]` only. `Revoked` is never accepted.
+    #[serde(default)]
+    pub sgx_tcb_status: Vec<String>,
+    /// `sgx-gramine`: accept a DEBUG enclave (its memory is readable by the host: never in
+    /// production). Off unless set.
+    #[serde(default)]
+    pub sgx_allow_debug: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,8 +216,17 @@ pub fn hex(b: &[u8]) -> String {
 }
 
 /// Checks `ev` against `policy`: the platform, the proof, the measurement and the placement.
-/// Returns the digest sessions must bind to.
+/// Returns the digest sessions must bind to. SGX collateral validity is judged at the current
+/// system time.
 pub fn verify(ev: &Evidence, policy: &Policy) -> Result<[u8; 32], ProtoError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    verify_at(ev, policy, now)
+}
+
+/// `verify` at a given time (seconds since the Unix epoch).
+pub fn verify_at(ev: &Evidence, policy: &Policy, now_secs: u64) -> Result<[u8; 32], ProtoError> {
     let reject = |m: String| Err(ProtoError::Evidence(m));
     let digest = ev.digest();
     match ev.platform {
@@ -171,9 +244,7 @@ pub fn verify(ev: &Evidence, policy: &Policy) -> Result<[u8; 32], ProtoError> {
                 ProtoError::Evidence("the simulated signature does not match the evidence".into())
             })?;
         }
-        Platform::SgxGramine => {
-            return reject("sgx-gramine quote verification is not built yet".into());
-        }
+        Platform::SgxGramine => crate::sgx::verify_quote(ev, &digest, policy, now_secs)?,
     }
     if ev.host_sees != host_sees(&ev.measurement.placement, ev.measurement.split) {
         return reject("the evidence misstates what the host sees".into());
@@ -225,14 +296,14 @@ mod tests {
                 code_id: hex(&[1; 32]),
                 model_hash: hex(&[2; 32]),
             }],
-            placements: vec![],
+            ..Policy::default()
         }
     }
 
     #[test]
     fn simulated_evidence_verifies_only_when_allowed() {
-        let p = SimulatedPlatform::new().unwrap();
-        let ev = p.attest(measurement(), [9; 32], [3; 16]);
+        let p = SimulatedPlatform::new([1; 32]).unwrap();
+        let ev = p.attest(measurement(), [9; 32], [3; 16]).unwrap();
         assert_eq!(verify(&ev, &policy()).unwrap(), ev.digest());
         let strict = Policy {
             allow_simulated: false,
@@ -244,8 +315,8 @@ mod tests {
 
     #[test]
     fn any_change_to_the_evidence_is_rejected() {
-        let p = SimulatedPlatform::new().unwrap();
-        let ev = p.attest(measurement(), [9; 32], [3; 16]);
+        let p = SimulatedPlatform::new([1; 32]).unwrap();
+        let ev = p.attest(measurement(), [9; 32], [3; 16]).unwrap();
         let bytes = crate::encode(&ev);
         let mut rejected = 0;
         for i in 0..bytes.len() * 8 {
@@ -264,11 +335,11 @@ mod tests {
 
     #[test]
     fn policy_checks_measurement_and_placement() {
-        let p = SimulatedPlatform::new().unwrap();
+        let p = SimulatedPlatform::new([1; 32]).unwrap();
         let mut m = measurement();
         m.placement = "origami".into();
         m.split = Some(4);
-        let ev = p.attest(m, [9; 32], [3; 16]);
+        let ev = p.attest(m, [9; 32], [3; 16]).unwrap();
         assert!(ev.host_sees.contains("plain features at split 4"));
         verify(&ev, &policy()).unwrap();
         let only_slalom = Policy {
@@ -279,7 +350,7 @@ mod tests {
         assert!(e.contains("placement origami is not allowed"), "{e}");
         let mut other = measurement();
         other.model_hash = [5; 32];
-        let e = verify(&p.attest(other, [9; 32], [3; 16]), &policy())
+        let e = verify(&p.attest(other, [9; 32], [3; 16]).unwrap(), &policy())
             .unwrap_err()
             .to_string();
         assert!(e.contains("measurement not allowed"), "{e}");

@@ -1,11 +1,13 @@
 //! What crosses a trust boundary: length-prefixed frames with bounded decoding (`frame`), the
 //! client's session crypto (`session`: X25519 + HKDF-SHA256 + ChaCha20-Poly1305, one fresh key
 //! per request, replays rejected) and attestation evidence (`evidence`: a measurement bound to
-//! the enclave's session key; the `simulated` platform signs with a local key and says so).
+//! the enclave's session key; the `simulated` platform signs with a local key and says so;
+//! `sgx` verifies Gramine-SGX DCAP quotes).
 
 pub mod evidence;
 pub mod frame;
 pub mod session;
+pub mod sgx;
 pub mod tensor;
 pub mod wire;
 

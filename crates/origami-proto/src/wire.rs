@@ -24,8 +24,11 @@ pub enum ToEnclave {
     Evidence,
     /// Precompute this many pads and return them sealed.
     Precompute { count: u32 },
-    /// Start a client's request.
-    Begin(SealedRequest),
+    /// Start a client's request on the given pad (`None`: the enclave's oldest ready pad).
+    Begin {
+        request: SealedRequest,
+        pad: Option<u64>,
+    },
     /// The accelerator's result for the last offload, with the sealed u of its pad and layer.
     Linear { result: Vec<u32>, sealed_u: WirePad },
     /// The tail's output after a handoff.

@@ -52,6 +52,12 @@ pub struct ServerConfig {
     pub pad_wait: Duration,
     /// Largest accepted request body.
     pub max_body: usize,
+    /// `sgx-gramine`: DCAP collateral (JSON) attached to the served evidence (Intel-signed:
+    /// the host may carry it). Empty: none.
+    pub sgx_collateral: String,
+    /// Sealed pads to start with (`origami precompute --out`), made for this very enclave
+    /// instance; a file of another instance is refused.
+    pub pad_file: Option<std::path::PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -64,6 +70,8 @@ impl Default for ServerConfig {
             pad_high: 32,
             pad_wait: Duration::from_secs(30),
             max_body: 64 << 20,
+            sgx_collateral: String::new(),
+            pad_file: None,
         }
     }
 }
@@ -76,6 +84,8 @@ pub enum ServerError {
     Accel(#[from] origami_accel::AccelError),
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    PadFile(#[from] origami_host::padfile::PadFileError),
 }
 
 /// Latency histogram bucket bounds (seconds).
@@ -241,7 +251,8 @@ impl Worker {
         {
             Ok((h, ev)) => {
                 self.enclave = h;
-                *self.evidence.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ev);
+                *self.evidence.write().unwrap_or_else(|p| p.into_inner()) =
+                    Arc::new(with_collateral(ev, &self.cfg));
                 self.pads = PadStore::default();
                 self.ready = 0;
                 self.restarts += 1;
@@ -274,7 +285,26 @@ impl Worker {
             }
         }
         let r = (|| {
-            let first = self.enclave.begin(&job.req).map_err(|e| {
+            let first = loop {
+                let pad = if needs { self.pads.next_pad() } else { None };
+                match self.enclave.begin(&job.req, pad) {
+                    Err(e) if pad.is_some() && e.to_string().contains("is not a ready pad") => {
+                        // The store holds a pad the enclave does not (e.g. from a pad file of
+                        // an earlier precompute): drop it — a pad is never offered twice — and
+                        // offer the next. The request was not opened, so it is not spent.
+                        if let Some(id) = pad {
+                            self.pads.discard(id);
+                        }
+                        self.ready = self.pads.pad_count();
+                        self.metrics.pads_ready.store(self.ready, Ordering::Relaxed);
+                        if self.ready == 0 {
+                            self.precompute(1).map_err(|e| (false, e))?;
+                        }
+                    }
+                    r => break r,
+                }
+            }
+            .map_err(|e| {
                 // The pool count is the host's estimate; the enclave's word wins. (A remote
                 // enclave reports the kind in its message.)
                 let exhausted = matches!(e, EnclaveError::PadsExhausted(_))
@@ -422,6 +452,15 @@ impl Running {
     }
 }
 
+/// The evidence as served: the enclave's, with the configured DCAP collateral (not covered by
+/// the evidence digest).
+fn with_collateral(mut ev: Evidence, cfg: &ServerConfig) -> Evidence {
+    if !cfg.sgx_collateral.is_empty() {
+        ev.collateral = cfg.sgx_collateral.clone();
+    }
+    ev
+}
+
 /// Starts serving on `listener` (bind port 0 for a free port) with `enclave` (in-process or a
 /// process behind a socket, built for `plan` and `placement`) and `accel` (prepared here with
 /// the public plan). With `restart`, a failed enclave is replaced by a fresh one. Pads are
@@ -438,7 +477,7 @@ pub async fn start(
     let head_end = placement.head_end(&plan)?;
     accel.prepare(plan.model.clone(), &field_layers(&plan, head_end))?;
     let metrics = Arc::new(Metrics::default());
-    let evidence = Arc::new(enclave.evidence()?);
+    let evidence = Arc::new(with_collateral(enclave.evidence()?, &cfg));
     if evidence.measurement.model_hash != plan.model.hash() {
         return Err(ServerError::Enclave(EnclaveError::Plan(
             "the enclave serves another model than the host's plan".into(),
@@ -458,7 +497,17 @@ pub async fn start(
         cfg: cfg.clone(),
         metrics: metrics.clone(),
     };
-    worker.precompute(cfg.pad_low)?;
+    if let Some(path) = &cfg.pad_file {
+        if worker.needs_pads {
+            worker.pads = origami_host::padfile::read(path, &evidence)?;
+            worker.ready = worker.pads.pad_count();
+            worker
+                .metrics
+                .pads_ready
+                .store(worker.ready, Ordering::Relaxed);
+        }
+    }
+    worker.precompute(cfg.pad_low.saturating_sub(worker.ready))?;
     let worker = std::thread::Builder::new()
         .name("origami-enclave-worker".into())
         .spawn(move || worker.run(rx))?;

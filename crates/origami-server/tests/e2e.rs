@@ -27,6 +27,7 @@ fn policy(plan: &Plan) -> Policy {
             model_hash: hex(&plan.model.hash()),
         }],
         placements: vec!["slalom".into()],
+        ..Policy::default()
     }
 }
 
