@@ -642,6 +642,30 @@ fn calibration(model: &Model, n: usize) -> Result<Vec<Tensor>> {
     Ok(v)
 }
 
+/// The enclave process's plan: for `origami --split K` a head-only plan (the tail's weights are
+/// freed once calibrated: the enclave never runs them), otherwise the full plan.
+fn served_enclave(
+    model: &str,
+    mode: &str,
+    split: Option<usize>,
+    calib: usize,
+) -> Result<(Placement, Arc<Plan>)> {
+    let m = load_model(model)?;
+    let split = match (mode, split) {
+        ("origami", None) => Some(default_split(&m)),
+        _ => split,
+    };
+    let placement = Placement::parse(mode, split)?;
+    let c = calibration(&m, calib)?;
+    let plan = match placement {
+        Placement::Origami { split } => {
+            Plan::build_head_only(m, &c, QuantConfig::default(), split)?
+        }
+        _ => Plan::build(&m, &c, QuantConfig::default())?,
+    };
+    Ok((placement, Arc::new(plan)))
+}
+
 fn build_plan(model: &Model, calib: usize) -> Result<Arc<Plan>> {
     let c = calibration(model, calib)?;
     Ok(Arc::new(Plan::build(model, &c, QuantConfig::default())?))
@@ -1300,7 +1324,8 @@ fn enclave_process(
 ) -> Result<()> {
     use origami_enclave::service::EnclaveService;
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-    let (m, placement, plan) = served(model, mode, split, calib)?;
+    let (placement, plan) = served_enclave(model, mode, split, calib)?;
+    let (name, model_hash) = (plan.model.name.clone(), plan.model_hash);
     let cfg = CoreConfig {
         placement,
         verify,
@@ -1312,8 +1337,8 @@ fn enclave_process(
         println!(
             "enclave process: platform {}; model {} ({}…), placement {}; code id {}…; session key {}…; listening on {at}",
             ev.platform.name(),
-            m.name,
-            &hex(&m.hash())[..16],
+            name,
+            &hex(&model_hash)[..16],
             placement.name(),
             &hex(&ev.measurement.code_id)[..16],
             &hex(&ev.enclave_key)[..16],

@@ -222,6 +222,14 @@ impl EnclaveCore {
         probe_key: PadKey,
     ) -> Result<Self, EnclaveError> {
         let head_end = cfg.placement.head_end(&plan)?;
+        if let Some(h) = plan.head_only {
+            if head_end > h {
+                return Err(EnclaveError::Plan(format!(
+                    "this plan keeps weights only for nodes before {h}, but the {} placement runs nodes up to {head_end} in the enclave",
+                    cfg.placement.name()
+                )));
+            }
+        }
         if let Placement::Origami { split } = cfg.placement {
             if split == 0 {
                 return Err(EnclaveError::Plan("origami --split 0 would hand the raw input to the host; use --mode plain to say so".into()));

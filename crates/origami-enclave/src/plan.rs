@@ -102,9 +102,16 @@ impl QLinear {
 /// A prepared model: folded, calibrated, quantized.
 #[derive(Debug)]
 pub struct Plan {
+    /// The folded model. In a head-only plan (`build_head_only`) the weights of nodes from
+    /// `head_only` on are dropped; structure and shapes stay.
     pub model: Arc<Model>,
-    /// Hash of the folded model and the quantization: what pads and attestation bind to.
+    /// `Model::hash` of the complete folded model (what attestation reports).
+    pub model_hash: [u8; 32],
+    /// Hash of the folded model and the quantization: what pads bind to.
     pub hash: [u8; 32],
+    /// `Some(node)`: weights (float and quantized) of nodes from `node` on were dropped — the
+    /// enclave's copy for a placement whose enclave part ends there.
+    pub head_only: Option<usize>,
     pub cfg: QuantConfig,
     pub linears: Vec<QLinear>,
     /// For each node, its index in `linears` when it is linear.
@@ -139,6 +146,28 @@ pub fn quantize_scaled(x: f32, scale: f64) -> i64 {
 impl Plan {
     /// Builds a plan, calibrating on `calib` (each `[1, C, H, W]` or a batch).
     pub fn build(model: &Model, calib: &[Tensor], cfg: QuantConfig) -> Result<Self, EnclaveError> {
+        Self::build_inner(model, calib, cfg, None)
+    }
+
+    /// The enclave's plan for `origami --split k`: identical scales and hashes (the whole model
+    /// is still calibrated), but the tail's weights, float and quantized, are never kept — the
+    /// enclave holds only the head it runs, which bounds its memory (VGG-16: the tail is >99%
+    /// of the weights). The model must be taken by value so its tail weights can be freed.
+    pub fn build_head_only(
+        model: Model,
+        calib: &[Tensor],
+        cfg: QuantConfig,
+        split: usize,
+    ) -> Result<Self, EnclaveError> {
+        Self::build_inner(&model, calib, cfg, Some(split))
+    }
+
+    fn build_inner(
+        model: &Model,
+        calib: &[Tensor],
+        cfg: QuantConfig,
+        head_split: Option<usize>,
+    ) -> Result<Self, EnclaveError> {
         if calib.is_empty() {
             return Err(EnclaveError::Plan(
                 "calibration needs at least one input".into(),
@@ -153,7 +182,15 @@ impl Plan {
                 "quantization settings out of range: {cfg:?}"
             )));
         }
-        let model = model.fold_batchnorm();
+        let mut model = model.fold_batchnorm();
+        let head_only = match head_split {
+            Some(k) => Some(
+                model
+                    .split_node(k)
+                    .map_err(|e| EnclaveError::Plan(e.to_string()))?,
+            ),
+            None => None,
+        };
         let shapes = model
             .validate()
             .map_err(|e| EnclaveError::Plan(e.to_string()))?;
@@ -227,8 +264,18 @@ impl Plan {
                 }
             }
             let ws = 2f64.powi(w_exp);
-            let wq: Vec<f64> = w.iter().map(|&v| quantize_scaled(v, ws) as f64).collect();
-            let bias_q: Vec<i64> = b.iter().map(|&v| quantize(v, in_exp + w_exp)).collect();
+            // A head-only plan keeps no quantized weights past the head.
+            let keep = head_only.is_none_or(|h| i < h);
+            let wq: Vec<f64> = if keep {
+                w.iter().map(|&v| quantize_scaled(v, ws) as f64).collect()
+            } else {
+                Vec::new()
+            };
+            let bias_q: Vec<i64> = if keep {
+                b.iter().map(|&v| quantize(v, in_exp + w_exp)).collect()
+            } else {
+                Vec::new()
+            };
             let k = match shape {
                 LinearShape::Conv(g) => g.k(),
                 LinearShape::Dense { in_f, .. } => in_f,
@@ -261,8 +308,26 @@ impl Plan {
                     && model.output != n.output,
             });
         }
+        let model_hash = model.hash();
+        if let Some(h) = head_only {
+            for n in &mut model.nodes[h..] {
+                match &mut n.op {
+                    Op::Conv(c) => {
+                        c.weight = Vec::new();
+                        c.bias = Vec::new();
+                    }
+                    Op::Dense(d) => {
+                        d.weight = Vec::new();
+                        d.bias = Vec::new();
+                    }
+                    _ => {}
+                }
+            }
+        }
         let mut plan = Plan {
             hash: [0; 32],
+            model_hash,
+            head_only,
             model: Arc::new(model),
             cfg,
             linears,
@@ -278,7 +343,7 @@ impl Plan {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
         h.update(b"origami-plan-v1");
-        h.update(self.model.hash());
+        h.update(self.model_hash);
         for l in &self.linears {
             h.update(l.in_exp.to_le_bytes());
             h.update(l.w_exp.to_le_bytes());

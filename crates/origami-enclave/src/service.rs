@@ -73,7 +73,7 @@ impl EnclaveService {
         };
         let measurement = Measurement {
             code_id: platform.code_id(),
-            model_hash: plan.model.hash(),
+            model_hash: plan.model_hash,
             placement: placement.into(),
             split,
         };

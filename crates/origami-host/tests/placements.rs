@@ -432,3 +432,73 @@ fn placements_parse_and_unsafe_splits_are_refused() {
     nan.data[5] = f32::NAN;
     assert!(matches!(core.begin(nan), Err(EnclaveError::BadRequest(_))));
 }
+
+/// The enclave process's head-only plan (`Plan::build_head_only`): the same hashes, no tail
+/// weights kept, answers bit-identical to the full plan's through a host prepared with the full
+/// plan; placements that would need the tail in the enclave are refused.
+#[test]
+fn head_only_plan_answers_identically_and_keeps_no_tail_weights() {
+    use origami_host::{drive, field_layers, PadStore};
+    let m = zoo::vgg16(32);
+    let calib: Vec<Tensor> = (0..4).map(|s| zoo::seeded_input(&m, 100 + s)).collect();
+    let inputs: Vec<Tensor> = (5..7).map(|s| zoo::seeded_input(&m, s)).collect();
+    let full = Arc::new(Plan::build(&m, &calib, QuantConfig::default()).unwrap());
+    let head = Arc::new(Plan::build_head_only(m, &calib, QuantConfig::default(), 4).unwrap());
+    assert_eq!(head.hash, full.hash);
+    assert_eq!(head.model_hash, full.model_hash);
+    assert_eq!(full.model_hash, full.model.hash());
+    let h = head.head_only.unwrap();
+    assert_eq!(h, Placement::Origami { split: 4 }.head_end(&full).unwrap());
+    let kept: usize = head.linears.iter().map(|l| l.wq.len()).sum();
+    let all: usize = full.linears.iter().map(|l| l.wq.len()).sum();
+    assert!(kept * 50 < all, "head keeps {kept} of {all} weights");
+    for (a, b) in head.linears.iter().zip(&full.linears) {
+        assert_eq!((a.in_exp, a.w_exp), (b.in_exp, b.w_exp));
+        if a.node < h {
+            assert_eq!(a.wq, b.wq);
+        } else {
+            assert!(a.wq.is_empty() && a.bias_q.is_empty());
+        }
+    }
+    let cfg = CoreConfig {
+        placement: Placement::Origami { split: 4 },
+        verify: true,
+        threads: 1,
+    };
+    let mut core = EnclaveCore::new(head.clone(), cfg.clone()).unwrap();
+    let mut accel = CpuAccelerator::new();
+    accel
+        .prepare(full.model.clone(), &field_layers(&full, h))
+        .unwrap();
+    let mut pads = PadStore::default();
+    pads.insert_all(core.precompute(inputs.len()).unwrap());
+    for x in &inputs {
+        let first = core.begin(x.clone()).unwrap();
+        let got = drive(
+            &mut accel,
+            &mut pads,
+            first,
+            |r| core.resume(r),
+            &mut Default::default(),
+        )
+        .unwrap();
+        assert_eq!(got, reference(&full, x, h, 1).unwrap());
+    }
+    for placement in [
+        Placement::Slalom,
+        Placement::Enclave,
+        Placement::Origami { split: 5 },
+    ] {
+        let e = EnclaveCore::new(
+            head.clone(),
+            CoreConfig {
+                placement,
+                ..cfg.clone()
+            },
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("keeps weights only"), "{e}");
+    }
+}

@@ -478,7 +478,7 @@ pub async fn start(
     accel.prepare(plan.model.clone(), &field_layers(&plan, head_end))?;
     let metrics = Arc::new(Metrics::default());
     let evidence = Arc::new(with_collateral(enclave.evidence()?, &cfg));
-    if evidence.measurement.model_hash != plan.model.hash() {
+    if evidence.measurement.model_hash != plan.model_hash {
         return Err(ServerError::Enclave(EnclaveError::Plan(
             "the enclave serves another model than the host's plan".into(),
         )));
