@@ -245,6 +245,34 @@ pub fn check_all(accel: &mut dyn Accelerator, tail_tolerance: f32) -> Result<(),
             )));
         }
     }
+    // A batched tail (the server batches requests' tails): image i of the batch answers as
+    // image i alone would.
+    let batch: Vec<Tensor> = (0..3).map(|s| zoo::seeded_input(&model, 40 + s)).collect();
+    let mut stacked = batch[0].clone();
+    stacked.shape[0] = batch.len();
+    stacked.data = batch.iter().flat_map(|t| t.data.clone()).collect();
+    let got = accel
+        .run_tail(0, vec![(0, stacked)])
+        .map_err(|e| fail(format!("batched tail: {e}")))?;
+    if got.shape[0] != batch.len() {
+        return Err(fail(format!("batched tail: output shape {:?}", got.shape)));
+    }
+    let per = got.data.len() / batch.len();
+    for (i, x) in batch.iter().enumerate() {
+        let mut env: Vec<Option<Tensor>> = vec![None; model.num_values()];
+        env[0] = Some(x.clone());
+        let want = exec::run_from(&model, 0, env).map_err(|e| fail(e.to_string()))?;
+        let diff = want
+            .data
+            .iter()
+            .zip(&got.data[i * per..(i + 1) * per])
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        if want.data.len() != per || diff > tail_tolerance {
+            return Err(fail(format!(
+                "batched tail: image {i} differs from its own run by {diff}"
+            )));
+        }
+    }
     accel.synchronize().map_err(|e| fail(e.to_string()))?;
     Ok(())
 }

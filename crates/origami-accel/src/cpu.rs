@@ -29,6 +29,15 @@ impl CpuAccelerator {
     }
 }
 
+/// Image `i` of a batch of `n`, as a batch of one.
+fn image(t: &Tensor, i: usize, n: usize) -> Result<Tensor, AccelError> {
+    let per = t.data.len() / n;
+    let mut shape = t.shape.clone();
+    shape[0] = 1;
+    Tensor::new(shape, t.data[i * per..(i + 1) * per].to_vec())
+        .map_err(|e| AccelError::BadInput(e.to_string()))
+}
+
 impl Accelerator for CpuAccelerator {
     fn name(&self) -> String {
         format!("cpu ({} threads)", rayon::current_num_threads())
@@ -108,7 +117,34 @@ impl Accelerator for CpuAccelerator {
                 .take()
                 .ok_or_else(|| AccelError::BadInput("the output value was not given".into()));
         }
-        exec::run_from(model, start, env).map_err(|e| AccelError::BadInput(e.to_string()))
+        // Batch-invariant: a batched tail (the server batches requests' tails) gives every image
+        // exactly the bits of its own single-image run — a batched GEMM could sum in another
+        // order. Convolutions already run image by image; only dense layers would differ.
+        let n = env.iter().flatten().map(|t| t.shape[0]).next().unwrap_or(1);
+        if n <= 1 {
+            return exec::run_from(model, start, env)
+                .map_err(|e| AccelError::BadInput(e.to_string()));
+        }
+        if env.iter().flatten().any(|t| t.shape[0] != n) {
+            return Err(AccelError::BadInput(
+                "tail values with different batch sizes".into(),
+            ));
+        }
+        let mut outs = Vec::with_capacity(n);
+        for i in 0..n {
+            let one: Vec<Option<Tensor>> = env
+                .iter()
+                .map(|v| v.as_ref().map(|t| image(t, i, n)).transpose())
+                .collect::<Result<_, _>>()?;
+            outs.push(
+                exec::run_from(model, start, one)
+                    .map_err(|e| AccelError::BadInput(e.to_string()))?,
+            );
+        }
+        let mut shape = outs[0].shape.clone();
+        shape[0] = n;
+        let data: Vec<f32> = outs.into_iter().flat_map(|t| t.data).collect();
+        Tensor::new(shape, data).map_err(|e| AccelError::Backend(e.to_string()))
     }
 
     fn synchronize(&mut self) -> Result<(), AccelError> {

@@ -392,6 +392,25 @@ impl EnclaveCore {
         self.session = None;
     }
 
+    /// Whether the request in flight has handed off and waits only for the tail's output.
+    pub fn awaiting_tail(&self) -> bool {
+        self.session
+            .as_ref()
+            .is_some_and(|s| matches!(s.awaiting, Some(Await::Tail)))
+    }
+
+    /// Checks a tail output (one image) against the model's output shape.
+    pub fn check_tail_output(&self, t: &Tensor) -> Result<(), EnclaveError> {
+        let want = &self.plan.shapes[self.plan.model.output];
+        if &t.shape != want || t.data.len() != want.iter().product::<usize>() {
+            return Err(EnclaveError::AcceleratorMisbehaved {
+                layer: u16::MAX,
+                detail: format!("tail output has shape {:?}, expected {want:?}", t.shape),
+            });
+        }
+        Ok(())
+    }
+
     fn begin_inner(&mut self, input: Tensor, pad: Option<u64>) -> Result<Step, EnclaveError> {
         exec::check_input(&self.plan.model, &input)
             .map_err(|e| EnclaveError::BadRequest(e.to_string()))?;
@@ -500,13 +519,7 @@ impl EnclaveCore {
                 self.advance()
             }
             (Some(Await::Tail), Reply::Tail(t)) => {
-                let want = &self.plan.shapes[self.plan.model.output];
-                if &t.shape != want || t.data.len() != want.iter().product::<usize>() {
-                    return Err(EnclaveError::AcceleratorMisbehaved {
-                        layer: u16::MAX,
-                        detail: format!("tail output has shape {:?}, expected {want:?}", t.shape),
-                    });
-                }
+                self.check_tail_output(&t)?;
                 self.session = None;
                 Ok(Step::Done(t))
             }

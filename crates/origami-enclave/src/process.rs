@@ -88,6 +88,12 @@ fn handle(service: &mut EnclaveService, msg: ToEnclave) -> Result<FromEnclave, E
             service.abort();
             FromEnclave::Aborted
         }
+        ToEnclave::Park => FromEnclave::Parked {
+            ticket: service.park()?,
+        },
+        ToEnclave::Finish { ticket, output } => {
+            FromEnclave::Done(service.finish(ticket, tensor_from_wire(output)?)?)
+        }
     })
 }
 

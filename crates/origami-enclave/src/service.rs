@@ -21,6 +21,10 @@ use crate::{EnclaveError, Plan};
 /// 32 bytes per accepted request).
 pub const MAX_REQUESTS_PER_KEY: usize = 1 << 20;
 
+/// Requests parked at their handoff, waiting for the tail (bounds the enclave's memory: one
+/// answer key each). Beyond it the oldest is dropped (its client gets no answer).
+pub const MAX_PARKED: usize = 256;
+
 /// SHA-256 of the running executable: the code identity a simulated platform reports.
 pub fn self_code_id() -> Result<[u8; 32], EnclaveError> {
     let exe = std::env::current_exe().map_err(|e| EnclaveError::Crypto(e.to_string()))?;
@@ -42,6 +46,9 @@ pub struct EnclaveService {
     session: EnclaveSession,
     evidence: Evidence,
     sealer: Option<AnswerSealer>,
+    /// Requests parked at their handoff (`park`), by ticket.
+    parked: std::collections::BTreeMap<u64, AnswerSealer>,
+    next_ticket: u64,
 }
 
 impl EnclaveService {
@@ -91,6 +98,8 @@ impl EnclaveService {
             session,
             evidence,
             sealer: None,
+            parked: Default::default(),
+            next_ticket: 0,
         })
     }
 
@@ -162,6 +171,39 @@ impl EnclaveService {
         self.sealer = None;
     }
 
+    /// Parks the request in flight, which must have handed off (origami placement): the
+    /// enclave's part is done but sealing its answer, so the next request can begin while the
+    /// host batches the tails of several. Returns the ticket `finish` takes.
+    pub fn park(&mut self) -> Result<u64, EnclaveError> {
+        if !self.core.awaiting_tail() {
+            return Err(EnclaveError::Misuse(
+                "only a request waiting for its tail can be parked".into(),
+            ));
+        }
+        let sealer = self
+            .sealer
+            .take()
+            .ok_or_else(|| EnclaveError::Misuse("no request in flight".into()))?;
+        self.core.abort();
+        if self.parked.len() >= MAX_PARKED {
+            self.parked.pop_first();
+        }
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        self.parked.insert(ticket, sealer);
+        Ok(ticket)
+    }
+
+    /// Seals the tail's output (one image) to the client of a parked request. A ticket is
+    /// used once.
+    pub fn finish(&mut self, ticket: u64, out: Tensor) -> Result<SealedAnswer, EnclaveError> {
+        let sealer = self.parked.remove(&ticket).ok_or_else(|| {
+            EnclaveError::BadRequest(format!("no parked request {ticket} (finished or dropped)"))
+        })?;
+        self.core.check_tail_output(&out)?;
+        Ok(seal_answer(sealer, out))
+    }
+
     fn core_plan_input(&self) -> Vec<usize> {
         self.core.plan().model.input_shape.clone()
     }
@@ -175,14 +217,19 @@ impl EnclaveService {
                     .sealer
                     .take()
                     .ok_or_else(|| EnclaveError::Misuse("answer without a request".into()))?;
-                let mut wire = WireTensor {
-                    shape: out.shape.iter().map(|&d| d as u32).collect(),
-                    data: out.data,
-                };
-                let bytes = zeroize::Zeroizing::new(origami_proto::encode(&wire));
-                zeroize::Zeroize::zeroize(&mut wire.data);
-                Step::Done(sealer.seal(&bytes))
+                Step::Done(seal_answer(sealer, out))
             }
         })
     }
+}
+
+/// Seals an answer tensor to its client; the plain copy is cleared.
+fn seal_answer(sealer: AnswerSealer, out: Tensor) -> SealedAnswer {
+    let mut wire = WireTensor {
+        shape: out.shape.iter().map(|&d| d as u32).collect(),
+        data: out.data,
+    };
+    let bytes = zeroize::Zeroizing::new(origami_proto::encode(&wire));
+    zeroize::Zeroize::zeroize(&mut wire.data);
+    sealer.seal(&bytes)
 }

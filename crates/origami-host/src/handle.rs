@@ -6,6 +6,7 @@ use std::io::{Read, Write};
 use origami_enclave::service::EnclaveService;
 use origami_enclave::{EnclaveError, Reply, Step};
 use origami_field::SealedPad;
+use origami_model::Tensor;
 use origami_proto::evidence::Evidence;
 use origami_proto::session::{SealedAnswer, SealedRequest};
 
@@ -23,6 +24,10 @@ pub trait EnclaveHandle: Send {
     fn resume(&mut self, reply: Reply) -> Result<Step<SealedAnswer>, EnclaveError>;
     /// Abandons the request in flight, if any.
     fn abort(&mut self);
+    /// Parks the request in flight at its handoff; returns its ticket.
+    fn park(&mut self) -> Result<u64, EnclaveError>;
+    /// Seals the tail output of a parked request.
+    fn finish(&mut self, ticket: u64, output: Tensor) -> Result<SealedAnswer, EnclaveError>;
 }
 
 impl EnclaveHandle for EnclaveService {
@@ -44,6 +49,12 @@ impl EnclaveHandle for EnclaveService {
     }
     fn abort(&mut self) {
         EnclaveService::abort(self)
+    }
+    fn park(&mut self) -> Result<u64, EnclaveError> {
+        EnclaveService::park(self)
+    }
+    fn finish(&mut self, ticket: u64, output: Tensor) -> Result<SealedAnswer, EnclaveError> {
+        EnclaveService::finish(self, ticket, output)
     }
 }
 
@@ -71,5 +82,11 @@ impl<S: Read + Write + Send> EnclaveHandle for RemoteEnclave<S> {
     }
     fn abort(&mut self) {
         let _ = RemoteEnclave::abort(self);
+    }
+    fn park(&mut self) -> Result<u64, EnclaveError> {
+        RemoteEnclave::park(self)
+    }
+    fn finish(&mut self, ticket: u64, output: Tensor) -> Result<SealedAnswer, EnclaveError> {
+        RemoteEnclave::finish(self, ticket, output)
     }
 }

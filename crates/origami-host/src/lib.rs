@@ -201,6 +201,42 @@ pub fn drive<T>(
     mut resume: impl FnMut(Reply) -> Result<Step<T>, EnclaveError>,
     st: &mut StageTimes,
 ) -> Result<T, HostError> {
+    match drive_head(accel, pads, first, &mut resume, st)? {
+        Headed::Done(out) => Ok(out),
+        Headed::Handoff(h) => {
+            let t = Instant::now();
+            let out = accel.run_tail(h.start, h.values)?;
+            accel.synchronize()?;
+            st.tail += t.elapsed();
+            let t = Instant::now();
+            let step = resume(Reply::Tail(out))?;
+            st.enclave += t.elapsed();
+            match step {
+                Step::Done(out) => Ok(out),
+                _ => Err(HostError::Enclave(EnclaveError::Misuse(
+                    "the enclave did not finish after the tail".into(),
+                ))),
+            }
+        }
+    }
+}
+
+/// Where `drive_head` stopped.
+pub enum Headed<T> {
+    /// The enclave answered (no tail: the enclave and slalom placements).
+    Done(T),
+    /// The head handed off: the tail is the host's to run (alone, or batched with others).
+    Handoff(origami_enclave::core::Handoff),
+}
+
+/// The offload part of `drive`: serves `Offload` steps until the enclave answers or hands off.
+pub fn drive_head<T>(
+    accel: &mut dyn Accelerator,
+    pads: &mut PadStore,
+    first: Step<T>,
+    mut resume: impl FnMut(Reply) -> Result<Step<T>, EnclaveError>,
+    st: &mut StageTimes,
+) -> Result<Headed<T>, HostError> {
     let mut step = first;
     loop {
         match step {
@@ -219,16 +255,8 @@ pub fn drive<T>(
                 step = resume(Reply::Linear { result, sealed_u })?;
                 st.enclave += t.elapsed();
             }
-            Step::Handoff(h) => {
-                let t = Instant::now();
-                let out = accel.run_tail(h.start, h.values)?;
-                accel.synchronize()?;
-                st.tail += t.elapsed();
-                let t = Instant::now();
-                step = resume(Reply::Tail(out))?;
-                st.enclave += t.elapsed();
-            }
-            Step::Done(out) => return Ok(out),
+            Step::Handoff(h) => return Ok(Headed::Handoff(h)),
+            Step::Done(out) => return Ok(Headed::Done(out)),
         }
     }
 }

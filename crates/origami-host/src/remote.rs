@@ -8,6 +8,7 @@ use origami_enclave::core::{Handoff, Offload};
 use origami_enclave::process::{pad_from_wire, pad_to_wire, tensor_from_wire, tensor_to_wire};
 use origami_enclave::{EnclaveError, Reply, Step};
 use origami_field::SealedPad;
+use origami_model::Tensor;
 use origami_proto::evidence::Evidence;
 use origami_proto::frame::{read_frame, write_frame, DEFAULT_MAX_FRAME};
 use origami_proto::session::{SealedAnswer, SealedRequest};
@@ -113,6 +114,23 @@ impl<S: Read + Write> RemoteEnclave<S> {
         self.call(&ToEnclave::Abort).map(|_| ())
     }
 
+    pub fn park(&mut self) -> Result<u64, EnclaveError> {
+        match self.call(&ToEnclave::Park)? {
+            FromEnclave::Parked { ticket } => Ok(ticket),
+            other => Err(unavailable(format!("unexpected reply {}", kind(&other)))),
+        }
+    }
+
+    pub fn finish(&mut self, ticket: u64, output: Tensor) -> Result<SealedAnswer, EnclaveError> {
+        match self.call(&ToEnclave::Finish {
+            ticket,
+            output: tensor_to_wire(output),
+        })? {
+            FromEnclave::Done(a) => Ok(a),
+            other => Err(unavailable(format!("unexpected reply {}", kind(&other)))),
+        }
+    }
+
     /// The raw stream (tests use it to send malformed frames).
     pub fn stream_mut(&mut self) -> &mut S {
         &mut self.stream
@@ -127,6 +145,7 @@ fn kind(m: &FromEnclave) -> &'static str {
         FromEnclave::Handoff { .. } => "handoff",
         FromEnclave::Done(_) => "done",
         FromEnclave::Aborted => "aborted",
+        FromEnclave::Parked { .. } => "parked",
         FromEnclave::Error(_) => "error",
     }
 }

@@ -159,3 +159,70 @@ fn tampered_requests_are_rejected_and_the_service_keeps_serving() {
     let (again, _) = seal_request(&ev.enclave_key, &binding, &bytes).unwrap();
     assert!(restarted.serve(&again).is_err());
 }
+
+/// Parked requests (the server batches origami tails): two requests run their heads and park;
+/// their tails come back out of order; each answer opens only for its own client and matches
+/// its reference. A ticket is used once; parking outside a handoff is refused.
+#[test]
+fn parked_requests_finish_out_of_order_and_only_once() {
+    use origami_host::{drive_head, Headed};
+    let model = zoo::fashion();
+    let calib: Vec<Tensor> = (0..4).map(|s| zoo::seeded_input(&model, 100 + s)).collect();
+    let plan = Arc::new(Plan::build(&model, &calib, QuantConfig::default()).unwrap());
+    let placement = Placement::Origami { split: 2 };
+    let mut host = Host::new(&plan, placement);
+    let ev = host.service.evidence().clone();
+    let binding = verify(&ev, &policy(&plan, true)).unwrap();
+    assert!(host
+        .service
+        .park()
+        .unwrap_err()
+        .to_string()
+        .contains("only a request waiting"));
+    let mut parked = Vec::new();
+    for seed in [7, 8] {
+        let (x, bytes) = input(&model, seed);
+        let (req, pending) = seal_request(&ev.enclave_key, &binding, &bytes).unwrap();
+        let first = host.service.begin(&req).unwrap();
+        let service = &mut host.service;
+        let Headed::Handoff(h) = drive_head(
+            &mut host.accel,
+            &mut host.pads,
+            first,
+            |r| service.resume(r),
+            &mut Default::default(),
+        )
+        .unwrap() else {
+            panic!("origami must hand off")
+        };
+        let ticket = host.service.park().unwrap();
+        parked.push((x, pending, ticket, h));
+    }
+    let head_end = placement.head_end(&plan).unwrap();
+    // Out of order: the second request's tail first, answered; the first's gets a malformed
+    // tail output (a misbehaving accelerator): refused, and its ticket is gone.
+    for (n, (x, pending, ticket, h)) in parked.into_iter().rev().enumerate() {
+        let out = host.accel.run_tail(h.start, h.values).unwrap();
+        if n == 0 {
+            let answer = host.service.finish(ticket, out).unwrap();
+            let got: WireTensor = origami_proto::decode(&pending.open(&answer).unwrap()).unwrap();
+            let want = reference(&plan, &x, head_end, 1).unwrap();
+            assert!(got
+                .data
+                .iter()
+                .zip(&want.data)
+                .all(|(a, b)| a.to_bits() == b.to_bits()));
+            let e = host.service.finish(ticket, want).unwrap_err().to_string();
+            assert!(e.contains("no parked request"), "{e}");
+        } else {
+            let wrong_shape = Tensor::new(vec![1, 3], vec![0.0; 3]).unwrap();
+            let e = host
+                .service
+                .finish(ticket, wrong_shape)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("tail output has shape"), "{e}");
+            assert!(host.service.finish(ticket, out).is_err());
+        }
+    }
+}

@@ -35,6 +35,10 @@ pub enum ToEnclave {
     Tail(WireTensor),
     /// Abandon the request in flight.
     Abort,
+    /// Park the request in flight at its handoff (answered `Parked`).
+    Park,
+    /// Seal the tail output of a parked request (answered `Done`).
+    Finish { ticket: u64, output: WireTensor },
 }
 
 /// Enclave → host.
@@ -53,6 +57,9 @@ pub enum FromEnclave {
     },
     Done(SealedAnswer),
     Aborted,
+    Parked {
+        ticket: u64,
+    },
     /// The request failed (it is abandoned; its pad stays consumed).
     Error(String),
 }

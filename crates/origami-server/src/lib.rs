@@ -29,9 +29,11 @@ use axum::Router;
 use tokio::sync::oneshot;
 
 use origami_accel::{Accelerator, CpuAccelerator};
+use origami_enclave::core::Handoff;
 use origami_enclave::{EnclaveError, Placement, Plan};
 use origami_host::handle::EnclaveHandle;
-use origami_host::{drive, field_layers, PadStore};
+use origami_host::{drive_head, field_layers, Headed, PadStore};
+use origami_model::Tensor;
 use origami_proto::evidence::Evidence;
 use origami_proto::session::{SealedAnswer, SealedRequest};
 
@@ -105,6 +107,9 @@ pub struct Metrics {
     latency_count: AtomicU64,
     latency_sum_us: AtomicU64,
     batch_count: AtomicU64,
+    tail_batch_count: AtomicU64,
+    tail_batch_sum: AtomicU64,
+    tail_batch_max: AtomicUsize,
     batch_sum: AtomicU64,
     batch_max: AtomicUsize,
     pads_ready: AtomicUsize,
@@ -163,6 +168,12 @@ impl Metrics {
             self.batch_max.load(Ordering::Relaxed)
         );
         s += &format!(
+            "# HELP origami_tail_batch_size Requests whose tails ran in one accelerator call (origami placement).\n# TYPE origami_tail_batch_size summary\norigami_tail_batch_size_sum {}\norigami_tail_batch_size_count {}\n# HELP origami_tail_batch_size_max Largest tail batch so far.\n# TYPE origami_tail_batch_size_max gauge\norigami_tail_batch_size_max {}\n",
+            g(&self.tail_batch_sum),
+            g(&self.tail_batch_count),
+            self.tail_batch_max.load(Ordering::Relaxed)
+        );
+        s += &format!(
             "# HELP origami_pads_ready Sealed pads in the pool.\n# TYPE origami_pads_ready gauge\norigami_pads_ready {}\n# HELP origami_pads_precomputed_total Pads precomputed by the enclave.\n# TYPE origami_pads_precomputed_total counter\norigami_pads_precomputed_total {}\n",
             self.pads_ready.load(Ordering::Relaxed),
             g(&self.pads_made)
@@ -182,6 +193,52 @@ enum Outcome {
     Rejected(String),
     /// The service could not serve it now (pads, enclave): 503.
     Unavailable(String),
+}
+
+/// Why a job failed: the client's fault (400), the service's (503, restart if the enclave died),
+/// or plainly unavailable now (503).
+enum Fail {
+    Client(EnclaveError),
+    Service(EnclaveError),
+    Unavailable(String),
+}
+
+/// Stacks the handoffs of several requests along the batch axis (they share `start` and value
+/// ids: one placement, one plan).
+fn stack_handoffs(hs: &[&Handoff]) -> Result<Vec<(usize, Tensor)>, String> {
+    let first = hs.first().ok_or("no handoff")?;
+    let mut out = Vec::with_capacity(first.values.len());
+    for (j, (id, t0)) in first.values.iter().enumerate() {
+        let mut data = Vec::with_capacity(t0.data.len() * hs.len());
+        for h in hs {
+            let (vid, t) = h.values.get(j).ok_or("handoffs of different shapes")?;
+            if vid != id || t.shape != t0.shape || h.start != first.start || t.shape[0] != 1 {
+                return Err("handoffs of different shapes".into());
+            }
+            data.extend_from_slice(&t.data);
+        }
+        let mut shape = t0.shape.clone();
+        shape[0] = hs.len();
+        out.push((*id, Tensor::new(shape, data).map_err(|e| e.to_string())?));
+    }
+    Ok(out)
+}
+
+/// Splits a batched tail output into one tensor per request.
+fn unstack(t: Tensor, n: usize) -> Result<Vec<Tensor>, String> {
+    if t.shape.first() != Some(&n) || !t.data.len().is_multiple_of(n) {
+        return Err(format!(
+            "tail output of shape {:?} for {n} requests",
+            t.shape
+        ));
+    }
+    let per = t.data.len() / n;
+    let mut shape = t.shape.clone();
+    shape[0] = 1;
+    t.data
+        .chunks(per)
+        .map(|c| Tensor::new(shape.clone(), c.to_vec()).map_err(|e| e.to_string()))
+        .collect()
 }
 
 struct Job {
@@ -266,101 +323,158 @@ impl Worker {
         }
     }
 
-    fn run_one(&mut self, job: Job) {
+    /// Starts a job: waits (within the bound) for a pad, begins it on the host's oldest pad and
+    /// serves its offloads until the enclave answers or hands off.
+    fn start(&mut self, job: &Job) -> Result<Headed<SealedAnswer>, Fail> {
         let needs = self.needs_pads;
         if needs && self.ready == 0 {
             // Wait for a pad, within the bound.
             if job.arrived.elapsed() >= self.cfg.pad_wait {
-                self.metrics.unavailable.fetch_add(1, Ordering::Relaxed);
-                let _ = job.reply.send(Outcome::Unavailable(format!(
+                return Err(Fail::Unavailable(format!(
                     "pads exhausted: no pad became ready within {:?}",
                     self.cfg.pad_wait
                 )));
-                return;
             }
             if let Err(e) = self.precompute(1) {
-                self.metrics.unavailable.fetch_add(1, Ordering::Relaxed);
-                let _ = job.reply.send(Outcome::Unavailable(e.to_string()));
-                return;
+                return Err(Fail::Unavailable(e.to_string()));
             }
         }
-        let r = (|| {
-            let first = loop {
-                let pad = if needs { self.pads.next_pad() } else { None };
-                match self.enclave.begin(&job.req, pad) {
-                    Err(e) if pad.is_some() && e.to_string().contains("is not a ready pad") => {
-                        // The store holds a pad the enclave does not (e.g. from a pad file of
-                        // an earlier precompute): drop it — a pad is never offered twice — and
-                        // offer the next. The request was not opened, so it is not spent.
-                        if let Some(id) = pad {
-                            self.pads.discard(id);
-                        }
-                        self.ready = self.pads.pad_count();
-                        self.metrics.pads_ready.store(self.ready, Ordering::Relaxed);
-                        if self.ready == 0 {
-                            self.precompute(1).map_err(|e| (false, e))?;
-                        }
+        let first = loop {
+            let pad = if needs { self.pads.next_pad() } else { None };
+            match self.enclave.begin(&job.req, pad) {
+                Err(e) if pad.is_some() && e.to_string().contains("is not a ready pad") => {
+                    // The store holds a pad the enclave does not (e.g. from a pad file of an
+                    // earlier precompute): drop it — a pad is never offered twice — and offer
+                    // the next. The request was not opened, so it is not spent.
+                    if let Some(id) = pad {
+                        self.pads.discard(id);
                     }
-                    r => break r,
+                    self.ready = self.pads.pad_count();
+                    self.metrics.pads_ready.store(self.ready, Ordering::Relaxed);
+                    if self.ready == 0 {
+                        self.precompute(1).map_err(Fail::Service)?;
+                    }
                 }
+                r => break r,
             }
-            .map_err(|e| {
-                // The pool count is the host's estimate; the enclave's word wins. (A remote
-                // enclave reports the kind in its message.)
-                let exhausted = matches!(e, EnclaveError::PadsExhausted(_))
-                    || e.to_string().contains("pads exhausted");
-                if exhausted {
-                    self.ready = 0;
-                    self.metrics.pads_ready.store(0, Ordering::Relaxed);
-                }
-                let client_fault = !exhausted && !matches!(e, EnclaveError::Unavailable(_));
-                (client_fault, e)
-            })?;
-            if needs {
-                // `begin` took a pad.
-                self.ready = self.ready.saturating_sub(1);
-                self.metrics.pads_ready.store(self.ready, Ordering::Relaxed);
+        }
+        .map_err(|e| {
+            // The pool count is the host's estimate; the enclave's word wins. (A remote
+            // enclave reports the kind in its message.)
+            let exhausted = matches!(e, EnclaveError::PadsExhausted(_))
+                || e.to_string().contains("pads exhausted");
+            if exhausted {
+                self.ready = 0;
+                self.metrics.pads_ready.store(0, Ordering::Relaxed);
             }
-            let enclave = &mut self.enclave;
-            drive(
-                self.accel.as_mut(),
-                &mut self.pads,
-                first,
-                |r| enclave.resume(r),
-                &mut Default::default(),
-            )
-            .map_err(|e| match e {
-                origami_host::HostError::Enclave(e) => (false, e),
-                other => (false, EnclaveError::Unavailable(other.to_string())),
-            })
-        })();
+            if !exhausted && !matches!(e, EnclaveError::Unavailable(_)) {
+                Fail::Client(e)
+            } else {
+                Fail::Service(e)
+            }
+        })?;
+        if needs {
+            // `begin` took a pad.
+            self.ready = self.ready.saturating_sub(1);
+            self.metrics.pads_ready.store(self.ready, Ordering::Relaxed);
+        }
+        let enclave = &mut self.enclave;
+        drive_head(
+            self.accel.as_mut(),
+            &mut self.pads,
+            first,
+            |r| enclave.resume(r),
+            &mut Default::default(),
+        )
+        .map_err(|e| match e {
+            origami_host::HostError::Enclave(e) => Fail::Service(e),
+            other => Fail::Service(EnclaveError::Unavailable(other.to_string())),
+        })
+    }
+
+    /// Sends a job its outcome and counts it.
+    fn answer(&mut self, job: Job, r: Result<SealedAnswer, Fail>) {
         let outcome = match r {
             Ok(a) => {
                 self.metrics.ok.fetch_add(1, Ordering::Relaxed);
                 self.metrics.observe(job.arrived.elapsed().as_secs_f64());
                 Outcome::Answer(a)
             }
-            Err((client_fault, e)) => {
+            Err(Fail::Unavailable(m)) => {
+                self.metrics.unavailable.fetch_add(1, Ordering::Relaxed);
+                Outcome::Unavailable(m)
+            }
+            Err(Fail::Client(e)) => {
                 self.enclave.abort();
-                if client_fault {
-                    self.metrics.bad_request.fetch_add(1, Ordering::Relaxed);
-                    Outcome::Rejected(e.to_string())
+                self.metrics.bad_request.fetch_add(1, Ordering::Relaxed);
+                Outcome::Rejected(e.to_string())
+            }
+            Err(Fail::Service(e)) => {
+                self.enclave.abort();
+                self.metrics.failed.fetch_add(1, Ordering::Relaxed);
+                let restart = matches!(e, EnclaveError::Unavailable(_)) && self.restart.is_some();
+                self.on_error(&e);
+                if restart {
+                    Outcome::Unavailable(format!(
+                        "{e}; the enclave was restarted with new keys: fetch /v1/evidence again (re-attest) and retry"
+                    ))
                 } else {
-                    self.metrics.failed.fetch_add(1, Ordering::Relaxed);
-                    let restart =
-                        matches!(e, EnclaveError::Unavailable(_)) && self.restart.is_some();
-                    self.on_error(&e);
-                    if restart {
-                        Outcome::Unavailable(format!(
-                            "{e}; the enclave was restarted with new keys: fetch /v1/evidence again (re-attest) and retry"
-                        ))
-                    } else {
-                        Outcome::Unavailable(e.to_string())
-                    }
+                    Outcome::Unavailable(e.to_string())
                 }
             }
         };
         let _ = job.reply.send(outcome);
+    }
+
+    /// Serves a batch of jobs: each runs its head through the enclave (one at a time: the
+    /// enclave is one thread) and parks at its handoff; then the accelerator runs ONE tail for
+    /// all of them (the batch stacked along the batch axis), and the enclave seals each output
+    /// to its own client. Placements without a tail (enclave, slalom) answer at once.
+    fn run_batch(&mut self, batch: Vec<Job>) {
+        let mut parked: Vec<(Job, u64, Handoff)> = Vec::new();
+        for job in batch {
+            match self.start(&job) {
+                Ok(Headed::Done(a)) => self.answer(job, Ok(a)),
+                Ok(Headed::Handoff(h)) => match self.enclave.park() {
+                    Ok(ticket) => parked.push((job, ticket, h)),
+                    Err(e) => self.answer(job, Err(Fail::Service(e))),
+                },
+                Err(f) => self.answer(job, Err(f)),
+            }
+        }
+        if parked.is_empty() {
+            return;
+        }
+        let m = &self.metrics;
+        m.tail_batch_count.fetch_add(1, Ordering::Relaxed);
+        m.tail_batch_sum
+            .fetch_add(parked.len() as u64, Ordering::Relaxed);
+        m.tail_batch_max.fetch_max(parked.len(), Ordering::Relaxed);
+        let start = parked[0].2.start;
+        let handoffs: Vec<&Handoff> = parked.iter().map(|p| &p.2).collect();
+        let outputs = stack_handoffs(&handoffs)
+            .and_then(|values| {
+                let out = self
+                    .accel
+                    .run_tail(start, values)
+                    .map_err(|e| e.to_string())?;
+                self.accel.synchronize().map_err(|e| e.to_string())?;
+                unstack(out, parked.len())
+            })
+            .map_err(|e| format!("the accelerator's tail failed: {e}"));
+        match outputs {
+            Ok(outs) => {
+                for ((job, ticket, _), out) in parked.into_iter().zip(outs) {
+                    let r = self.enclave.finish(ticket, out).map_err(Fail::Service);
+                    self.answer(job, r);
+                }
+            }
+            Err(e) => {
+                for (job, _, _) in parked {
+                    self.answer(job, Err(Fail::Unavailable(e.clone())));
+                }
+            }
+        }
     }
 
     fn run(mut self, jobs: mpsc::Receiver<Job>) {
@@ -407,9 +521,7 @@ impl Worker {
             m.batch_count.fetch_add(1, Ordering::Relaxed);
             m.batch_sum.fetch_add(batch.len() as u64, Ordering::Relaxed);
             m.batch_max.fetch_max(batch.len(), Ordering::Relaxed);
-            for job in batch {
-                self.run_one(job);
-            }
+            self.run_batch(batch);
         }
     }
 }

@@ -192,3 +192,68 @@ async fn graceful_shutdown_answers_requests_in_flight() {
     let want = reference(&plan, &x, placement.head_end(&plan).unwrap(), 1).unwrap();
     assert!(same(&y, &want));
 }
+
+/// Dynamic batching of the origami placement's tails: concurrent clients' requests run their
+/// heads through the enclave one by one, park at the handoff, and their tails run as one
+/// batched accelerator call; each client still gets the answer to its own input.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origami_tails_are_batched_across_clients() {
+    let plan = plan();
+    let placement = Placement::Origami { split: 2 };
+    let cfg = ServerConfig {
+        max_batch: 8,
+        max_wait: std::time::Duration::from_millis(30),
+        ..ServerConfig::default()
+    };
+    let server = serve(&plan, placement, cfg).await;
+    let base = format!("http://{}", server.addr);
+    let p = plan.clone();
+    tokio::task::spawn_blocking(move || {
+        let plan = p;
+        let head_end = placement.head_end(&plan).unwrap();
+        let policy = Policy {
+            placements: vec!["origami".into()],
+            ..policy(&plan)
+        };
+        let threads: Vec<_> = (0..8u64)
+            .map(|c| {
+                let (plan, base, policy) = (plan.clone(), base.clone(), policy.clone());
+                std::thread::spawn(move || {
+                    let mut client = Client::connect(&base, &policy).unwrap();
+                    for i in 0..5u64 {
+                        let x = zoo::seeded_input(&plan.model, 5000 + c * 100 + i);
+                        let got = client.infer(&x).unwrap();
+                        let want = reference(&plan, &x, head_end, 1).unwrap();
+                        // The CPU accelerator is batch-invariant: bit for bit.
+                        assert!(same(&got, &want), "client {c} request {i}");
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let agent: ureq::Agent = ureq::Agent::config_builder().build().into();
+        let mut r = agent.get(&format!("{base}/metrics")).call().unwrap();
+        let m = r.body_mut().read_to_string().unwrap();
+        assert!(
+            m.contains("origami_requests_total{outcome=\"ok\"} 40"),
+            "{m}"
+        );
+        let max: usize = m
+            .lines()
+            .find_map(|l| l.strip_prefix("origami_tail_batch_size_max "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(max > 1, "tails were never batched:\n{m}");
+        let sum = m
+            .lines()
+            .find_map(|l| l.strip_prefix("origami_tail_batch_size_sum "))
+            .unwrap();
+        assert_eq!(sum, "40", "every request's tail ran exactly once");
+    })
+    .await
+    .unwrap();
+    server.shutdown().await.unwrap();
+}
