@@ -146,7 +146,7 @@ pub fn quantize_scaled(x: f32, scale: f64) -> i64 {
 impl Plan {
     /// Builds a plan, calibrating on `calib` (each `[1, C, H, W]` or a batch).
     pub fn build(model: &Model, calib: &[Tensor], cfg: QuantConfig) -> Result<Self, EnclaveError> {
-        Self::build_inner(model, calib, cfg, None)
+        Self::build_inner(model.fold_batchnorm(), calib, cfg, None)
     }
 
     /// The enclave's plan for `origami --split k`: identical scales and hashes (the whole model
@@ -159,11 +159,22 @@ impl Plan {
         cfg: QuantConfig,
         split: usize,
     ) -> Result<Self, EnclaveError> {
-        Self::build_inner(&model, calib, cfg, Some(split))
+        // Fold without a second copy of the weights when there is nothing to fold.
+        let folded = if model
+            .nodes
+            .iter()
+            .any(|n| matches!(n.op, Op::BatchNorm { .. }))
+        {
+            model.fold_batchnorm()
+        } else {
+            model
+        };
+        Self::build_inner(folded, calib, cfg, Some(split))
     }
 
+    /// `model` is already folded (`Model::fold_batchnorm`).
     fn build_inner(
-        model: &Model,
+        mut model: Model,
         calib: &[Tensor],
         cfg: QuantConfig,
         head_split: Option<usize>,
@@ -182,7 +193,6 @@ impl Plan {
                 "quantization settings out of range: {cfg:?}"
             )));
         }
-        let mut model = model.fold_batchnorm();
         let head_only = match head_split {
             Some(k) => Some(
                 model
