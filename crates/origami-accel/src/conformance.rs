@@ -17,20 +17,27 @@ use crate::{Accelerator, FieldLayer, LinearShape};
 /// The largest weight magnitude the planner emits (8-bit weights).
 pub const PLAN_WEIGHT_MAX: i32 = 127;
 
-struct Lcg(u64);
+/// A small deterministic generator for test data (shared by the backends' own tests).
+pub struct Lcg(pub u64);
 impl Lcg {
-    fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self
             .0
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         self.0 >> 33
     }
-    fn field(&mut self) -> u32 {
-        (self.next() % P as u64) as u32
+    /// Uniform-ish in [0, p).
+    pub fn field(&mut self) -> u32 {
+        (self.next_u64() % P as u64) as u32
     }
-    fn weight(&mut self, max: i32) -> i32 {
-        (self.next() % (2 * max as u64 + 1)) as i32 - max
+    /// In [-max, max].
+    pub fn weight(&mut self, max: i32) -> i32 {
+        (self.next_u64() % (2 * max as u64 + 1)) as i32 - max
+    }
+    /// In [-1, 1], on a grid of 1e-4.
+    pub fn f32(&mut self) -> f32 {
+        (self.next_u64() % 20_001) as f32 / 10_000.0 - 1.0
     }
 }
 

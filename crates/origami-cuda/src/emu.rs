@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use libloading::{Library, Symbol};
+use origami_accel::conformance::Lcg;
 use origami_accel::LinearShape;
 use origami_model::linalg::{im2col, ConvGeom};
 use origami_model::{exec, zoo, Conv, Node, Op, Pool, Tensor};
@@ -179,26 +180,6 @@ impl Emu {
         check_canary(&y, g.out_len(), 0xdead_beef, "field_reduce");
         y.truncate(g.out_len());
         y
-    }
-}
-
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
-    fn field(&mut self) -> u32 {
-        (self.next() % P as u64) as u32
-    }
-    fn weight(&mut self, max: i32) -> i32 {
-        (self.next() % (2 * max as u64 + 1)) as i32 - max
-    }
-    fn f32(&mut self) -> f32 {
-        (self.next() % 20_001) as f32 / 10_000.0 - 1.0
     }
 }
 

@@ -466,24 +466,8 @@ pub fn field_definition(shape: &LinearShape, w: &[i32], x: &[u32]) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use origami_accel::conformance::Lcg;
     use origami_model::Conv;
-
-    struct Lcg(u64);
-    impl Lcg {
-        fn next(&mut self) -> u64 {
-            self.0 = self
-                .0
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            self.0 >> 33
-        }
-        fn field(&mut self) -> u32 {
-            (self.next() % P as u64) as u32
-        }
-        fn weight(&mut self, max: i32) -> i32 {
-            (self.next() % (2 * max as u64 + 1)) as i32 - max
-        }
-    }
 
     #[test]
     fn input_digits_reconstruct_every_boundary() {
@@ -561,7 +545,7 @@ mod tests {
         let mut rng = Lcg(2);
         for _ in 0..10_000 {
             let s: Vec<i64> = (0..MAX_TERMS)
-                .map(|_| (rng.next() as i64 - (1 << 30)) << (rng.next() % 17))
+                .map(|_| (rng.next_u64() as i64 - (1 << 30)) << (rng.next_u64() % 17))
                 .collect();
             let want: i128 = s
                 .iter()

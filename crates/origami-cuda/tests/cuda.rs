@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use origami_accel::conformance::check_all;
+use origami_accel::conformance::{check_all, Lcg};
 use origami_accel::{AccelError, Accelerator, CpuAccelerator, FieldLayer, LinearShape};
 use origami_cuda::limbs::{LIMB_THRESHOLD, WORST_INPUT};
 use origami_cuda::{available, CudaAccelerator, CudaOptions};
@@ -34,23 +34,6 @@ fn gpu_with(test: &str, opts: CudaOptions) -> Option<CudaAccelerator> {
                 Err(e) => panic!("a GPU is available ({dev}) but the accelerator failed: {e}"),
             }
         }
-    }
-}
-
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
-    fn field(&mut self) -> u32 {
-        (self.next() % P as u64) as u32
-    }
-    fn weight(&mut self, max: i32) -> i32 {
-        (self.next() % (2 * max as u64 + 1)) as i32 - max
     }
 }
 
