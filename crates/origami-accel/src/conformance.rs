@@ -41,8 +41,9 @@ impl Lcg {
     }
 }
 
+/// A square-kernel convolution geometry with symmetric padding (for tests).
 #[allow(clippy::too_many_arguments)]
-fn geom(
+pub fn geom(
     in_c: usize,
     h: usize,
     w: usize,

@@ -4,13 +4,12 @@
 
 use std::sync::Arc;
 
-use origami_accel::conformance::{check_all, Lcg};
+use origami_accel::conformance::{check_all, geom, Lcg};
 use origami_accel::{AccelError, Accelerator, CpuAccelerator, FieldLayer, LinearShape};
 use origami_cuda::limbs::{LIMB_THRESHOLD, WORST_INPUT};
 use origami_cuda::{available, CudaAccelerator, CudaOptions};
 use origami_field::P;
-use origami_model::linalg::ConvGeom;
-use origami_model::{exec, zoo, Conv, Model, Tensor};
+use origami_model::{exec, zoo, Model, Tensor};
 
 /// Largest |GPU − reference| allowed on the conformance suite's tail (softmax outputs of
 /// `resnet_small`): the GEMMs sum in another order than faer, and `expf` differs from Rust's
@@ -48,18 +47,7 @@ fn conv(
     pad: usize,
     groups: usize,
 ) -> LinearShape {
-    let c = Conv {
-        out_c,
-        in_c,
-        kh: k,
-        kw: k,
-        stride: [stride, stride],
-        pads: [pad; 4],
-        groups,
-        weight: vec![],
-        bias: vec![],
-    };
-    LinearShape::Conv(ConvGeom::new(&c, h, w).expect("valid test geometry"))
+    LinearShape::Conv(geom(in_c, h, w, out_c, k, stride, pad, groups))
 }
 
 #[test]
