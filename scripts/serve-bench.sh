@@ -29,4 +29,4 @@ until curl -s "$url/metrics" | grep -q "^origami_pads_ready $pad_high\$"; do sle
 echo "model $model | placement $mode ${split/-/} | $(nproc) cores | enclave pid $pid"
 "$bin" loadtest --server "$url" --policy "$dir/policy.toml" --model "$model" --clients "$clients" --requests "$requests"
 echo "enclave process peak memory: $(grep VmHWM /proc/$pid/status | awk '{print $2/1024 " MiB"}')"
-curl -s "$url/metrics" | grep -E "^origami_(requests_total|batch_size|pads_precomputed)"
+curl -s "$url/metrics" | grep -E "^origami_(requests_total|batch_size|tail_batch_size|pads_precomputed)"

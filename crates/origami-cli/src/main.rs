@@ -250,6 +250,10 @@ enum Cmd {
         /// evidence; clients verify it against Intel's root CA.
         #[arg(long)]
         sgx_collateral: Option<PathBuf>,
+        /// Run the tails of a batch's requests (origami placement) as one accelerator call:
+        /// auto (on with --accel cuda, off with cpu, where it only adds latency) | on | off.
+        #[arg(long, default_value = "auto")]
+        tail_batching: String,
         #[arg(long, default_value_t = 4)]
         calib: usize,
     },
@@ -493,8 +497,15 @@ fn real_main() -> Result<()> {
             enclave,
             pads,
             sgx_collateral,
+            tail_batching,
             calib,
         } => {
+            let batch_tails = match tail_batching.as_str() {
+                "auto" => ACCEL.get().is_some_and(|a| a == "cuda"),
+                "on" => true,
+                "off" => false,
+                other => bail!("--tail-batching {other:?}: auto | on | off"),
+            };
             if max_batch == 0 || pad_high < pad_low || pad_high == 0 {
                 bail!(
                     "--max-batch must be ≥ 1 and --pad-high ≥ --pad-low ≥ 0, with --pad-high ≥ 1"
@@ -507,6 +518,7 @@ fn real_main() -> Result<()> {
                 pad_high,
                 pad_wait: std::time::Duration::from_millis(pad_wait_ms),
                 pad_file: pads,
+                batch_tails,
                 sgx_collateral: match &sgx_collateral {
                     Some(p) => read_collateral(p)?,
                     None => String::new(),

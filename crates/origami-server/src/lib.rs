@@ -60,6 +60,10 @@ pub struct ServerConfig {
     /// Sealed pads to start with (`origami precompute --out`), made for this very enclave
     /// instance; a file of another instance is refused.
     pub pad_file: Option<std::path::PathBuf>,
+    /// Run the tails of a wake-up's requests as one accelerator call (origami placement). Pays
+    /// where the accelerator gains from batches (a GPU); on a CPU it only delays the first
+    /// answers of a batch until the last head is done.
+    pub batch_tails: bool,
 }
 
 impl Default for ServerConfig {
@@ -74,6 +78,7 @@ impl Default for ServerConfig {
             max_body: 64 << 20,
             sgx_collateral: String::new(),
             pad_file: None,
+            batch_tails: true,
         }
     }
 }
@@ -436,15 +441,25 @@ impl Worker {
             match self.start(&job) {
                 Ok(Headed::Done(a)) => self.answer(job, Ok(a)),
                 Ok(Headed::Handoff(h)) => match self.enclave.park() {
-                    Ok(ticket) => parked.push((job, ticket, h)),
+                    Ok(ticket) => {
+                        parked.push((job, ticket, h));
+                        if !self.cfg.batch_tails {
+                            self.run_tails(std::mem::take(&mut parked));
+                        }
+                    }
                     Err(e) => self.answer(job, Err(Fail::Service(e))),
                 },
                 Err(f) => self.answer(job, Err(f)),
             }
         }
-        if parked.is_empty() {
-            return;
+        if !parked.is_empty() {
+            self.run_tails(parked);
         }
+    }
+
+    /// One accelerator call for the tails of `parked` (stacked along the batch axis); each
+    /// output is sealed by the enclave to its own client.
+    fn run_tails(&mut self, parked: Vec<(Job, u64, Handoff)>) {
         let m = &self.metrics;
         m.tail_batch_count.fetch_add(1, Ordering::Relaxed);
         m.tail_batch_sum

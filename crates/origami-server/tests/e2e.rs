@@ -198,11 +198,22 @@ async fn graceful_shutdown_answers_requests_in_flight() {
 /// batched accelerator call; each client still gets the answer to its own input.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn origami_tails_are_batched_across_clients() {
+    origami_tails(true).await;
+}
+
+/// `batch_tails: false` (the CLI's default on a CPU): one tail call per request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origami_tails_unbatched_on_request() {
+    origami_tails(false).await;
+}
+
+async fn origami_tails(batch_tails: bool) {
     let plan = plan();
     let placement = Placement::Origami { split: 2 };
     let cfg = ServerConfig {
         max_batch: 8,
         max_wait: std::time::Duration::from_millis(30),
+        batch_tails,
         ..ServerConfig::default()
     };
     let server = serve(&plan, placement, cfg).await;
@@ -246,7 +257,12 @@ async fn origami_tails_are_batched_across_clients() {
             .unwrap()
             .parse()
             .unwrap();
-        assert!(max > 1, "tails were never batched:\n{m}");
+        if batch_tails {
+            assert!(max > 1, "tails were never batched:\n{m}");
+        } else {
+            assert_eq!(max, 1, "tails batched against the setting:\n{m}");
+            assert!(m.contains("origami_batch_size_max 8"), "{m}");
+        }
         let sum = m
             .lines()
             .find_map(|l| l.strip_prefix("origami_tail_batch_size_sum "))
