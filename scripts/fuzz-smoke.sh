@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Smoke-runs the fuzz targets (frame and wire decoding, evidence parsing) for a short time each.
+# Smoke-runs the fuzz targets (frame and wire decoding, evidence parsing, SGX quotes) for a short time each.
 # Needs the nightly toolchain and cargo-fuzz (`rustup toolchain install nightly`,
 # `cargo install cargo-fuzz`). Usage: scripts/fuzz-smoke.sh [seconds per target, default 30]
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 secs="${1:-30}"
 command -v cargo-fuzz >/dev/null || { echo "cargo-fuzz not found: cargo install cargo-fuzz" >&2; exit 2; }
-for t in frame wire evidence; do
+# Seed the quote target with a real SGX quote, so it reaches DCAP verification.
+mkdir -p corpus/sgx_quote
+cp ../crates/origami-proto/tests/data/sgx_quote corpus/sgx_quote/sample
+for t in frame wire evidence sgx_quote; do
   echo "== $t (${secs}s)"
   # Bounded: inputs up to 64 KiB, 512 MiB of memory, 5 s per input.
   cargo +nightly fuzz run "$t" -- -max_total_time="$secs" -max_len=65536 -rss_limit_mb=512 -timeout=5
