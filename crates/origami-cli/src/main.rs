@@ -126,6 +126,10 @@ enum Cmd {
         /// Only these placements (comma-separated: enclave,slalom,origami,plain).
         #[arg(long, default_value = "enclave,slalom,origami,plain")]
         placements: String,
+        /// Images per run: heads one by one through the enclave, then one batched tail call
+        /// (as the server batches); times are per run and per image.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
         /// Write results as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -407,6 +411,7 @@ fn real_main() -> Result<()> {
             verify,
             enclave_threads,
             placements,
+            batch,
             json,
             calib,
         } => run_bench(
@@ -418,6 +423,7 @@ fn real_main() -> Result<()> {
             verify,
             enclave_threads,
             &placements,
+            batch,
             json.as_deref(),
             calib,
         ),
@@ -980,11 +986,15 @@ fn run_bench(
     verify: bool,
     enclave_threads: usize,
     placements: &str,
+    batch: usize,
     json: Option<&Path>,
     calib: usize,
 ) -> Result<()> {
-    if iters == 0 || enclave_threads == 0 {
-        bail!("--iters and --enclave-threads must be at least 1");
+    if iters == 0 || enclave_threads == 0 || batch == 0 {
+        bail!("--iters, --enclave-threads and --batch must be at least 1");
+    }
+    if batch > 1024 {
+        bail!("--batch {batch}: at most 1024 images per run");
     }
     let m = load_model(model)?;
     let x = match input_path {
@@ -1000,7 +1010,7 @@ fn run_bench(
         });
     }
     let accel_name = accelerator()?.name();
-    println!("bench: model {} ({:.2} GMAC), accelerator {accel_name}, enclave {enclave_threads} thread(s), verify {verify}, {warmup} warm-up + {iters} runs", m.name, m.macs()? as f64 / 1e9);
+    println!("bench: model {} ({:.2} GMAC), accelerator {accel_name}, enclave {enclave_threads} thread(s), verify {verify}, batch {batch}, {warmup} warm-up + {iters} runs", m.name, m.macs()? as f64 / 1e9);
     let t = Instant::now();
     let plan = build_plan(&m, calib)?;
     println!("plan built in {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
@@ -1010,6 +1020,7 @@ fn run_bench(
         iters,
         verify,
         enclave_threads,
+        batch,
     };
     let bar = ProgressBar::new((cfg.placements.len() * (warmup + iters)) as u64);
     bar.set_style(
@@ -1024,14 +1035,22 @@ fn run_bench(
     })?;
     bar.finish_and_clear();
     println!(
-        "{:<20} {:>10} {:>10} {:>10} {:>10} {:>12} {:>14}",
-        "placement", "median ms", "enclave", "blinded", "tail", "precompute", "enclave MiB*"
+        "{:<20} {:>10} {:>10} {:>10} {:>10} {:>10} {:>12} {:>14}",
+        "placement",
+        "median ms",
+        "per image",
+        "enclave",
+        "blinded",
+        "tail",
+        "precompute",
+        "enclave MiB*"
     );
     for r in &results {
         println!(
-            "{:<20} {:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>12.2} {:>14.2}",
+            "{:<20} {:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>12.2} {:>14.2}",
             r.placement,
             r.median_ms,
+            r.per_image_ms,
             r.enclave_ms,
             r.field_ms,
             r.tail_ms,
@@ -1071,6 +1090,7 @@ fn run_bench(
             "input": input_path.map(|p| p.display().to_string()).unwrap_or_else(|| "seeded".into()),
             "accelerator": accel_name,
             "enclave_threads": enclave_threads,
+            "batch": batch,
             "verify": verify,
             "warmup": warmup,
             "iters": iters,

@@ -284,8 +284,35 @@ fn bench_writes_one_entry_per_placement() {
     assert_eq!(names, ["enclave", "slalom", "origami --split 4", "plain"]);
     for r in results {
         assert!(r["median_ms"].as_f64().unwrap() > 0.0);
+        assert_eq!(r["batch"], 1);
     }
     assert!(v["ratios"]["origami/plain"].as_f64().unwrap() > 0.0);
+    // Batches: heads through the enclave one by one, one tail call; per-image times.
+    run_ok(&[
+        "bench",
+        "--model",
+        "small",
+        "--iters",
+        "1",
+        "--warmup",
+        "0",
+        "--batch",
+        "3",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["batch"], 3);
+    for r in v["results"].as_array().unwrap() {
+        let (run, per) = (
+            r["median_ms"].as_f64().unwrap(),
+            r["per_image_ms"].as_f64().unwrap(),
+        );
+        assert!((run / 3.0 - per).abs() < 1e-9 && per > 0.0, "{r}");
+    }
+    let e = run_err(&["bench", "--model", "small", "--batch", "0"]);
+    assert!(e.contains("--batch"), "{e}");
 }
 
 /// No CUDA driver here (the development and CI machines): `--accel cuda` must refuse clearly.

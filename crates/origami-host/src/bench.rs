@@ -20,13 +20,20 @@ pub struct BenchConfig {
     pub verify: bool,
     /// Threads of the enclave core (1 = one enclave thread).
     pub enclave_threads: usize,
+    /// Images per run: heads one by one through the enclave, then one batched tail call
+    /// (`Engine::infer_batch`, as the server batches). 1: `Engine::infer`.
+    pub batch: usize,
 }
 
 /// One placement's measurements (milliseconds).
 #[derive(Clone, Debug, Serialize)]
 pub struct PlacementResult {
     pub placement: String,
+    /// Images per run; the times below are per run (the whole batch).
+    pub batch: usize,
     pub median_ms: f64,
+    /// `median_ms / batch`.
+    pub per_image_ms: f64,
     pub min_ms: f64,
     pub max_ms: f64,
     pub iters: usize,
@@ -80,11 +87,18 @@ pub fn run(
         };
         let mut engine = Engine::new(plan.clone(), core_cfg, accel()?)?;
         let total = cfg.warmup + cfg.iters;
-        let pre = engine.precompute(total)?;
-        let sealed_per_image = engine.pads.bytes() / total.max(1);
+        let batch = cfg.batch.max(1);
+        let images = total * batch;
+        let pre = engine.precompute(images)?;
+        let sealed_per_image = engine.pads.bytes() / images.max(1);
+        let inputs = vec![input.clone(); batch];
         let mut samples: Vec<StageTimes> = Vec::new();
         for i in 0..total {
-            let (_, st) = engine.infer(input.clone())?;
+            let st = if batch == 1 {
+                engine.infer(input.clone())?.1
+            } else {
+                engine.infer_batch(&inputs)?.1
+            };
             if i >= cfg.warmup {
                 samples.push(st);
             }
@@ -95,9 +109,12 @@ pub fn run(
         let mut fld: Vec<f64> = samples.iter().map(|s| ms(s.field)).collect();
         let mut tail: Vec<f64> = samples.iter().map(|s| ms(s.tail)).collect();
         let stats = engine.core.stats().clone();
+        let median_ms = median(&mut tot);
         results.push(PlacementResult {
             placement: name,
-            median_ms: median(&mut tot),
+            batch,
+            median_ms,
+            per_image_ms: median_ms / batch as f64,
             min_ms: tot.first().copied().unwrap_or(0.0),
             max_ms: tot.last().copied().unwrap_or(0.0),
             iters: samples.len(),
@@ -106,7 +123,7 @@ pub fn run(
             tail_ms: median(&mut tail),
             offloads: samples.first().map_or(0, |s| s.offloads),
             bytes_to_accelerator: samples.first().map_or(0, |s| s.bytes_out),
-            precompute_ms_per_image: ms(pre) / total.max(1) as f64,
+            precompute_ms_per_image: ms(pre) / images.max(1) as f64,
             enclave_static_bytes: stats.static_bytes,
             enclave_peak_request_bytes: stats.peak_request_bytes,
             enclave_peak_precompute_bytes: stats.peak_precompute_bytes,

@@ -170,6 +170,76 @@ impl Engine {
         r
     }
 
+    /// A batch of private inferences, as the server runs one: the heads one by one through the
+    /// enclave (it is one thread), then — placements with a tail — ONE tail call on the
+    /// accelerator for the whole batch, each output checked by the enclave core. Times are for
+    /// the whole batch.
+    pub fn infer_batch(
+        &mut self,
+        inputs: &[Tensor],
+    ) -> Result<(Vec<Tensor>, StageTimes), HostError> {
+        let r = self.infer_batch_inner(inputs);
+        if r.is_err() {
+            self.core.abort();
+        }
+        r
+    }
+
+    fn infer_batch_inner(
+        &mut self,
+        inputs: &[Tensor],
+    ) -> Result<(Vec<Tensor>, StageTimes), HostError> {
+        let bad = |e: String| HostError::Accel(AccelError::BadInput(e));
+        let mut st = StageTimes::default();
+        let t0 = Instant::now();
+        let mut outs: Vec<Option<Tensor>> = vec![None; inputs.len()];
+        let mut handoffs = Vec::new();
+        for (i, x) in inputs.iter().enumerate() {
+            let t = Instant::now();
+            let step = self.core.begin(x.clone())?;
+            st.enclave += t.elapsed();
+            let core = &mut self.core;
+            match drive_head(
+                self.accel.as_mut(),
+                &mut self.pads,
+                step,
+                |r| core.resume(r),
+                &mut st,
+            )? {
+                Headed::Done(out) => outs[i] = Some(out),
+                Headed::Handoff(h) => {
+                    // The head is done; the enclave only checks the tail's output later.
+                    self.core.abort();
+                    handoffs.push((i, h));
+                }
+            }
+        }
+        if let Some((_, first)) = handoffs.first() {
+            let start = first.start;
+            let t = Instant::now();
+            let refs: Vec<&origami_enclave::core::Handoff> =
+                handoffs.iter().map(|(_, h)| h).collect();
+            let out = self
+                .accel
+                .run_tail(start, stack_handoffs(&refs).map_err(bad)?)?;
+            self.accel.synchronize()?;
+            st.tail += t.elapsed();
+            let parts = unstack(out, handoffs.len()).map_err(bad)?;
+            let t = Instant::now();
+            for ((i, _), o) in handoffs.iter().zip(parts) {
+                self.core.check_tail_output(&o)?;
+                outs[*i] = Some(o);
+            }
+            st.enclave += t.elapsed();
+        }
+        st.total = t0.elapsed();
+        let outs = outs
+            .into_iter()
+            .map(|o| o.ok_or_else(|| bad("an image of the batch got no answer".into())))
+            .collect::<Result<_, _>>()?;
+        Ok((outs, st))
+    }
+
     fn infer_inner(&mut self, input: Tensor) -> Result<(Tensor, StageTimes), HostError> {
         let mut st = StageTimes::default();
         let t0 = Instant::now();
@@ -219,6 +289,46 @@ pub fn drive<T>(
             }
         }
     }
+}
+
+/// Stacks the handoffs of several requests along the batch axis (they share `start` and value
+/// ids: one placement, one plan).
+pub fn stack_handoffs(
+    hs: &[&origami_enclave::core::Handoff],
+) -> Result<Vec<(usize, Tensor)>, String> {
+    let first = hs.first().ok_or("no handoff")?;
+    let mut out = Vec::with_capacity(first.values.len());
+    for (j, (id, t0)) in first.values.iter().enumerate() {
+        let mut data = Vec::with_capacity(t0.data.len() * hs.len());
+        for h in hs {
+            let (vid, t) = h.values.get(j).ok_or("handoffs of different shapes")?;
+            if vid != id || t.shape != t0.shape || h.start != first.start || t.shape[0] != 1 {
+                return Err("handoffs of different shapes".into());
+            }
+            data.extend_from_slice(&t.data);
+        }
+        let mut shape = t0.shape.clone();
+        shape[0] = hs.len();
+        out.push((*id, Tensor::new(shape, data).map_err(|e| e.to_string())?));
+    }
+    Ok(out)
+}
+
+/// Splits a batched tail output into one tensor per request.
+pub fn unstack(t: Tensor, n: usize) -> Result<Vec<Tensor>, String> {
+    if t.shape.first() != Some(&n) || !t.data.len().is_multiple_of(n) {
+        return Err(format!(
+            "tail output of shape {:?} for {n} requests",
+            t.shape
+        ));
+    }
+    let per = t.data.len() / n;
+    let mut shape = t.shape.clone();
+    shape[0] = 1;
+    t.data
+        .chunks(per)
+        .map(|c| Tensor::new(shape.clone(), c.to_vec()).map_err(|e| e.to_string()))
+        .collect()
 }
 
 /// Where `drive_head` stopped.

@@ -502,3 +502,35 @@ fn head_only_plan_answers_identically_and_keeps_no_tail_weights() {
         assert!(e.contains("keeps weights only"), "{e}");
     }
 }
+
+/// `Engine::infer_batch` (what `origami bench --batch` and the server do): heads one by one,
+/// one batched tail call; every image's answer is its own reference, bit for bit, in every
+/// placement.
+#[test]
+fn batched_inference_matches_the_reference_per_image() {
+    let m = zoo::small();
+    let plan = plan_for(&m);
+    let inputs: Vec<Tensor> = (20..23).map(|s| zoo::seeded_input(&m, s)).collect();
+    for placement in all_placements(&plan) {
+        let mut e = engine(&plan, placement, true, Box::new(CpuAccelerator::new()));
+        e.precompute(inputs.len()).unwrap();
+        let (outs, st) = e.infer_batch(&inputs).unwrap();
+        assert_eq!(outs.len(), inputs.len());
+        let head_end = placement.head_end(&plan).unwrap();
+        for (x, got) in inputs.iter().zip(&outs) {
+            assert_eq!(
+                got,
+                &reference(&plan, x, head_end, 1).unwrap(),
+                "{}",
+                placement.name()
+            );
+        }
+        if matches!(placement, Placement::Slalom) {
+            assert_eq!(st.offloads, plan.linears.len() * inputs.len());
+        }
+        // Pads are spent: one more batch needs new ones.
+        if e.core.needs_pads() {
+            assert!(e.infer_batch(&inputs).is_err());
+        }
+    }
+}

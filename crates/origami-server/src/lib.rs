@@ -32,8 +32,7 @@ use origami_accel::{Accelerator, CpuAccelerator};
 use origami_enclave::core::Handoff;
 use origami_enclave::{EnclaveError, Placement, Plan};
 use origami_host::handle::EnclaveHandle;
-use origami_host::{drive_head, field_layers, Headed, PadStore};
-use origami_model::Tensor;
+use origami_host::{drive_head, field_layers, stack_handoffs, unstack, Headed, PadStore};
 use origami_proto::evidence::Evidence;
 use origami_proto::session::{SealedAnswer, SealedRequest};
 
@@ -206,44 +205,6 @@ enum Fail {
     Client(EnclaveError),
     Service(EnclaveError),
     Unavailable(String),
-}
-
-/// Stacks the handoffs of several requests along the batch axis (they share `start` and value
-/// ids: one placement, one plan).
-fn stack_handoffs(hs: &[&Handoff]) -> Result<Vec<(usize, Tensor)>, String> {
-    let first = hs.first().ok_or("no handoff")?;
-    let mut out = Vec::with_capacity(first.values.len());
-    for (j, (id, t0)) in first.values.iter().enumerate() {
-        let mut data = Vec::with_capacity(t0.data.len() * hs.len());
-        for h in hs {
-            let (vid, t) = h.values.get(j).ok_or("handoffs of different shapes")?;
-            if vid != id || t.shape != t0.shape || h.start != first.start || t.shape[0] != 1 {
-                return Err("handoffs of different shapes".into());
-            }
-            data.extend_from_slice(&t.data);
-        }
-        let mut shape = t0.shape.clone();
-        shape[0] = hs.len();
-        out.push((*id, Tensor::new(shape, data).map_err(|e| e.to_string())?));
-    }
-    Ok(out)
-}
-
-/// Splits a batched tail output into one tensor per request.
-fn unstack(t: Tensor, n: usize) -> Result<Vec<Tensor>, String> {
-    if t.shape.first() != Some(&n) || !t.data.len().is_multiple_of(n) {
-        return Err(format!(
-            "tail output of shape {:?} for {n} requests",
-            t.shape
-        ));
-    }
-    let per = t.data.len() / n;
-    let mut shape = t.shape.clone();
-    shape[0] = 1;
-    t.data
-        .chunks(per)
-        .map(|c| Tensor::new(shape.clone(), c.to_vec()).map_err(|e| e.to_string()))
-        .collect()
 }
 
 struct Job {
