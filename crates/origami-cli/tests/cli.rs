@@ -551,42 +551,16 @@ fn http_get(url: &str, path: &str) -> String {
 /// gets its answer; a clean exit on Ctrl-C (SIGINT).
 #[test]
 fn serve_and_infer_with_a_policy() {
-    use std::io::BufRead;
     let dir = tmpdir("serve");
-    let mut child = bin()
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--mode",
-            "slalom",
-            "--pad-low",
-            "1",
-            "--pad-high",
-            "1",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut url, mut code, mut model) = (String::new(), String::new(), String::new());
-    let mut pid = 0i32;
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if let Some(p) = line.strip_prefix("enclave process: pid ") {
-            pid = p.trim().parse().unwrap();
-        }
-        if let Some(u) = line.strip_prefix("listening on ") {
-            url = u.to_string();
-        }
-        if let Some(p) = line.strip_prefix("policy for clients: ") {
-            let mut parts = p.split(", ");
-            code = parts.next().unwrap().to_string();
-            model = parts.next().unwrap().to_string();
-            break;
-        }
-    }
-    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    let Served {
+        mut child,
+        url,
+        code,
+        model,
+        enclave_pid,
+        rest,
+    } = start_serve(&["--pad-low", "1", "--pad-high", "1"]);
+    let pid = enclave_pid.unwrap_or(0);
     let policy = dir.join("policy.toml");
     std::fs::write(
         &policy,
@@ -646,12 +620,25 @@ fn serve_and_infer_with_a_policy() {
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let rest: Vec<String> = rest.iter().collect();
     assert!(rest.iter().any(|l| l.contains("shutting down")), "{rest:?}");
 }
 
-/// `origami serve` with `extra` arguments: its URL and the policy lines it prints.
-fn start_serve(extra: &[&str]) -> (std::process::Child, String, String, String) {
+/// A running `origami serve`.
+struct Served {
+    child: std::process::Child,
+    url: String,
+    /// The policy lines it prints (`code_id = "…"`, `model_hash = "…"`).
+    code: String,
+    model: String,
+    /// The enclave child's pid, when it started one.
+    enclave_pid: Option<i32>,
+    /// Its later stdout lines.
+    rest: std::sync::mpsc::Receiver<String>,
+}
+
+/// `origami serve --listen 127.0.0.1:0 --mode slalom` with `extra` arguments.
+fn start_serve(extra: &[&str]) -> Served {
     use std::io::BufRead;
     let mut child = bin()
         .args(["serve", "--listen", "127.0.0.1:0", "--mode", "slalom"])
@@ -660,9 +647,13 @@ fn start_serve(extra: &[&str]) -> (std::process::Child, String, String, String) 
         .spawn()
         .unwrap();
     let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut url, mut code, mut model) = (String::new(), String::new(), String::new());
+    let (mut url, mut code, mut model, mut enclave_pid) =
+        (String::new(), String::new(), String::new(), None);
     for line in lines.by_ref() {
         let line = line.unwrap();
+        if let Some(p) = line.strip_prefix("enclave process: pid ") {
+            enclave_pid = Some(p.trim().parse().unwrap());
+        }
         if let Some(u) = line.strip_prefix("listening on ") {
             url = u.to_string();
         }
@@ -678,8 +669,20 @@ fn start_serve(extra: &[&str]) -> (std::process::Child, String, String, String) 
         "serve did not start: {url}"
     );
     // Keep draining stdout so the server never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
-    (child, url, code, model)
+    let (tx, rest) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in lines.map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    Served {
+        child,
+        url,
+        code,
+        model,
+        enclave_pid,
+        rest,
+    }
 }
 
 fn stop(mut child: std::process::Child) {
@@ -771,7 +774,13 @@ fn pad_files_from_precompute_with_an_attached_enclave() {
         "1",
     ];
     // First server: pad 0 from the file, nothing precomputed by the server.
-    let (server, url, code, model) = start_serve(&serve_args);
+    let Served {
+        child: server,
+        url,
+        code,
+        model,
+        ..
+    } = start_serve(&serve_args);
     let policy = policy_for(&code, &model);
     infer(&url, &policy, true);
     let m = http_get(&url, "/metrics");
@@ -780,7 +789,9 @@ fn pad_files_from_precompute_with_an_attached_enclave() {
     stop(server);
     // Second server on the same file: pad 0 is used, refused by the enclave and dropped;
     // pad 1 answers.
-    let (server, url, _, _) = start_serve(&serve_args);
+    let Served {
+        child: server, url, ..
+    } = start_serve(&serve_args);
     infer(&url, &policy, true);
     let m = http_get(&url, "/metrics");
     assert!(m.contains("origami_pads_precomputed_total 0"), "{m}");
@@ -794,7 +805,9 @@ fn pad_files_from_precompute_with_an_attached_enclave() {
     let tampered = dir.join("tampered.bin");
     std::fs::write(&tampered, bytes).unwrap();
     let t = tampered.display().to_string();
-    let (server, url, _, _) = start_serve(&[
+    let Served {
+        child: server, url, ..
+    } = start_serve(&[
         "--enclave",
         &at,
         "--pads",
