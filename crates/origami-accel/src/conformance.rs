@@ -68,8 +68,8 @@ pub fn geom(
     ConvGeom::new(&c, h, w).unwrap_or_else(|e| panic!("conformance geometry: {e}"))
 }
 
-/// The definition: y[o] = Σ w·x̄ over i128, reduced mod p.
-fn reference(shape: &LinearShape, w: &[i32], x: &[u32]) -> Vec<u32> {
+/// The definition: y[o] = Σ w·x̄ over i128, reduced mod p (what every backend must compute).
+pub fn reference(shape: &LinearShape, w: &[i32], x: &[u32]) -> Vec<u32> {
     let p = P as i128;
     match shape {
         LinearShape::Dense { in_f, out_f } => (0..*out_f)

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use libloading::{Library, Symbol};
-use origami_accel::conformance::Lcg;
+use origami_accel::conformance::{reference, Lcg};
 use origami_accel::LinearShape;
 use origami_model::linalg::{im2col, ConvGeom};
 use origami_model::{exec, zoo, Conv, Node, Op, Pool, Tensor};
@@ -274,7 +274,7 @@ fn emulated_field_kernels_are_exact() {
             ] {
                 assert_eq!(
                     emu.field(&plan, &a, &x),
-                    field_definition(&shape, &w, &x),
+                    reference(&shape, &w, &x),
                     "{shape:?}, wmax {wmax}, worst {worst}"
                 );
             }
@@ -293,7 +293,7 @@ fn emulated_field_kernels_chunk_large_k() {
     assert_eq!(plan.chunks, 3);
     let a = plan.pack_weights(&w);
     for x in [vec![WORST_INPUT; k], vec![P - 1; k]] {
-        assert_eq!(emu.field(&plan, &a, &x), field_definition(&shape, &w, &x));
+        assert_eq!(emu.field(&plan, &a, &x), reference(&shape, &w, &x));
     }
 }
 
