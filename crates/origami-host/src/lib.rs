@@ -214,17 +214,12 @@ impl Engine {
                 }
             }
         }
-        if let Some((_, first)) = handoffs.first() {
-            let start = first.start;
+        if !handoffs.is_empty() {
             let t = Instant::now();
             let refs: Vec<&origami_enclave::core::Handoff> =
                 handoffs.iter().map(|(_, h)| h).collect();
-            let out = self
-                .accel
-                .run_tail(start, stack_handoffs(&refs).map_err(bad)?)?;
-            self.accel.synchronize()?;
+            let parts = run_tails(self.accel.as_mut(), &refs)?;
             st.tail += t.elapsed();
-            let parts = unstack(out, handoffs.len()).map_err(bad)?;
             let t = Instant::now();
             for ((i, _), o) in handoffs.iter().zip(parts) {
                 self.core.check_tail_output(&o)?;
@@ -329,6 +324,22 @@ pub fn unstack(t: Tensor, n: usize) -> Result<Vec<Tensor>, String> {
         .chunks(per)
         .map(|c| Tensor::new(shape.clone(), c.to_vec()).map_err(|e| e.to_string()))
         .collect()
+}
+
+/// One accelerator call for the tails of several handoffs (stacked along the batch axis);
+/// returns one output per handoff, in order.
+pub fn run_tails(
+    accel: &mut dyn Accelerator,
+    handoffs: &[&origami_enclave::core::Handoff],
+) -> Result<Vec<Tensor>, HostError> {
+    let bad = |e: String| HostError::Accel(AccelError::BadInput(e));
+    let start = handoffs
+        .first()
+        .ok_or_else(|| bad("no handoff".into()))?
+        .start;
+    let out = accel.run_tail(start, stack_handoffs(handoffs).map_err(bad)?)?;
+    accel.synchronize()?;
+    unstack(out, handoffs.len()).map_err(bad)
 }
 
 /// Where `drive_head` stopped.

@@ -32,7 +32,7 @@ use origami_accel::{Accelerator, CpuAccelerator};
 use origami_enclave::core::Handoff;
 use origami_enclave::{EnclaveError, Placement, Plan};
 use origami_host::handle::EnclaveHandle;
-use origami_host::{drive_head, field_layers, stack_handoffs, unstack, Headed, PadStore};
+use origami_host::{drive_head, field_layers, Headed, PadStore};
 use origami_proto::evidence::Evidence;
 use origami_proto::session::{SealedAnswer, SealedRequest};
 
@@ -426,17 +426,8 @@ impl Worker {
         m.tail_batch_sum
             .fetch_add(parked.len() as u64, Ordering::Relaxed);
         m.tail_batch_max.fetch_max(parked.len(), Ordering::Relaxed);
-        let start = parked[0].2.start;
         let handoffs: Vec<&Handoff> = parked.iter().map(|p| &p.2).collect();
-        let outputs = stack_handoffs(&handoffs)
-            .and_then(|values| {
-                let out = self
-                    .accel
-                    .run_tail(start, values)
-                    .map_err(|e| e.to_string())?;
-                self.accel.synchronize().map_err(|e| e.to_string())?;
-                unstack(out, parked.len())
-            })
+        let outputs = origami_host::run_tails(self.accel.as_mut(), &handoffs)
             .map_err(|e| format!("the accelerator's tail failed: {e}"));
         match outputs {
             Ok(outs) => {
