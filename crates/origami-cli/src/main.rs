@@ -673,11 +673,7 @@ fn served_enclave(
     calib: usize,
 ) -> Result<(Placement, Arc<Plan>)> {
     let m = load_model(model)?;
-    let split = match (mode, split) {
-        ("origami", None) => Some(default_split(&m)),
-        _ => split,
-    };
-    let placement = Placement::parse(mode, split)?;
+    let placement = served_placement(&m, mode, split)?;
     let c = calibration(&m, calib)?;
     let plan = match placement {
         Placement::Origami { split } => {
@@ -1302,13 +1298,18 @@ fn served(
     calib: usize,
 ) -> Result<(Model, Placement, Arc<Plan>)> {
     let m = load_model(model)?;
-    let split = match (mode, split) {
-        ("origami", None) => Some(default_split(&m)),
-        _ => split,
-    };
-    let placement = Placement::parse(mode, split)?;
+    let placement = served_placement(&m, mode, split)?;
     let plan = build_plan(&m, calib)?;
     Ok((m, placement, plan))
+}
+
+/// The placement `serve`/`enclave` run: `origami` without `--split` takes the model's default.
+fn served_placement(m: &Model, mode: &str, split: Option<usize>) -> Result<Placement> {
+    let split = match (mode, split) {
+        ("origami", None) => Some(default_split(m)),
+        _ => split,
+    };
+    Ok(Placement::parse(mode, split)?)
 }
 
 /// Where `origami enclave` listens.
