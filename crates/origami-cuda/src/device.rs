@@ -10,9 +10,10 @@ use std::sync::Arc;
 
 use cudarc::cublas::{sys as blas_sys, CudaBlas};
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, LaunchConfig,
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DevicePtrMut,
+    LaunchConfig,
 };
-use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
+use cudarc::nvrtc::{compile_ptx_with_opts, CompileError, CompileOptions, Ptx};
 
 use origami_accel::AccelError;
 
@@ -44,18 +45,72 @@ pub fn kernel_source() -> String {
     )
 }
 
-/// Every kernel of `kernels.cu`, loaded once.
-pub(crate) struct Kernels {
-    pub field_im2col_limbs: CudaFunction,
-    pub field_reduce: CudaFunction,
-    pub im2col_f32: CudaFunction,
-    pub bias_act: CudaFunction,
-    pub clip_f32: CudaFunction,
-    pub batchnorm_f32: CudaFunction,
-    pub pool_f32: CudaFunction,
-    pub global_avg_f32: CudaFunction,
-    pub add_f32: CudaFunction,
-    pub softmax_f32: CudaFunction,
+/// Declares the kernels once: the `Kernels` struct, its loader and [`KERNEL_NAMES`].
+macro_rules! kernels {
+    ($($name:ident),* $(,)?) => {
+        /// Every kernel of `kernels.cu`, loaded once.
+        pub(crate) struct Kernels {
+            $(pub $name: CudaFunction,)*
+        }
+
+        /// The entry points `kernels.cu` must export (`extern "C"`), as the device loads them.
+        pub const KERNEL_NAMES: &[&str] = &[$(stringify!($name)),*];
+
+        impl Kernels {
+            fn load(module: &Arc<CudaModule>) -> Result<Self, AccelError> {
+                Ok(Self {
+                    $($name: module
+                        .load_function(stringify!($name))
+                        .map_err(backend(concat!("kernel ", stringify!($name))))?,)*
+                })
+            }
+        }
+    };
+}
+
+kernels!(
+    field_im2col_limbs,
+    field_reduce,
+    im2col_f32,
+    bias_act,
+    clip_f32,
+    batchnorm_f32,
+    pool_f32,
+    global_avg_f32,
+    add_f32,
+    softmax_f32,
+);
+
+/// Whether NVRTC (`libnvrtc.so.13`) can be loaded; no GPU or driver is needed for it.
+pub fn nvrtc_present() -> bool {
+    // SAFETY: only tries to dlopen the library by name.
+    unsafe { cudarc::nvrtc::sys::is_culib_present() }
+}
+
+/// Compiles [`kernel_source`] with NVRTC exactly as the device does and returns the PTX text.
+/// Needs only NVRTC, not a GPU, so the compile can be checked anywhere the library is.
+pub fn compile_kernels() -> Result<String, String> {
+    compile_ptx().map(|p| p.to_src())
+}
+
+fn compile_ptx() -> Result<Ptx, String> {
+    if !nvrtc_present() {
+        return Err("NVRTC (libnvrtc.so.13) cannot be loaded; add it to LD_LIBRARY_PATH".into());
+    }
+    let opts = CompileOptions {
+        // No contraction of a·b + c into an FMA: the tail's elementwise kernels then round
+        // exactly as the CPU executor does. No fast math anywhere.
+        fmad: Some(false),
+        name: Some("origami_kernels.cu".into()),
+        ..Default::default()
+    };
+    compile_ptx_with_opts(kernel_source(), opts).map_err(|e| match e {
+        CompileError::CompileError { log, .. } => format!(
+            "NVRTC failed to compile kernels.cu:\n{}",
+            log.to_string_lossy()
+        ),
+        other => format!("NVRTC failed to compile kernels.cu: {other:?}"),
+    })
 }
 
 pub(crate) struct Device {
@@ -121,33 +176,9 @@ impl Device {
         unsafe { blas_sys::cublasSetMathMode(*blas.handle(), mode) }
             .result()
             .map_err(backend("cublasSetMathMode"))?;
-        let opts = CompileOptions {
-            // No contraction of a·b + c into an FMA: the tail's elementwise kernels then round
-            // exactly as the CPU executor does. No fast math anywhere.
-            fmad: Some(false),
-            name: Some("origami_kernels.cu".into()),
-            ..Default::default()
-        };
-        let ptx = compile_ptx_with_opts(kernel_source(), opts)
-            .map_err(|e| AccelError::Backend(format!("NVRTC failed to compile kernels.cu: {e}")))?;
+        let ptx = compile_ptx().map_err(AccelError::Backend)?;
         let module = ctx.load_module(ptx).map_err(backend("load PTX module"))?;
-        let f = |n: &str| {
-            module
-                .load_function(n)
-                .map_err(backend(format!("kernel {n}")))
-        };
-        let k = Kernels {
-            field_im2col_limbs: f("field_im2col_limbs")?,
-            field_reduce: f("field_reduce")?,
-            im2col_f32: f("im2col_f32")?,
-            bias_act: f("bias_act")?,
-            clip_f32: f("clip_f32")?,
-            batchnorm_f32: f("batchnorm_f32")?,
-            pool_f32: f("pool_f32")?,
-            global_avg_f32: f("global_avg_f32")?,
-            add_f32: f("add_f32")?,
-            softmax_f32: f("softmax_f32")?,
-        };
+        let k = Kernels::load(&module)?;
         Ok(Self {
             ctx,
             stream,

@@ -36,7 +36,7 @@ use device::{backend, launch, Device};
 use limbs::{FieldPlan, I8Gemm, P};
 use tail::Tail;
 
-pub use device::kernel_source;
+pub use device::{compile_kernels, kernel_source, nvrtc_present, KERNEL_NAMES};
 
 /// Options of the CUDA accelerator.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
