@@ -7,8 +7,11 @@
 #      layers (worst cases included), tails vs the CPU executor (differences printed);
 #      on failure, the failing tests again with ORIGAMI_CUDA_SYNC=1 (each kernel synchronized,
 #      so the error names the step);
-#   4. `origami --accel cuda bench` on VGG-16 and VGG-19, batch 1 and 64, JSON results.
-# Outputs: $OUT (the device tool's folder) or target/gpu-check, one log per step + summary.txt.
+#   4. `origami --accel cuda bench` on VGG-16 and VGG-19, batch 1 and 64, JSON results, and
+#      the PyTorch baseline (scripts/torch-baseline.py) in the same call;
+#   5. report.md (scripts/gpu-report.py): every figure and the issue's goals as ratios.
+# Outputs: target/gpu-check (one log per step, JSON results, summary.txt, report.md), packed on
+# exit into $OUT (the device tool's folder, if set) as gpu-check.tar.gz + summary.txt + report.md.
 # Environment: GPU_BIN (default target/gpu-bin), BENCH_ARGS (extra bench flags),
 # CUDA_LIB (default /usr/local/cuda/lib64).
 set -uo pipefail
@@ -16,9 +19,25 @@ cd "$(dirname "$0")/.."
 start=$(date +%s)
 BUDGET=470 # seconds for the whole script (the limit is 480)
 BIN=${GPU_BIN:-target/gpu-bin}
-OUTD=${OUT:-target/gpu-check}
+# Work in target/gpu-check; the device tool brings back at most 8 files from $OUT, so on exit
+# everything is packed into $OUT/gpu-check.tar.gz, next to summary.txt and report.md.
+OUTD=target/gpu-check
+rm -rf "$OUTD"
 mkdir -p "$OUTD"
+pack() {
+    [ -n "${OUT:-}" ] || return 0
+    mkdir -p "$OUT"
+    tar -czf "$OUT/gpu-check.tar.gz" -C "$(dirname "$OUTD")" "$(basename "$OUTD")"
+    cp "$OUTD/summary.txt" "$OUT/" 2>/dev/null
+    cp "$OUTD/report.md" "$OUT/" 2>/dev/null
+    return 0
+}
+trap pack EXIT
 export LD_LIBRARY_PATH="${CUDA_LIB:-/usr/local/cuda/lib64}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# The driver's libcuda.so.1 is normally in the loader's cache; these are fallbacks.
+for d in /usr/local/nvidia/lib64 /usr/local/nvidia/lib /usr/lib/x86_64-linux-gnu; do
+    [ -d "$d" ] && LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$d"
+done
 export RUST_BACKTRACE=1
 summary="$OUTD/summary.txt"
 : >"$summary"
@@ -73,20 +92,53 @@ if ! step gpu-tests 180 "$BIN/tests/cuda" --test-threads=1 --nocapture; then
 fi
 grep -E '^(test |skipped|.*running on|.*max \|gpu)' "$OUTD/gpu-tests.log" | head -60
 
-# Benchmarks: batch 1, all four placements; then batch 64 (heads one by one through the
-# enclave, one batched tail call) without the enclave-only placement (64 images at one enclave
-# thread would not fit the budget; compare per-image times with its batch-1 run). JSON results.
-for m in vgg16 vgg19; do
+# Benchmarks, most important first (each step is capped by the time left). Every bench run
+# writes JSON; the report at the end computes the issue's ratios from them.
+#   a. batch 1, all four placements side by side (one process per model);
+#   b. the PyTorch baseline (torchvision VGG-16/19, batch 1 and 64, fp32 and PyTorch's defaults);
+#   c. our plain placement at batch 64, and with --tf32 (tail GEMMs on TF32 tensor cores) at
+#      batch 1 and 64, for the comparison with PyTorch's defaults;
+#   d. origami, then slalom, at batch 64: heads one by one through the one enclave thread, one
+#      batched tail call. The enclave-only placement is not run at batch 64 (64 images on one
+#      enclave thread do not fit the budget; its per-image time is the batch-1 one).
+# Pads are precomputed on all cores (offline work; --precompute-threads), the timed runs use one
+# enclave thread.
+PRE=$(nproc 2>/dev/null || echo 1)
+bench() { # bench NAME LIMIT [global flags --] bench flags...
+    local name=$1 limit=$2
+    shift 2
+    local global=()
+    if [ "${1:-}" = --tf32 ]; then global=(--tf32); shift; fi
     # shellcheck disable=SC2086
-    step "bench-$m" 120 "$BIN/origami" --accel cuda bench --model "$m" --iters 3 --json "$OUTD/bench-$m.json" ${BENCH_ARGS:-}
-    tail -12 "$OUTD/bench-$m.log"
+    step "$name" "$limit" "$BIN/origami" --accel cuda "${global[@]}" bench \
+        --precompute-threads "$PRE" --json "$OUTD/$name.json" "$@" ${BENCH_ARGS:-}
+    tail -8 "$OUTD/$name.log"
+}
+for m in vgg16 vgg19; do
+    bench "bench-$m" 120 --model "$m" --iters 10
+done
+if command -v python3 >/dev/null; then
+    PYTHONUNBUFFERED=1 step torch-baseline 150 python3 scripts/torch-baseline.py \
+        --json "$OUTD/torch-baseline.json"
+    cat "$OUTD/torch-baseline.log"
+else
+    note "SKIP  torch-baseline (no python3)"
+fi
+for m in vgg16 vgg19; do
+    bench "bench-$m-plain-bs64" 60 --model "$m" --placements plain --batch 64 --iters 10
+    bench "bench-$m-tf32" 60 --tf32 --model "$m" --placements origami,plain --iters 10
+    bench "bench-$m-tf32-plain-bs64" 60 --tf32 --model "$m" --placements plain --batch 64 --iters 10
 done
 for m in vgg16 vgg19; do
-    # shellcheck disable=SC2086
-    step "bench-$m-bs64" 90 "$BIN/origami" --accel cuda bench --model "$m" --batch 64 --iters 2 \
-        --placements slalom,origami,plain --json "$OUTD/bench-$m-bs64.json" ${BENCH_ARGS:-}
-    tail -10 "$OUTD/bench-$m-bs64.log"
+    bench "bench-$m-origami-bs64" 90 --model "$m" --placements origami --batch 64 --warmup 1 --iters 2
 done
+for m in vgg16 vgg19; do
+    bench "bench-$m-slalom-bs64" 90 --model "$m" --placements slalom --batch 64 --warmup 0 --iters 1
+done
+if command -v python3 >/dev/null; then
+    python3 scripts/gpu-report.py "$OUTD" --out "$OUTD/report.md" >/dev/null &&
+        note "report: $OUTD/report.md" && cat "$OUTD/report.md"
+fi
 
 note "total $(($(date +%s) - start))s"
 cat "$summary"

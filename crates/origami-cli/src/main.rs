@@ -60,6 +60,10 @@ struct Cli {
     /// see docs/GPU.md).
     #[arg(long, global = true, default_value = "cpu")]
     accel: String,
+    /// With --accel cuda: let the plain tail's float GEMMs use TF32 tensor cores (faster, ~10
+    /// bits of mantissa; field layers are exact int8 whatever this says).
+    #[arg(long, global = true)]
+    tf32: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -123,6 +127,10 @@ enum Cmd {
         /// Threads of the enclave core.
         #[arg(long, default_value_t = 1)]
         enclave_threads: usize,
+        /// Enclave threads for the offline pad precompute before the timed runs (default: the
+        /// --enclave-threads); more makes large --batch runs start sooner, timings unchanged.
+        #[arg(long)]
+        precompute_threads: Option<usize>,
         /// Only these placements (comma-separated: enclave,slalom,origami,plain).
         #[arg(long, default_value = "enclave,slalom,origami,plain")]
         placements: String,
@@ -377,10 +385,13 @@ fn real_main() -> Result<()> {
             .build_global()
             .context("setting up the thread pool")?;
     }
-    if !matches!(cli.accel.as_str(), "cpu" | "cuda") {
-        bail!("unknown accelerator {:?}: cpu | cuda", cli.accel);
-    }
-    let _ = ACCEL.set(cli.accel.clone());
+    let accel = match (cli.accel.as_str(), cli.tf32) {
+        ("cpu", false) => AccelChoice::Cpu,
+        ("cpu", true) => bail!("--tf32 needs --accel cuda (the CPU tail is always f32)"),
+        ("cuda", tf32_tail) => AccelChoice::Cuda { tf32_tail },
+        (other, _) => bail!("unknown accelerator {other:?}: cpu | cuda"),
+    };
+    let _ = ACCEL.set(accel);
     match cli.cmd {
         Cmd::Demo { model, image } => demo(&model, image),
         Cmd::Run {
@@ -410,6 +421,7 @@ fn real_main() -> Result<()> {
             warmup,
             verify,
             enclave_threads,
+            precompute_threads,
             placements,
             batch,
             json,
@@ -421,7 +433,10 @@ fn real_main() -> Result<()> {
             iters,
             warmup,
             verify,
-            enclave_threads,
+            (
+                enclave_threads,
+                precompute_threads.unwrap_or(enclave_threads),
+            ),
             &placements,
             batch,
             json.as_deref(),
@@ -507,7 +522,7 @@ fn real_main() -> Result<()> {
             calib,
         } => {
             let batch_tails = match tail_batching.as_str() {
-                "auto" => ACCEL.get().is_some_and(|a| a == "cuda"),
+                "auto" => matches!(ACCEL.get(), Some(AccelChoice::Cuda { .. })),
                 "on" => true,
                 "off" => false,
                 other => bail!("--tail-batching {other:?}: auto | on | off"),
@@ -601,15 +616,23 @@ fn real_main() -> Result<()> {
 }
 
 /// The accelerator chosen with `--accel`.
-static ACCEL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+static ACCEL: std::sync::OnceLock<AccelChoice> = std::sync::OnceLock::new();
+
+/// `--accel` (and `--tf32`).
+#[derive(Clone, Copy, Debug)]
+enum AccelChoice {
+    Cpu,
+    Cuda { tf32_tail: bool },
+}
 
 /// A new accelerator of the chosen kind; `cuda` says clearly why it cannot start.
 fn accelerator() -> Result<Box<dyn origami_accel::Accelerator>> {
-    match ACCEL.get().map(String::as_str).unwrap_or("cpu") {
-        "cuda" => Ok(Box::new(origami_cuda::CudaAccelerator::new(0).context(
-            "--accel cuda: no usable NVIDIA GPU (use --accel cpu, the default)",
-        )?)),
-        _ => Ok(Box::new(CpuAccelerator::new())),
+    match ACCEL.get().copied().unwrap_or(AccelChoice::Cpu) {
+        AccelChoice::Cuda { tf32_tail } => Ok(Box::new(
+            origami_cuda::CudaAccelerator::with_options(0, origami_cuda::CudaOptions { tf32_tail })
+                .context("--accel cuda: no usable NVIDIA GPU (use --accel cpu, the default)")?,
+        )),
+        AccelChoice::Cpu => Ok(Box::new(CpuAccelerator::new())),
     }
 }
 
@@ -980,14 +1003,14 @@ fn run_bench(
     iters: usize,
     warmup: usize,
     verify: bool,
-    enclave_threads: usize,
+    (enclave_threads, precompute_threads): (usize, usize),
     placements: &str,
     batch: usize,
     json: Option<&Path>,
     calib: usize,
 ) -> Result<()> {
-    if iters == 0 || enclave_threads == 0 || batch == 0 {
-        bail!("--iters, --enclave-threads and --batch must be at least 1");
+    if iters == 0 || enclave_threads == 0 || precompute_threads == 0 || batch == 0 {
+        bail!("--iters, --enclave-threads, --precompute-threads and --batch must be at least 1");
     }
     if batch > 1024 {
         bail!("--batch {batch}: at most 1024 images per run");
@@ -1006,7 +1029,7 @@ fn run_bench(
         });
     }
     let accel_name = accelerator()?.name();
-    println!("bench: model {} ({:.2} GMAC), accelerator {accel_name}, enclave {enclave_threads} thread(s), verify {verify}, batch {batch}, {warmup} warm-up + {iters} runs", m.name, m.macs()? as f64 / 1e9);
+    println!("bench: model {} ({:.2} GMAC), accelerator {accel_name}, enclave {enclave_threads} thread(s) (precompute {precompute_threads}), verify {verify}, batch {batch}, {warmup} warm-up + {iters} runs", m.name, m.macs()? as f64 / 1e9);
     let t = Instant::now();
     let plan = build_plan(&m, calib)?;
     println!("plan built in {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
@@ -1016,6 +1039,7 @@ fn run_bench(
         iters,
         verify,
         enclave_threads,
+        precompute_threads,
         batch,
     };
     let bar = ProgressBar::new((cfg.placements.len() * (warmup + iters)) as u64);
@@ -1086,6 +1110,7 @@ fn run_bench(
             "input": input_path.map(|p| p.display().to_string()).unwrap_or_else(|| "seeded".into()),
             "accelerator": accel_name,
             "enclave_threads": enclave_threads,
+            "precompute_threads": precompute_threads,
             "batch": batch,
             "verify": verify,
             "warmup": warmup,

@@ -169,6 +169,8 @@ fn bad_inputs_fail_with_clear_errors() {
     assert!(e.contains("unknown platform"), "{e}");
     let e = run_err(&["--accel", "tpu", "demo"]);
     assert!(e.contains("unknown accelerator"), "{e}");
+    let e = run_err(&["--tf32", "demo"]);
+    assert!(e.contains("--tf32 needs --accel cuda"), "{e}");
     if origami_cuda_absent() {
         let e = run_err(&[
             "--accel", "cuda", "run", "--model", "fashion", "--mode", "plain", "--input", img,
@@ -298,12 +300,19 @@ fn bench_writes_one_entry_per_placement() {
         "0",
         "--batch",
         "3",
+        "--precompute-threads",
+        "2",
+        "--verify",
         "--json",
         json.to_str().unwrap(),
     ]);
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(v["batch"], 3);
+    // The JSON says how the pads were made (that such pads give the reference answers is
+    // tested in origami-host's placements tests).
+    assert_eq!(v["precompute_threads"], 2);
+    assert_eq!(v["results"][1]["precompute_threads"], 2);
     for r in v["results"].as_array().unwrap() {
         let (run, per) = (
             r["median_ms"].as_f64().unwrap(),
@@ -313,6 +322,8 @@ fn bench_writes_one_entry_per_placement() {
     }
     let e = run_err(&["bench", "--model", "small", "--batch", "0"]);
     assert!(e.contains("--batch"), "{e}");
+    let e = run_err(&["bench", "--model", "small", "--precompute-threads", "0"]);
+    assert!(e.contains("--precompute-threads"), "{e}");
 }
 
 /// No CUDA driver here (the development and CI machines): `--accel cuda` must refuse clearly.

@@ -303,6 +303,17 @@ impl EnclaveCore {
     /// Offline: draws `count` new pads, computes u = W·r for every offloaded layer inside the
     /// enclave and returns them sealed, for the host to keep until use.
     pub fn precompute(&mut self, count: usize) -> Result<Vec<SealedPad>, EnclaveError> {
+        self.precompute_with_threads(count, self.cfg.threads)
+    }
+
+    /// [`precompute`](Self::precompute) on `threads` enclave threads (offline work may use more
+    /// threads than the online path; the pads are the same).
+    pub fn precompute_with_threads(
+        &mut self,
+        count: usize,
+        threads: usize,
+    ) -> Result<Vec<SealedPad>, EnclaveError> {
+        let threads = threads.max(1);
         let mut out = Vec::new();
         for _ in 0..count {
             let id = self.next_pad;
@@ -326,9 +337,9 @@ impl EnclaveCore {
                 r.zeroize();
                 let mut u = vec![0f64; l.shape.out_len()];
                 match &l.shape {
-                    LinearShape::Conv(g) => conv2d(g, &rf, &l.wq, &mut u, self.cfg.threads),
+                    LinearShape::Conv(g) => conv2d(g, &rf, &l.wq, &mut u, threads),
                     LinearShape::Dense { in_f, out_f } => {
-                        gemm_nt(1, *in_f, *out_f, &rf, &l.wq, &mut u, self.cfg.threads)
+                        gemm_nt(1, *in_f, *out_f, &rf, &l.wq, &mut u, threads)
                     }
                 }
                 // Exact: r < 2^24, |w̃| ≤ 127, K < 2^15.

@@ -20,6 +20,9 @@ pub struct BenchConfig {
     pub verify: bool,
     /// Threads of the enclave core (1 = one enclave thread).
     pub enclave_threads: usize,
+    /// Enclave threads for the offline precompute before the timed runs (the pads are the
+    /// same; only `precompute_ms_per_image` depends on it).
+    pub precompute_threads: usize,
     /// Images per run: heads one by one through the enclave, then one batched tail call
     /// (`Engine::infer_batch`, as the server batches). 1: `Engine::infer`.
     pub batch: usize,
@@ -43,8 +46,10 @@ pub struct PlacementResult {
     pub tail_ms: f64,
     pub offloads: usize,
     pub bytes_to_accelerator: usize,
-    /// Offline precompute (u = W·r inside the enclave, sealing) per image.
+    /// Offline precompute (u = W·r inside the enclave, sealing) per image, on
+    /// `precompute_threads` threads.
     pub precompute_ms_per_image: f64,
+    pub precompute_threads: usize,
     /// Enclave core: lifetime bytes (head weights, probes) + peak request bytes.
     pub enclave_static_bytes: usize,
     pub enclave_peak_request_bytes: usize,
@@ -89,7 +94,7 @@ pub fn run(
         let total = cfg.warmup + cfg.iters;
         let batch = cfg.batch.max(1);
         let images = total * batch;
-        let pre = engine.precompute(images)?;
+        let pre = engine.precompute_with_threads(images, cfg.precompute_threads)?;
         let sealed_per_image = engine.pads.bytes() / images.max(1);
         let inputs = vec![input.clone(); batch];
         let mut samples: Vec<StageTimes> = Vec::new();
@@ -124,6 +129,7 @@ pub fn run(
             offloads: samples.first().map_or(0, |s| s.offloads),
             bytes_to_accelerator: samples.first().map_or(0, |s| s.bytes_out),
             precompute_ms_per_image: ms(pre) / images.max(1) as f64,
+            precompute_threads: cfg.precompute_threads.max(1),
             enclave_static_bytes: stats.static_bytes,
             enclave_peak_request_bytes: stats.peak_request_bytes,
             enclave_peak_precompute_bytes: stats.peak_precompute_bytes,

@@ -152,11 +152,21 @@ impl Engine {
 
     /// Offline precompute of `count` pads; returns the time taken.
     pub fn precompute(&mut self, count: usize) -> Result<Duration, HostError> {
+        let threads = self.core.config().threads;
+        self.precompute_with_threads(count, threads)
+    }
+
+    /// [`precompute`](Self::precompute) on `threads` enclave threads.
+    pub fn precompute_with_threads(
+        &mut self,
+        count: usize,
+        threads: usize,
+    ) -> Result<Duration, HostError> {
         if !self.core.needs_pads() {
             return Ok(Duration::ZERO);
         }
         let t = Instant::now();
-        let sealed = self.core.precompute(count)?;
+        let sealed = self.core.precompute_with_threads(count, threads)?;
         self.pads.insert_all(sealed);
         Ok(t.elapsed())
     }

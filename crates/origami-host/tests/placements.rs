@@ -505,7 +505,8 @@ fn head_only_plan_answers_identically_and_keeps_no_tail_weights() {
 
 /// `Engine::infer_batch` (what `origami bench --batch` and the server do): heads one by one,
 /// one batched tail call; every image's answer is its own reference, bit for bit, in every
-/// placement.
+/// placement. The pads are precomputed on 3 threads (`bench --precompute-threads`), the
+/// requests run on the engine's one enclave thread.
 #[test]
 fn batched_inference_matches_the_reference_per_image() {
     let m = zoo::small();
@@ -513,7 +514,7 @@ fn batched_inference_matches_the_reference_per_image() {
     let inputs: Vec<Tensor> = (20..23).map(|s| zoo::seeded_input(&m, s)).collect();
     for placement in all_placements(&plan) {
         let mut e = engine(&plan, placement, true, Box::new(CpuAccelerator::new()));
-        e.precompute(inputs.len()).unwrap();
+        e.precompute_with_threads(inputs.len(), 3).unwrap();
         let (outs, st) = e.infer_batch(&inputs).unwrap();
         assert_eq!(outs.len(), inputs.len());
         let head_end = placement.head_end(&plan).unwrap();

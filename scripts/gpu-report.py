@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""Turns the JSON results of scripts/gpu-check.sh (`origami bench --json` files and
+scripts/torch-baseline.py's file) into one Markdown report: every measurement, then the issue's
+goals as ratios, each computed from numbers measured in the same call (and, for our own ratios,
+in the same `origami bench` run).
+
+    python3 scripts/gpu-report.py DIR            # reads DIR/bench-*.json, DIR/torch-baseline.json
+    python3 scripts/gpu-report.py DIR --out DIR/report.md
+
+Standard library only.
+"""
+
+import argparse
+import glob
+import json
+import os
+import sys
+
+
+def load(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        print(f"gpu-report: skipping {path}: {e}", file=sys.stderr)
+        return None
+
+
+def fmt(x, digits=2):
+    return "—" if x is None else f"{x:.{digits}f}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("dir")
+    ap.add_argument("--out", help="write the report here as well as to stdout")
+    args = ap.parse_args()
+
+    # Our runs: (model, batch, math, placement) -> result, with the file it came from; one file
+    # is one `origami bench` run.
+    ours = {}
+    cards = set()
+    for path in sorted(glob.glob(os.path.join(args.dir, "bench-*.json"))):
+        doc = load(path)
+        if not doc:
+            continue
+        acc = doc.get("accelerator", "?")
+        cards.add(acc.replace(" [tf32 tail]", ""))
+        math = "tf32" if "[tf32 tail]" in acc else "fp32"
+        for r in doc.get("results", []):
+            place = r["placement"].split(" ")[0]
+            b = doc.get("batch", 1)
+            r = dict(r, file=os.path.basename(path))
+            r.setdefault("per_image_ms", r["median_ms"] / b)
+            ours[(doc["model"], b, math, place)] = r
+
+    torch = load(os.path.join(args.dir, "torch-baseline.json")) or {"results": []}
+    base = {(r["model"], r["batch"], r["mode"]): r for r in torch["results"]}
+
+    out = []
+    say = out.append
+    say("# GPU benchmark report")
+    say("")
+    say(f"Accelerator (ours): {', '.join(sorted(cards)) or '—'}. "
+        f"PyTorch: {torch.get('device', '—')}, torch {torch.get('torch', '—')}, "
+        f"cuDNN {torch.get('cudnn', '—')}. Enclave: simulated in-process, 1 thread.")
+    say("")
+    say("## Our runs (`origami --accel cuda bench`)")
+    say("")
+    say("| model | batch | tail math | placement | median ms / run | ms / image | enclave ms "
+        "| blinded ms | tail ms | precompute ms / image | file |")
+    say("|---|---|---|---|---|---|---|---|---|---|---|")
+    for (m, b, math, p), r in sorted(ours.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
+        say(f"| {m} | {b} | {math} | {p} | {fmt(r['median_ms'])} | {fmt(r['per_image_ms'], 3)} "
+            f"| {fmt(r['enclave_ms'])} | {fmt(r['field_ms'])} | {fmt(r['tail_ms'])} "
+            f"| {fmt(r.get('precompute_ms_per_image'))} (×{r.get('precompute_threads', 1)} threads) "
+            f"| {r['file']} |")
+    say("")
+    if base:
+        say("## PyTorch (torchvision, same call)")
+        say("")
+        say("| model | batch | mode | median ms | min ms | ms / image |")
+        say("|---|---|---|---|---|---|")
+        for (m, b, mode), r in sorted(base.items()):
+            say(f"| {m} | {b} | {mode} | {fmt(r['median_ms'], 3)} | {fmt(r['min_ms'], 3)} "
+                f"| {fmt(r['per_image_ms'], 3)} |")
+        say("")
+
+    say("## Goals")
+    say("")
+    say("| a / b | model | batch | a: ms | b: ms | a / b | goal | met |")
+    say("|---|---|---|---|---|---|---|---|")
+    models = sorted({k[0] for k in ours} | {k[0] for k in base})
+
+    def row(goal, m, b, a, ref, limit, le=True):
+        if a is None or ref is None or ref == 0:
+            say(f"| {goal} | {m} | {b} | {fmt(a)} | {fmt(ref)} | — | {'≤' if le else '≥'} "
+                f"{limit} | not measured |")
+            return
+        ratio = a / ref
+        met = ratio <= limit if le else ratio >= limit
+        say(f"| {goal} | {m} | {b} | {fmt(a, 3)} | {fmt(ref, 3)} | {ratio:.2f}x "
+            f"| {'≤' if le else '≥'} {limit}x | {'yes' if met else 'NO'} |")
+
+    def per_run(m, b, math, p):
+        r = ours.get((m, b, math, p))
+        return r["median_ms"] if r else None
+
+    for m in models:
+        for b in sorted({k[1] for k in ours if k[0] == m} | {k[1] for k in base if k[0] == m}):
+            plain = per_run(m, b, "fp32", "plain")
+            for mode in ("fp32", "fp32-tuned"):
+                ref = base.get((m, b, mode))
+                row(f"plain fp32 / PyTorch {mode}", m, b, plain, ref and ref["median_ms"], 1.2)
+            ref = base.get((m, b, "default"))
+            row("plain --tf32 / PyTorch default (TF32 convs)", m, b,
+                per_run(m, b, "tf32", "plain"), ref and ref["median_ms"], 1.2)
+        # Same `origami bench` run (bs1, four placements): the enclave and origami come from
+        # one file.
+        e, o = ours.get((m, 1, "fp32", "enclave")), ours.get((m, 1, "fp32", "origami"))
+        same = e and o and e["file"] == o["file"]
+        row("enclave / origami (speedup; same run)", m, 1, e and e["median_ms"],
+            o and o["median_ms"] if same else None, 30, le=False)
+        p = ours.get((m, 1, "fp32", "plain"))
+        same = o and p and o["file"] == p["file"]
+        row("origami / plain (same run)", m, 1, o and o["median_ms"],
+            p and p["median_ms"] if same else None, 2.0)
+    say("")
+    say("Ratios are of medians. `enclave / origami` is a speedup (goal: at least 30x for VGG-19); "
+        "the others are slowdowns (goal: at most the stated factor).")
+
+    text = "\n".join(out) + "\n"
+    sys.stdout.write(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
