@@ -16,13 +16,15 @@ use std::sync::Arc;
 use zeroize::Zeroize;
 
 use origami_field::freivalds::combine_rows;
-use origami_field::{center, reduce, reduce_f64, reduce_small, sub, PadKey, SealedPad, Sealer, P};
+use origami_field::{reduce, reduce_f64, PadKey, SealedPad, Sealer, P};
 use origami_model::exec;
 use origami_model::linalg::{conv2d, gemm_nt, ConvGeom, LinearShape};
 use origami_model::{Tensor, ValueId};
 
 use crate::plan::Plan;
-use crate::qops::{eval_nonlinear, finish_linear, linear_local, requantize, requantize_with, QVal};
+use crate::qops::{
+    eval_nonlinear, finish_unblinded, linear_local, requantize, requantize_blind, QVal,
+};
 use crate::EnclaveError;
 
 /// Where the layers run.
@@ -514,13 +516,11 @@ impl EnclaveCore {
                 let held =
                     s.env_bytes() + result.len() * 8 + blinded.as_ref().map_or(0, |b| b.len() * 4);
                 let (value, next) = l.produces();
-                let y = finish_linear(
+                let y = finish_unblinded(
                     l,
                     &node.name,
-                    result
-                        .iter()
-                        .zip(origami_field::pad::words(&u))
-                        .map(|(&r, u)| center(sub(r, u))),
+                    &result,
+                    &u,
                     &self.plan.shapes[value],
                     l.fused_relu,
                 )?;
@@ -564,11 +564,10 @@ impl EnclaveCore {
                         .pad_id
                         .ok_or_else(|| EnclaveError::Misuse("no pad".into()))?;
                     // Requantize and blind in one pass: x̄ = x̃ + r mod p, with r regenerated
-                    // from the pad key, never stored; x̃ itself is never materialized.
+                    // from the pad key; neither r nor x̃ is ever held whole (1024-element
+                    // chunks, wiped).
                     let mut rng = self.pad_key.mask_stream(pad_id, l.layer);
-                    let blinded: Vec<u32> = requantize_with(x, l.in_exp, plan.act_clamp, |q| {
-                        origami_field::add(reduce_small(q as i64), rng.next_element())
-                    });
+                    let blinded = requantize_blind(x, l.in_exp, plan.act_clamp, &mut rng);
                     drop_dead(s, &n.inputs, i, &self.last_use);
                     let keep = self.probes[li].as_ref().map(|_| blinded.clone());
                     let held = s.env_bytes()

@@ -14,7 +14,7 @@
 pub mod freivalds;
 pub mod pad;
 
-pub use pad::{MaskRng, PadKey, SealedPad, Sealer};
+pub use pad::{MaskRng, OpenedPad, PadKey, SealedPad, Sealer};
 
 /// The field modulus: 2^24 − 3, prime.
 pub const P: u32 = 16_777_213;

@@ -3,24 +3,26 @@
 //! - `PadKey` is 256 bits from the operating system, drawn inside the enclave at start, never
 //!   persisted and zeroized on drop. `r` for (pad id, layer) is regenerated from it on demand, so
 //!   r itself is never stored.
-//! - `MaskRng` is ChaCha20 keyed by `PadKey`, with the 64-bit stream number
-//!   `pad_id << 16 | layer`: every (pad, layer) gets its own keystream, never shared.
+//! - `MaskRng` is AES-256-CTR keyed by `PadKey` (AWS-LC, AES-NI), with the 64-bit stream number
+//!   `pad_id << 16 | layer` in the counter block's upper half: every (pad, layer) gets its own
+//!   keystream, never shared. (ChaCha20 through rand_chacha before: ~4x slower per byte here.)
 //! - Values are drawn by rejection sampling (24 random bits, rejected when ≥ p), so r is exactly
 //!   uniform over all of Z_p — not the ≈80 % range of Slalom's code.
-//! - `Sealer` encrypts u with ChaCha20-Poly1305 under a second OS key. The nonce is
-//!   `pad_id ‖ layer`, unique because the enclave seals each (pad, layer) exactly once per key;
-//!   the associated data binds the model hash, pad id, layer and length, so a sealed u cannot be
-//!   moved to another pad, layer, model or enclave instance.
+//! - `Sealer` encrypts u with AES-256-GCM (AWS-LC through aws-lc-rs: about 10 GB/s on one core
+//!   with AES-NI/VAES, against 0.9 GB/s for the pure-Rust ChaCha20-Poly1305 it replaced; u is
+//!   38 MB per VGG-16 request) under a second OS key. The nonce is `pad_id ‖ layer`, unique
+//!   because the enclave seals each (pad, layer) exactly once per key; the associated data binds
+//!   the model hash, pad id, layer and length, so a sealed u cannot be moved to another pad,
+//!   layer, model or enclave instance. AWS-LC cleanses the key state when the sealer is dropped.
 
-use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit, Payload};
-use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
-use rand_chacha::ChaCha20Rng;
-use rand_core::{RngCore, SeedableRng, TryRngCore};
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use aws_lc_rs::cipher::{EncryptingKey, EncryptionContext, UnboundCipherKey, AES_256};
+use rand_core::TryRngCore;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::{FieldError, P};
 
-/// Largest pad id: ids share a 64-bit ChaCha stream number with the 16-bit layer index.
+/// Largest pad id: ids share a 64-bit stream number with the 16-bit layer index.
 pub const MAX_PAD_ID: u64 = (1 << 48) - 1;
 
 fn os_key() -> Result<[u8; 32], FieldError> {
@@ -48,9 +50,7 @@ impl PadKey {
     /// The mask stream for one (pad, layer).
     pub fn mask_stream(&self, pad_id: u64, layer: u16) -> MaskRng {
         assert!(pad_id <= MAX_PAD_ID, "pad id {pad_id} out of range"); // ids are assigned by the enclave, below 2^48
-        let mut rng = ChaCha20Rng::from_seed(self.0);
-        rng.set_stream(pad_id << 16 | layer as u64);
-        MaskRng(rng)
+        MaskRng::new(&self.0, pad_id << 16 | layer as u64)
     }
 }
 
@@ -66,15 +66,61 @@ impl std::fmt::Debug for PadKey {
     }
 }
 
-/// A CSPRNG stream of field elements uniform over Z_p.
-pub struct MaskRng(ChaCha20Rng);
+/// Keystream bytes generated per refill of a [`MaskRng`] (256 AES blocks).
+const MASK_CHUNK: usize = 4096;
+
+/// A CSPRNG stream of field elements uniform over Z_p: AES-256 in counter mode under the pad
+/// key, counter block = stream number (64 bits, big-endian) ‖ block index (64 bits), so every
+/// (pad, layer) reads its own disjoint stretch of the keystream; 24-bit words ≥ p are rejected.
+pub struct MaskRng {
+    key: EncryptingKey,
+    stream: u64,
+    /// Index of the next AES block to generate.
+    block: u64,
+    /// Keystream not yet consumed: `buf[pos..]`. Secret: zeroized on drop.
+    buf: [u8; MASK_CHUNK],
+    pos: usize,
+}
 
 impl MaskRng {
+    fn new(key: &[u8; 32], stream: u64) -> Self {
+        // A 32-byte key is always valid for AES-256.
+        let key = UnboundCipherKey::new(&AES_256, key)
+            .and_then(EncryptingKey::ctr)
+            .expect("AES-256-CTR takes a 32-byte key");
+        Self {
+            key,
+            stream,
+            block: 0,
+            buf: [0; MASK_CHUNK],
+            pos: MASK_CHUNK,
+        }
+    }
+
+    #[cold]
+    fn refill(&mut self) {
+        let mut iv = [0u8; 16];
+        iv[..8].copy_from_slice(&self.stream.to_be_bytes());
+        iv[8..].copy_from_slice(&self.block.to_be_bytes());
+        self.buf = [0; MASK_CHUNK];
+        // CTR encryption of zeros is the keystream; it cannot fail for a whole number of blocks.
+        self.key
+            .less_safe_encrypt(&mut self.buf, EncryptionContext::Iv128(iv.into()))
+            .expect("AES-CTR over whole blocks");
+        self.block += (MASK_CHUNK / 16) as u64;
+        self.pos = 0;
+    }
+
     /// One element uniform over [0, p), by rejection sampling of 24-bit words.
     #[inline]
     pub fn next_element(&mut self) -> u32 {
         loop {
-            let v = self.0.next_u32() & 0x00FF_FFFF;
+            if self.pos == MASK_CHUNK {
+                self.refill();
+            }
+            let b = &self.buf[self.pos..self.pos + 4];
+            self.pos += 4;
+            let v = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) & 0x00FF_FFFF;
             if v < P {
                 return v;
             }
@@ -86,6 +132,12 @@ impl MaskRng {
         for o in out {
             *o = self.next_element();
         }
+    }
+}
+
+impl Drop for MaskRng {
+    fn drop(&mut self) {
+        self.buf.zeroize();
     }
 }
 
@@ -107,7 +159,7 @@ impl PadBinding {
 
     fn aad(&self, len: usize) -> Vec<u8> {
         let mut a = Vec::with_capacity(64);
-        a.extend_from_slice(b"origami-pad-v1");
+        a.extend_from_slice(b"origami-pad-v2"); // v2: AES-256-GCM (v1: ChaCha20-Poly1305)
         a.extend_from_slice(&self.model_hash);
         a.extend_from_slice(&self.pad_id.to_le_bytes());
         a.extend_from_slice(&self.layer.to_le_bytes());
@@ -129,8 +181,16 @@ pub struct SealedPad {
 
 /// Seals and opens unblinding factors under a per-instance key.
 pub struct Sealer {
-    aead: ChaCha20Poly1305,
+    aead: LessSafeKey,
     model_hash: [u8; 32],
+}
+
+/// Bytes of the AES-GCM tag after each sealed u.
+const TAG_LEN: usize = 16;
+
+fn aes_key(key: &[u8; 32]) -> LessSafeKey {
+    // A 32-byte key is always valid for AES-256-GCM.
+    LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).expect("AES-256 takes a 32-byte key"))
 }
 
 impl Sealer {
@@ -138,7 +198,7 @@ impl Sealer {
     pub fn from_os(model_hash: [u8; 32]) -> Result<Self, FieldError> {
         let key = Zeroizing::new(os_key()?);
         Ok(Self {
-            aead: ChaCha20Poly1305::new(Key::from_slice(&key[..])),
+            aead: aes_key(&key),
             model_hash,
         })
     }
@@ -146,7 +206,7 @@ impl Sealer {
     /// NO SECURITY: a sealer with a fixed key, for deterministic tests only.
     pub fn insecure_from_seed_for_tests(seed: [u8; 32], model_hash: [u8; 32]) -> Self {
         Self {
-            aead: ChaCha20Poly1305::new(Key::from_slice(&seed)),
+            aead: aes_key(&seed),
             model_hash,
         }
     }
@@ -159,22 +219,22 @@ impl Sealer {
             pad_id,
             layer,
         };
-        let mut plain = Zeroizing::new(Vec::with_capacity(u.len() * 4));
+        let mut buf = Zeroizing::new(Vec::with_capacity(u.len() * 4 + TAG_LEN));
         for v in u {
-            plain.extend_from_slice(&v.to_le_bytes());
+            buf.extend_from_slice(&v.to_le_bytes());
         }
         let aad = b.aad(u.len());
-        // Encryption with a valid key and nonce cannot fail for in-memory buffers.
-        let ciphertext = self
-            .aead
-            .encrypt(
-                Nonce::from_slice(&b.nonce()),
-                Payload {
-                    msg: &plain,
-                    aad: &aad,
-                },
-            )
-            .unwrap_or_default();
+        // Sealing in memory fails only past GCM's 64 GiB message limit (u is far smaller); an
+        // empty ciphertext would then never open, so nothing unsealed can leak either way.
+        let ciphertext = match self.aead.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(b.nonce()),
+            Aad::from(&aad[..]),
+            &mut *buf,
+        ) {
+            // Encrypted in place: the buffer now holds ciphertext ‖ tag, no secret.
+            Ok(()) => std::mem::take(&mut *buf),
+            Err(_) => Vec::new(),
+        };
         SealedPad {
             pad_id,
             layer,
@@ -196,33 +256,69 @@ impl Sealer {
     }
 
     /// `open`, decrypting in the sealed pad's own buffer (no copy): returns the plaintext bytes,
-    /// `len` little-endian u32 words, zeroized on drop. Read them with `words`.
+    /// `len` little-endian u32 words, wiped on drop. Read them with `words`.
     pub fn open_in_place(
         &self,
         pad_id: u64,
         layer: u16,
         len: usize,
         sealed: SealedPad,
-    ) -> Result<Zeroizing<Vec<u8>>, FieldError> {
+    ) -> Result<OpenedPad, FieldError> {
         let b = PadBinding {
             model_hash: self.model_hash,
             pad_id,
             layer,
         };
         let tampered = FieldError::SealTampered { pad_id, layer };
-        let mut buf = Zeroizing::new(sealed.ciphertext);
-        if buf.len() != len * 4 + 16 {
+        // Wiped on every path from here, a failed open included.
+        let mut buf = OpenedPad {
+            bytes: sealed.ciphertext,
+            len: len * 4,
+        };
+        if buf.bytes.len() != len * 4 + TAG_LEN {
             return Err(tampered);
         }
         let aad = b.aad(len);
-        let (body, tag) = buf.split_at_mut(len * 4);
-        let tag = chacha20poly1305::Tag::clone_from_slice(tag);
         self.aead
-            .decrypt_in_place_detached(Nonce::from_slice(&b.nonce()), &aad, body, &tag)
+            .open_in_place(
+                Nonce::assume_unique_for_key(b.nonce()),
+                Aad::from(&aad[..]),
+                &mut buf.bytes[..],
+            )
             .map_err(|_| tampered)?;
-        buf.truncate(len * 4);
         Ok(buf)
     }
+}
+
+/// The plaintext of an opened pad: u as `len / 4` little-endian u32 words (the tag follows in
+/// the same buffer). Wiped on drop, eight bytes per store: `zeroize` clears byte slices one
+/// volatile byte at a time, and an opened pad is up to 12.8 MB (VGG-16's conv1_2).
+pub struct OpenedPad {
+    bytes: Vec<u8>,
+    len: usize,
+}
+
+impl std::ops::Deref for OpenedPad {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+impl Drop for OpenedPad {
+    fn drop(&mut self) {
+        wipe(&mut self.bytes);
+    }
+}
+
+/// Zeroizes `buf` with volatile 8-byte stores (through `zeroize`, so the compiler keeps them).
+pub fn wipe(buf: &mut [u8]) {
+    // SAFETY: every bit pattern is a valid u64; `align_to_mut` only reinterprets the aligned
+    // middle of the slice, and the unaligned ends stay bytes.
+    let (head, mid, tail) = unsafe { buf.align_to_mut::<u64>() };
+    head.zeroize();
+    mid.zeroize();
+    tail.zeroize();
 }
 
 /// The little-endian u32 words of a byte buffer.
@@ -248,6 +344,56 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a, c);
         assert!(a.iter().all(|&v| v < P));
+    }
+
+    /// The mask stream is AES-256-CTR with counter block stream ‖ block index: NIST SP 800-38A
+    /// F.5.5 (CTR-AES256), whose initial counter block f0f1…ff is stream f0f1f2f3f4f5f6f7,
+    /// block f8f9fafbfcfdfeff. Keystream = ciphertext ⊕ plaintext; elements are its little-endian
+    /// 32-bit words masked to 24 bits.
+    #[test]
+    fn mask_stream_is_aes256_ctr() {
+        let hex = |s: &str| -> Vec<u8> {
+            (0..s.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+                .collect()
+        };
+        let key: [u8; 32] = hex("603deb1015ca71be2b73aef0857d77811f352c073b6108d72d9810a30914dff4")
+            .try_into()
+            .unwrap();
+        let pt = hex("6bc1bee22e409f96e93d7e117393172aae2d8a571e03ac9c9eb76fac45af8e51");
+        let ct = hex("601ec313775789a5b7a7f504bbf3d228f443e3ca4d62b59aca84e990cacaf5c5");
+        let ks: Vec<u8> = pt.iter().zip(&ct).map(|(p, c)| p ^ c).collect();
+        let mut rng = MaskRng::new(&key, 0xf0f1_f2f3_f4f5_f6f7);
+        rng.block = 0xf8f9_fafb_fcfd_feff;
+        let want: Vec<u32> = ks
+            .chunks_exact(4)
+            .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]) & 0x00FF_FFFF)
+            .filter(|&v| v < P)
+            .collect();
+        let mut got = vec![0u32; want.len()];
+        rng.fill(&mut got);
+        assert_eq!(got, want);
+        // Refills continue the counter: the second 4 KiB chunk starts at block 256 (no word of
+        // the first chunk is rejected under this key, so it gives exactly 1024 elements).
+        let mut all = vec![0u32; 1100];
+        MaskRng::new(&key, 7).fill(&mut all);
+        let mut second = MaskRng::new(&key, 7);
+        second.block = (MASK_CHUNK / 16) as u64;
+        let mut next = vec![0u32; 76];
+        second.fill(&mut next);
+        assert_eq!(&all[1024..], &next[..]);
+    }
+
+    #[test]
+    fn wipe_clears_every_byte_at_any_alignment() {
+        let mut v: Vec<u8> = (1..=200).map(|i| i as u8).collect();
+        for (start, end) in [(0, 200), (3, 197), (1, 2), (5, 5), (7, 64)] {
+            v.iter_mut().enumerate().for_each(|(i, b)| *b = i as u8 | 1);
+            wipe(&mut v[start..end]);
+            assert!(v[start..end].iter().all(|&b| b == 0));
+            assert!(v[..start].iter().chain(&v[end..]).all(|&b| b != 0));
+        }
     }
 
     #[test]
@@ -302,6 +448,7 @@ mod tests {
         let sealed = s.seal(5, 3, &u);
         assert_eq!(&s.open(5, 3, 100, &sealed).unwrap()[..], &u[..]);
         let inplace = s.open_in_place(5, 3, 100, sealed.clone()).unwrap();
+        assert_eq!(inplace.len(), 400);
         assert_eq!(words(&inplace).collect::<Vec<_>>(), u);
         let mut t = sealed.clone();
         t.ciphertext[399] ^= 0x80;
