@@ -66,8 +66,9 @@ impl std::fmt::Debug for PadKey {
     }
 }
 
-/// Keystream bytes generated per refill of a [`MaskRng`] (256 AES blocks).
-const MASK_CHUNK: usize = 4096;
+/// Keystream bytes generated per refill of a [`MaskRng`] (1024 AES blocks: large enough that
+/// the per-call cost of AES-CTR disappears).
+const MASK_CHUNK: usize = 16384;
 
 /// A CSPRNG stream of field elements uniform over Z_p: AES-256 in counter mode under the pad
 /// key, counter block = stream number (64 bits, big-endian) ‖ block index (64 bits), so every
@@ -78,7 +79,7 @@ pub struct MaskRng {
     /// Index of the next AES block to generate.
     block: u64,
     /// Keystream not yet consumed: `buf[pos..]`. Secret: zeroized on drop.
-    buf: [u8; MASK_CHUNK],
+    buf: Box<[u8; MASK_CHUNK]>,
     pos: usize,
 }
 
@@ -92,7 +93,7 @@ impl MaskRng {
             key,
             stream,
             block: 0,
-            buf: [0; MASK_CHUNK],
+            buf: Box::new([0; MASK_CHUNK]),
             pos: MASK_CHUNK,
         }
     }
@@ -102,10 +103,10 @@ impl MaskRng {
         let mut iv = [0u8; 16];
         iv[..8].copy_from_slice(&self.stream.to_be_bytes());
         iv[8..].copy_from_slice(&self.block.to_be_bytes());
-        self.buf = [0; MASK_CHUNK];
+        self.buf.fill(0);
         // CTR encryption of zeros is the keystream; it cannot fail for a whole number of blocks.
         self.key
-            .less_safe_encrypt(&mut self.buf, EncryptionContext::Iv128(iv.into()))
+            .less_safe_encrypt(&mut self.buf[..], EncryptionContext::Iv128(iv.into()))
             .expect("AES-CTR over whole blocks");
         self.block += (MASK_CHUNK / 16) as u64;
         self.pos = 0;
@@ -159,7 +160,7 @@ impl MaskRng {
 
 impl Drop for MaskRng {
     fn drop(&mut self) {
-        self.buf.zeroize();
+        self.buf.as_mut_slice().zeroize();
     }
 }
 
@@ -396,15 +397,17 @@ mod tests {
         let mut got = vec![0u32; want.len()];
         rng.fill(&mut got);
         assert_eq!(got, want);
-        // Refills continue the counter: the second 4 KiB chunk starts at block 256 (no word of
-        // the first chunk is rejected under this key, so it gives exactly 1024 elements).
-        let mut all = vec![0u32; 1100];
+        // Refills continue the counter: the second chunk starts at block MASK_CHUNK / 16 (no
+        // word of the first chunk is rejected under this key, so it gives MASK_CHUNK / 4
+        // elements).
+        let words = MASK_CHUNK / 4;
+        let mut all = vec![0u32; words + 76];
         MaskRng::new(&key, 7).fill(&mut all);
         let mut second = MaskRng::new(&key, 7);
         second.block = (MASK_CHUNK / 16) as u64;
         let mut next = vec![0u32; 76];
         second.fill(&mut next);
-        assert_eq!(&all[1024..], &next[..]);
+        assert_eq!(&all[words..], &next[..]);
     }
 
     /// `fill` (fast path over whole stretches) gives exactly the elements of `next_element`,
