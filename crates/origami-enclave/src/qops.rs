@@ -7,6 +7,136 @@ use origami_model::{Node, Op, Pool, Tensor};
 
 use origami_field::MaskRng;
 
+/// The two hottest loops of a request, compiled twice: for the baseline x86-64 target and for
+/// AVX2, chosen at run time (the build never assumes the CPU: no `target-cpu`).
+mod simd {
+    /// [`blind32_kernel`], with AVX2 where the CPU has it.
+    pub fn blind32(o: &mut [u32], x: &[i32], r: &[u32], s: u32, half: u32, clamp: i32, p: i32) {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            return unsafe { blind32_avx2(o, x, r, s, half, clamp, p) };
+        }
+        blind32_kernel(o, x, r, s, half, clamp, p)
+    }
+
+    /// [`unblind_kernel`], with AVX2 where the CPU has it.
+    pub fn unblind(
+        out: &mut [i32],
+        res: &[u32],
+        ub: &[u8],
+        bias: i32,
+        relu: bool,
+        p: i32,
+        half: i32,
+    ) -> i32 {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            return unsafe { unblind_avx2(out, res, ub, bias, relu, p, half) };
+        }
+        unblind_kernel(out, res, ub, bias, relu, p, half)
+    }
+
+    /// x̄ = clamp(round(x · 2^-s)) + r mod p in 32-bit lanes (1 ≤ s ≤ 30, clamp < 2^24):
+    /// |x| + half < 2^31 + 2^29 fits u32, the sums stay below 2^26.
+    #[inline(always)]
+    fn blind32_kernel(o: &mut [u32], x: &[i32], r: &[u32], s: u32, half: u32, clamp: i32, p: i32) {
+        for ((o, &x), &r) in o.iter_mut().zip(x).zip(r) {
+            let a = ((x.unsigned_abs() + half) >> s) as i32;
+            let v = if x < 0 { -a } else { a }.clamp(-clamp, clamp);
+            let v = if v < 0 { v + p } else { v } + r as i32;
+            *o = (if v >= p { v - p } else { v }) as u32;
+        }
+    }
+
+    /// One channel of y = center(result − u mod p) + bias (ReLU if asked); returns max |y|
+    /// before the ReLU.
+    #[inline(always)]
+    fn unblind_kernel(
+        out: &mut [i32],
+        res: &[u32],
+        ub: &[u8],
+        bias: i32,
+        relu: bool,
+        p: i32,
+        half: i32,
+    ) -> i32 {
+        let mut worst = 0i32;
+        for ((o, &r), w) in out.iter_mut().zip(res).zip(ub.chunks_exact(4)) {
+            let u = u32::from_le_bytes([w[0], w[1], w[2], w[3]]) as i32;
+            let d = r as i32 - u; // (−p, p)
+            let d = if d < 0 { d + p } else { d }; // result − u mod p
+            let v = if d > half { d - p } else { d } + bias;
+            worst = worst.max(v.abs());
+            *o = if relu { v.max(0) } else { v };
+        }
+        worst
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn blind32_avx2(
+        o: &mut [u32],
+        x: &[i32],
+        r: &[u32],
+        s: u32,
+        half: u32,
+        clamp: i32,
+        p: i32,
+    ) {
+        blind32_kernel(o, x, r, s, half, clamp, p)
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn unblind_avx2(
+        out: &mut [i32],
+        res: &[u32],
+        ub: &[u8],
+        bias: i32,
+        relu: bool,
+        p: i32,
+        half: i32,
+    ) -> i32 {
+        unblind_kernel(out, res, ub, bias, relu, p, half)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        /// The run-time dispatched loops (AVX2 here where the CPU has it) give the baseline
+        /// build's bits.
+        #[test]
+        fn dispatched_kernels_match_the_baseline_build() {
+            let p = origami_field::P as i32;
+            let n = 1000;
+            let x: Vec<i32> = (0..n as i64).map(|i| (i * 7_654_321 + 17) as i32).collect();
+            let r: Vec<u32> = (0..n as u64)
+                .map(|i| (i * 2_654_435_761 % p as u64) as u32)
+                .collect();
+            for s in [1u32, 7, 30] {
+                let (mut a, mut b) = (vec![0u32; n], vec![0u32; n]);
+                blind32(&mut a, &x, &r, s, 1 << (s - 1), 1023, p);
+                blind32_kernel(&mut b, &x, &r, s, 1 << (s - 1), 1023, p);
+                assert_eq!(a, b, "shift {s}");
+            }
+            let ub: Vec<u8> = r.iter().rev().flat_map(|v| v.to_le_bytes()).collect();
+            for (bias, relu) in [(0, false), (-5000, true), (1 << 29, false)] {
+                let (mut a, mut b) = (vec![0i32; n], vec![0i32; n]);
+                let wa = unblind(&mut a, &r, &ub, bias, relu, p, p / 2);
+                let wb = unblind_kernel(&mut b, &r, &ub, bias, relu, p, p / 2);
+                assert_eq!((a, wa), (b, wb), "bias {bias}, relu {relu}");
+            }
+        }
+    }
+}
+
 use crate::plan::{quantize, quantize_scaled, QLinear, SATURATION_LIMIT};
 use crate::EnclaveError;
 
@@ -155,12 +285,7 @@ pub fn requantize_blind(v: &QVal, exp: i32, clamp: i64, mask: &mut MaskRng) -> V
                 for (o, x) in out.chunks_mut(1024).zip(data.chunks(1024)) {
                     let r = &mut r[..o.len()];
                     mask.fill(r);
-                    for ((o, &x), &r) in o.iter_mut().zip(x).zip(r.iter()) {
-                        let a = ((x.unsigned_abs() + half) >> s) as i32;
-                        let v = if x < 0 { -a } else { a }.clamp(-clamp, clamp);
-                        let v = if v < 0 { v + p } else { v } + r as i32;
-                        *o = (if v >= p { v - p } else { v }) as u32;
-                    }
+                    simd::blind32(o, x, r, s as u32, half, clamp, p);
                 }
                 zeroize::Zeroize::zeroize(&mut r);
                 out
@@ -262,14 +387,8 @@ pub fn finish_unblinded(
     {
         // |bias| ≤ 2^30 and |center(·)| < 2^23: the sum fits in i32.
         let bias = l.bias_q.get(ch).map_or(0, |&b| b as i32);
-        for ((o, &r), w) in out.iter_mut().zip(res).zip(ub.chunks_exact(4)) {
-            let u = u32::from_le_bytes([w[0], w[1], w[2], w[3]]) as i32;
-            let d = r as i32 - u; // (−p, p)
-            let d = if d < 0 { d + p } else { d }; // result − u mod p
-            let v = if d > half { d - p } else { d } + bias;
-            worst = worst.max(v.abs());
-            *o = if relu { v.max(0) } else { v };
-        }
+        let w = simd::unblind(out, res, ub, bias, relu, p, half);
+        worst = worst.max(w);
     }
     if worst as i64 > SATURATION_LIMIT {
         // Name the first offending value, as `finish_linear` does.
