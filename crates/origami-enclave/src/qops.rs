@@ -10,33 +10,37 @@ use origami_field::MaskRng;
 /// The two hottest loops of a request, compiled twice: for the baseline x86-64 target and for
 /// AVX2, chosen at run time (the build never assumes the CPU: no `target-cpu`).
 mod simd {
-    /// [`blind32_kernel`], with AVX2 where the CPU has it.
-    pub fn blind32(o: &mut [u32], x: &[i32], r: &[u32], s: u32, half: u32, clamp: i32, p: i32) {
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2, checked just above.
-            return unsafe { blind32_avx2(o, x, r, s, half, clamp, p) };
-        }
-        blind32_kernel(o, x, r, s, half, clamp, p)
+    /// `pub fn NAME(args) -> R => KERNEL`: NAME calls KERNEL (an `#[inline(always)]` fn) built
+    /// for AVX2 where the CPU has it, else built for the baseline target.
+    macro_rules! with_avx2 {
+        ($(#[$m:meta])* pub fn $name:ident($($a:ident: $t:ty),* $(,)?) $(-> $r:ty)? => $kernel:ident) => {
+            $(#[$m])*
+            pub fn $name($($a: $t),*) $(-> $r)? {
+                #[cfg(target_arch = "x86_64")]
+                if std::is_x86_feature_detected!("avx2") {
+                    #[target_feature(enable = "avx2")]
+                    unsafe fn avx2($($a: $t),*) $(-> $r)? {
+                        $kernel($($a),*)
+                    }
+                    // SAFETY: the CPU has AVX2, checked just above.
+                    return unsafe { avx2($($a),*) };
+                }
+                $kernel($($a),*)
+            }
+        };
     }
 
-    /// [`unblind_kernel`], with AVX2 where the CPU has it.
-    pub fn unblind(
-        out: &mut [i32],
-        res: &[u32],
-        ub: &[u8],
-        bias: i32,
-        relu: bool,
-        p: i32,
-        half: i32,
-    ) -> i32 {
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2, checked just above.
-            return unsafe { unblind_avx2(out, res, ub, bias, relu, p, half) };
-        }
-        unblind_kernel(out, res, ub, bias, relu, p, half)
-    }
+    with_avx2!(
+        /// [`blind32_kernel`], with AVX2 where the CPU has it.
+        pub fn blind32(o: &mut [u32], x: &[i32], r: &[u32], s: u32, half: u32, clamp: i32, p: i32)
+            => blind32_kernel
+    );
+
+    with_avx2!(
+        /// [`unblind_kernel`], with AVX2 where the CPU has it.
+        pub fn unblind(out: &mut [i32], res: &[u32], ub: &[u8], bias: i32, relu: bool, p: i32, half: i32) -> i32
+            => unblind_kernel
+    );
 
     /// x̄ = clamp(round(x · 2^-s)) + r mod p in 32-bit lanes (1 ≤ s ≤ 30, clamp < 2^24):
     /// |x| + half < 2^31 + 2^29 fits u32, the sums stay below 2^26.
@@ -72,38 +76,6 @@ mod simd {
             *o = if relu { v.max(0) } else { v };
         }
         worst
-    }
-
-    /// # Safety
-    /// The CPU must support AVX2.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn blind32_avx2(
-        o: &mut [u32],
-        x: &[i32],
-        r: &[u32],
-        s: u32,
-        half: u32,
-        clamp: i32,
-        p: i32,
-    ) {
-        blind32_kernel(o, x, r, s, half, clamp, p)
-    }
-
-    /// # Safety
-    /// The CPU must support AVX2.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn unblind_avx2(
-        out: &mut [i32],
-        res: &[u32],
-        ub: &[u8],
-        bias: i32,
-        relu: bool,
-        p: i32,
-        half: i32,
-    ) -> i32 {
-        unblind_kernel(out, res, ub, bias, relu, p, half)
     }
 
     #[cfg(test)]
@@ -240,58 +212,61 @@ pub fn requantize_with<T>(v: &QVal, exp: i32, clamp: i64, mut f: impl FnMut(i32)
 /// branch-free pass the compiler vectorizes; neither x̃ nor r is ever held whole. The same bits
 /// as `requantize_with(v, exp, clamp, |q| add(reduce_small(q), mask.next_element()))`.
 pub fn requantize_blind(v: &QVal, exp: i32, clamp: i64, mask: &mut MaskRng) -> Vec<u32> {
-    fn blind_chunks<X: Copy>(
+    /// Runs `pass(out, x, r)` over chunks of `xs` with r freshly drawn for each chunk.
+    fn by_chunks<X>(
         xs: &[X],
-        clamp: i64,
         mask: &mut MaskRng,
-        q: impl Fn(X) -> i64,
+        mut pass: impl FnMut(&mut [u32], &[X], &[u32]),
     ) -> Vec<u32> {
         const CHUNK: usize = 1024;
-        let p = origami_field::P as i64;
         let mut r = [0u32; CHUNK];
         let mut out = vec![0u32; xs.len()];
         for (o, x) in out.chunks_mut(CHUNK).zip(xs.chunks(CHUNK)) {
             let r = &mut r[..o.len()];
             mask.fill(r);
-            for ((o, &x), &r) in o.iter_mut().zip(x).zip(r.iter()) {
-                let v = q(x).clamp(-clamp, clamp); // |v| ≤ clamp < p
-                let v = if v < 0 { v + p } else { v } + r as i64; // < 2p
-                *o = (if v >= p { v - p } else { v }) as u32;
-            }
+            pass(o, x, r);
         }
         zeroize::Zeroize::zeroize(&mut r);
         out
     }
+    /// The 64-bit pass for any rounding `q`.
+    fn blind64<X: Copy>(
+        xs: &[X],
+        clamp: i64,
+        mask: &mut MaskRng,
+        q: impl Fn(X) -> i64,
+    ) -> Vec<u32> {
+        let p = origami_field::P as i64;
+        by_chunks(xs, mask, |o, x, r| {
+            for ((o, &x), &r) in o.iter_mut().zip(x).zip(r) {
+                let v = q(x).clamp(-clamp, clamp); // |v| ≤ clamp < p
+                let v = if v < 0 { v + p } else { v } + r as i64; // < 2p
+                *o = (if v >= p { v - p } else { v }) as u32;
+            }
+        })
+    }
     match v {
         QVal::Float(t) => {
             let scale = 2f64.powi(exp);
-            blind_chunks(&t.data, clamp, mask, |x| quantize_scaled(x, scale))
+            blind64(&t.data, clamp, mask, |x| quantize_scaled(x, scale))
         }
         QVal::Int { data, exp: e, .. } => {
             // `shift_round` with the shift hoisted out of the loop.
             let s = e - exp;
             if s <= 0 {
                 let up = (-s).min(40);
-                blind_chunks(data, clamp, mask, |x| (x as i64) << up)
+                blind64(data, clamp, mask, |x| (x as i64) << up)
             } else if s >= 62 {
-                blind_chunks(data, clamp, mask, |_| 0)
+                blind64(data, clamp, mask, |_| 0)
             } else if s <= 30 && clamp < 1 << 24 {
-                // The usual case, in 32-bit lanes (what the baseline x86-64 target vectorizes):
-                // |x| + half < 2^31 + 2^29 fits u32, the shifted value and the sums below 2^26.
-                let half = 1u32 << (s - 1);
-                let (clamp, p) = (clamp as i32, origami_field::P as i32);
-                let mut out = vec![0u32; data.len()];
-                let mut r = [0u32; 1024];
-                for (o, x) in out.chunks_mut(1024).zip(data.chunks(1024)) {
-                    let r = &mut r[..o.len()];
-                    mask.fill(r);
-                    simd::blind32(o, x, r, s as u32, half, clamp, p);
-                }
-                zeroize::Zeroize::zeroize(&mut r);
-                out
+                // The usual case, in 32-bit lanes (what the baseline x86-64 target vectorizes).
+                let (half, clamp, p) = (1u32 << (s - 1), clamp as i32, origami_field::P as i32);
+                by_chunks(data, mask, |o, x, r| {
+                    simd::blind32(o, x, r, s as u32, half, clamp, p)
+                })
             } else {
                 let half = 1i64 << (s - 1);
-                blind_chunks(data, clamp, mask, |x| {
+                blind64(data, clamp, mask, |x| {
                     let v = x as i64;
                     let a = (v.abs() + half) >> s;
                     if v < 0 {
