@@ -10,6 +10,7 @@ fuzz_target!(|data: &[u8]| {
         measurements: vec![AllowedMeasurement {
             code_id: "*".into(),
             model_hash: "00".repeat(32),
+            min_split: None,
         }],
         ..Policy::default()
     };

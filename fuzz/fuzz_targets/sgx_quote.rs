@@ -13,6 +13,7 @@ fuzz_target!(|data: &[u8]| {
         model_hash: [0; 32],
         placement: "slalom".into(),
         split: None,
+        verify: true,
     };
     let mut ev = Evidence::unsigned(Platform::SgxGramine, m, [0; 32], [0; 16], [0; 32]);
     ev.proof = data.to_vec();

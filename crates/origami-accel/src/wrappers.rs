@@ -68,13 +68,16 @@ impl<A: Accelerator> Accelerator for Recording<A> {
     }
 }
 
-/// A malicious accelerator: adds 1 (mod p) to one output element of the chosen field layers.
+/// A malicious accelerator: adds `delta` (1 unless set; mod p) to one output element of the
+/// chosen field layers.
 pub struct Tampering<A> {
     pub inner: A,
     /// Layers to tamper with; `None` tampers with every layer.
     pub layers: Option<Vec<u16>>,
     /// Which output element to change (taken modulo the output length).
     pub position: usize,
+    /// What is added to it (e.g. ⌊p/2⌋: the value-oracle attack on saturation errors).
+    pub delta: u32,
 }
 
 impl<A: Accelerator> Tampering<A> {
@@ -83,6 +86,7 @@ impl<A: Accelerator> Tampering<A> {
             inner,
             layers,
             position: 0,
+            delta: 1,
         }
     }
 }
@@ -102,7 +106,7 @@ impl<A: Accelerator> Accelerator for Tampering<A> {
         let mut y = self.inner.field_linear(layer, blinded)?;
         if self.layers.as_ref().is_none_or(|l| l.contains(&layer)) && !y.is_empty() {
             let i = self.position % y.len();
-            y[i] = origami_field::add(y[i], 1);
+            y[i] = origami_field::add(y[i], self.delta % origami_field::P);
         }
         Ok(y)
     }

@@ -95,9 +95,14 @@ enum Cmd {
         /// recorded audit of the built-in model).
         #[arg(long)]
         audit: Option<PathBuf>,
-        /// Freivalds checks on every blinded layer.
-        #[arg(long)]
+        /// Freivalds integrity checks on every blinded layer: on by default (accepted for
+        /// compatibility; `--no-verify` turns them off).
+        #[arg(long, overrides_with = "no_verify")]
         verify: bool,
+        /// Turn the Freivalds checks off (benchmarks only: the evidence says so and clients'
+        /// default policy refuses such an enclave).
+        #[arg(long)]
+        no_verify: bool,
         /// Input: .png, .jpg or .npy (NCHW float32, used as is).
         #[arg(long)]
         input: PathBuf,
@@ -122,8 +127,14 @@ enum Cmd {
         iters: usize,
         #[arg(long, default_value_t = 1)]
         warmup: usize,
-        #[arg(long)]
+        /// Freivalds integrity checks on every blinded layer: on by default (accepted for
+        /// compatibility; `--no-verify` turns them off).
+        #[arg(long, overrides_with = "no_verify")]
         verify: bool,
+        /// Turn the Freivalds checks off (benchmarks only: the evidence says so and clients'
+        /// default policy refuses such an enclave).
+        #[arg(long)]
+        no_verify: bool,
         /// Threads of the enclave core.
         #[arg(long, default_value_t = 1)]
         enclave_threads: usize,
@@ -206,9 +217,14 @@ enum Cmd {
         mode: String,
         #[arg(long)]
         split: Option<usize>,
-        /// Freivalds checks on every blinded layer.
-        #[arg(long)]
+        /// Freivalds integrity checks on every blinded layer: on by default (accepted for
+        /// compatibility; `--no-verify` turns them off).
+        #[arg(long, overrides_with = "no_verify")]
         verify: bool,
+        /// Turn the Freivalds checks off (benchmarks only: the evidence says so and clients'
+        /// default policy refuses such an enclave).
+        #[arg(long)]
+        no_verify: bool,
         #[arg(long, default_value_t = 4)]
         calib: usize,
     },
@@ -228,9 +244,14 @@ enum Cmd {
         mode: String,
         #[arg(long)]
         split: Option<usize>,
-        /// Freivalds checks on every blinded layer.
-        #[arg(long)]
+        /// Freivalds integrity checks on every blinded layer: on by default (accepted for
+        /// compatibility; `--no-verify` turns them off).
+        #[arg(long, overrides_with = "no_verify")]
         verify: bool,
+        /// Turn the Freivalds checks off (benchmarks only: the evidence says so and clients'
+        /// default policy refuses such an enclave).
+        #[arg(long)]
+        no_verify: bool,
         /// Most requests taken per worker wake-up.
         #[arg(long, default_value_t = 8)]
         max_batch: usize,
@@ -399,7 +420,8 @@ fn real_main() -> Result<()> {
             mode,
             split,
             audit,
-            verify,
+            verify: _,
+            no_verify,
             input,
             output,
             calib,
@@ -408,7 +430,7 @@ fn real_main() -> Result<()> {
             &mode,
             split.as_deref(),
             audit.as_deref(),
-            verify,
+            !no_verify,
             &input,
             output.as_deref(),
             calib,
@@ -419,7 +441,8 @@ fn real_main() -> Result<()> {
             split,
             iters,
             warmup,
-            verify,
+            verify: _,
+            no_verify,
             enclave_threads,
             precompute_threads,
             placements,
@@ -432,7 +455,7 @@ fn real_main() -> Result<()> {
             split,
             iters,
             warmup,
-            verify,
+            !no_verify,
             enclave_threads,
             precompute_threads.unwrap_or(enclave_threads),
             &placements,
@@ -485,7 +508,8 @@ fn real_main() -> Result<()> {
             model,
             mode,
             split,
-            verify,
+            verify: _,
+            no_verify,
             calib,
         } => {
             let listen = match (socket, tcp) {
@@ -494,7 +518,7 @@ fn real_main() -> Result<()> {
                 _ => bail!("give exactly one of --socket PATH and --tcp ADDR"),
             };
             let attester = attester(&platform, &attestation_dir)?;
-            enclave_process(&listen, attester, &model, &mode, split, verify, calib)
+            enclave_process(&listen, attester, &model, &mode, split, !no_verify, calib)
         }
         Cmd::Precompute {
             enclave,
@@ -506,7 +530,8 @@ fn real_main() -> Result<()> {
             model,
             mode,
             split,
-            verify,
+            verify: _,
+            no_verify,
             max_batch,
             max_wait_ms,
             pad_low,
@@ -548,7 +573,7 @@ fn real_main() -> Result<()> {
                 .map(|e| e.parse::<Endpoint>().map_err(anyhow::Error::msg))
                 .transpose()?;
             serve(
-                &listen, &model, &mode, split, verify, cfg, in_process, attach, calib,
+                &listen, &model, &mode, split, !no_verify, cfg, in_process, attach, calib,
             )
         }
         Cmd::Infer {
@@ -1627,8 +1652,8 @@ fn serve(
         if let Some(k) = split {
             args.extend(["--split".into(), k.to_string()]);
         }
-        if verify {
-            args.push("--verify".into());
+        if !verify {
+            args.push("--no-verify".into());
         }
         let (c, stream) = spawn_enclave(&dir, &args)?;
         let child = Arc::new(std::sync::Mutex::new(c));
@@ -1719,14 +1744,17 @@ fn infer_remote(server: &str, image_path: &Path, policy: &Path, model: &str) -> 
         ev.host_sees
     );
     let t = Instant::now();
-    let out = client.infer(&x)?;
-    if client.reattested() > 0 {
-        let ev = client.evidence();
-        println!(
-            "the server's enclave restarted: re-attested (new session key {}…) and retried",
-            &hex(&ev.enclave_key)[..16]
-        );
-    }
+    let out = match client.infer(&x) {
+        // The SDK re-attested and found the same measurement; this command chooses to resend.
+        Err(origami_client::ClientError::Restarted) => {
+            println!(
+                "the server's enclave restarted: re-attested to the same measurement (new session key {}…); retrying",
+                &hex(&client.evidence().enclave_key)[..16]
+            );
+            client.infer(&x)?
+        }
+        r => r?,
+    };
     println!(
         "answer decrypted by this client in {:.1} ms (round trip)",
         t.elapsed().as_secs_f64() * 1e3
@@ -1769,7 +1797,11 @@ fn loadtest(
                     for i in 0..requests {
                         let x = zoo::seeded_input(&m, (c * 1_000_000 + i) as u64);
                         let t = Instant::now();
-                        client.infer(&x)?;
+                        match client.infer(&x) {
+                            // Re-attested to the same measurement: resend once.
+                            Err(origami_client::ClientError::Restarted) => client.infer(&x)?,
+                            r => r?,
+                        };
                         lat.push(t.elapsed().as_secs_f64() * 1e3);
                     }
                     Ok(lat)

@@ -468,6 +468,7 @@ fn enclave_process_fault_and_restart() {
         measurements: vec![AllowedMeasurement {
             code_id: "*".into(),
             model_hash: origami_proto::evidence::hex(&model.hash()),
+            min_split: None,
         }],
         placements: vec!["slalom".into()],
         ..Policy::default()

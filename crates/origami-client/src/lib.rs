@@ -5,17 +5,19 @@
 //! ```toml
 //! # policy.toml
 //! allow_simulated = false          # the default: refuse an enclave without a TEE
-//! placements = ["slalom"]          # full privacy: the host sees neither features nor answer
+//! placements = ["slalom"]          # default ["slalom", "enclave"]; "origami" only if listed
+//! allow_unverified = false         # the default: blinded placements must run Freivalds checks
 //! [[measurements]]
-//! code_id = "9f2c…"                # hex SHA-256 of the enclave code ("*": any, development only)
+//! code_id = "9f2c…"                # hex SHA-256 of the enclave code ("*": any, simulated only)
 //! model_hash = "118b…"             # hex model hash
+//! min_split = 4                    # origami: refuse splits earlier than this
 //! ```
 
 use std::path::Path;
 
 use origami_model::Tensor;
 use origami_proto::evidence::{verify, Evidence, Policy};
-use origami_proto::session::{seal_request, SealedAnswer};
+use origami_proto::session::{seal_request, Answer, SealedAnswer};
 use origami_proto::tensor::WireTensor;
 
 #[derive(Debug, thiserror::Error)]
@@ -24,7 +26,29 @@ pub enum ClientError {
     #[error("policy {path}: {msg}")]
     Policy { path: String, msg: String },
     #[error("server {url}: {msg}")]
-    Http { url: String, msg: String },
+    Http {
+        url: String,
+        /// The HTTP status (0 when no response arrived).
+        status: u16,
+        /// The server's machine-readable error code (`bad_request`, `queue_full`,
+        /// `pads_exhausted`, `enclave_restarted`, `request_failed`, `unavailable`), when it sent
+        /// one.
+        code: Option<String>,
+        msg: String,
+    },
+    /// The request failed inside the enclave; the cause came sealed to this client (the host
+    /// does not know it).
+    #[error("the enclave could not answer: {0}")]
+    Failed(origami_proto::session::Failure),
+    /// The server's enclave restarted with new keys. This client re-attested: the new evidence
+    /// passed the policy and carries the same measurement (code, model, placement, split,
+    /// integrity checks). The input was not resent: call `infer` again to retry it.
+    #[error("the server's enclave restarted; re-attested to the same measurement (new session key): retry the request")]
+    Restarted,
+    /// After a restart the server's enclave claims another measurement than the one this
+    /// client verified first (for instance an earlier split): refused, nothing was sent.
+    #[error("the server's enclave restarted with another measurement: was {was}, now {now}; refused (connect again to accept it under your policy)")]
+    MeasurementChanged { was: String, now: String },
     #[error(transparent)]
     Proto(#[from] origami_proto::ProtoError),
     #[error("answer: {0}")]
@@ -60,6 +84,8 @@ fn attest(
     let url = format!("{base}/v1/evidence");
     let http = |msg: String| ClientError::Http {
         url: url.clone(),
+        status: 0,
+        code: None,
         msg,
     };
     let mut resp = agent.get(&url).call().map_err(|e| http(e.to_string()))?;
@@ -107,30 +133,41 @@ impl Client {
     }
 
     /// One private inference: `input` is `[1, C, H, W]`; returns the model's output. When the
-    /// server's enclave was restarted (new keys), re-attests — the new evidence must pass the
-    /// same policy — and retries once.
+    /// server says its enclave restarted, re-attests — the new evidence must pass the same
+    /// policy and carry the same measurement — and returns `ClientError::Restarted` without
+    /// resending the input (the caller decides whether to retry; a host's words never make
+    /// this client send an input twice).
     pub fn infer(&mut self, input: &Tensor) -> Result<Tensor, ClientError> {
         match self.infer_once(input) {
-            Err(ClientError::Http { msg, .. }) if msg.contains("re-attest") => {
+            Err(ClientError::Http { code: Some(c), .. }) if c == "enclave_restarted" => {
                 let (evidence, binding) = attest(&self.agent, &self.base, &self.policy)?;
+                let (was, now) = (&self.evidence.measurement, &evidence.measurement);
+                if was != now {
+                    return Err(ClientError::MeasurementChanged {
+                        was: describe(was),
+                        now: describe(now),
+                    });
+                }
                 self.evidence = evidence;
                 self.binding = binding;
                 self.reattested += 1;
-                self.infer_once(input)
+                Err(ClientError::Restarted)
             }
             r => r,
         }
     }
 
     fn infer_once(&self, input: &Tensor) -> Result<Tensor, ClientError> {
-        let bytes = origami_proto::encode(&WireTensor {
+        let bytes = zeroize::Zeroizing::new(origami_proto::encode(&WireTensor {
             shape: input.shape.iter().map(|&d| d as u32).collect(),
             data: input.data.clone(),
-        });
+        }));
         let (req, pending) = seal_request(&self.evidence.enclave_key, &self.binding, &bytes)?;
         let url = format!("{}/v1/infer", self.base);
-        let http = |msg: String| ClientError::Http {
+        let http = |status: u16, code: Option<String>, msg: String| ClientError::Http {
             url: url.clone(),
+            status,
+            code,
             msg,
         };
         let mut resp = self
@@ -138,24 +175,45 @@ impl Client {
             .post(&url)
             .header("content-type", "application/octet-stream")
             .send(&origami_proto::encode(&req)[..])
-            .map_err(|e| http(e.to_string()))?;
-        let status = resp.status();
+            .map_err(|e| http(0, None, e.to_string()))?;
+        let status = resp.status().as_u16();
         let body = resp
             .body_mut()
             .with_config()
             .limit(64 << 20)
             .read_to_vec()
-            .map_err(|e| http(e.to_string()))?;
+            .map_err(|e| http(status, None, e.to_string()))?;
         if status != 200 {
-            return Err(http(format!(
-                "status {status}: {}",
-                String::from_utf8_lossy(&body).trim()
-            )));
+            let text = String::from_utf8_lossy(&body);
+            let code = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("code")?.as_str().map(str::to_string));
+            return Err(http(
+                status,
+                code,
+                format!("status {status}: {}", text.trim()),
+            ));
         }
         let answer: SealedAnswer = origami_proto::decode(&body)?;
         let plain = pending.open(&answer)?;
-        let t: WireTensor = origami_proto::decode(&plain)?;
-        let shape: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
-        Tensor::new(shape, t.data).map_err(|e| ClientError::Answer(e.to_string()))
+        match origami_proto::decode::<Answer>(&plain)? {
+            Answer::Output(t) => {
+                let shape: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
+                Tensor::new(shape, t.data).map_err(|e| ClientError::Answer(e.to_string()))
+            }
+            Answer::Failed(f) => Err(ClientError::Failed(f)),
+        }
     }
+}
+
+/// A measurement in words, for errors.
+fn describe(m: &origami_proto::evidence::Measurement) -> String {
+    format!(
+        "{}{}{} (code {}…, model {}…)",
+        m.placement,
+        m.split.map(|k| format!(" --split {k}")).unwrap_or_default(),
+        if m.verify { "" } else { " --no-verify" },
+        &origami_proto::evidence::hex(&m.code_id)[..16],
+        &origami_proto::evidence::hex(&m.model_hash)[..16],
+    )
 }

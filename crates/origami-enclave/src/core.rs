@@ -320,9 +320,7 @@ impl EnclaveCore {
         for _ in 0..count {
             let id = self.next_pad;
             if id > origami_field::pad::MAX_PAD_ID {
-                return Err(EnclaveError::PadsExhausted(
-                    "pad id space exhausted; restart the enclave".into(),
-                ));
+                return Err(EnclaveError::PadIdsExhausted);
             }
             self.next_pad += 1;
             for (l, _) in self
@@ -448,17 +446,13 @@ impl EnclaveCore {
         }
         let pad_id = if self.needs_pads() {
             let id = match pad {
-                None => self.ready.pop_front().ok_or_else(|| {
-                    EnclaveError::PadsExhausted(
-                        "no precomputed pad is left; precompute more".into(),
-                    )
-                })?,
+                None => self.ready.pop_front().ok_or(EnclaveError::PadsExhausted)?,
                 Some(id) => {
                     let at = self
                         .ready
                         .iter()
                         .position(|&r| r == id)
-                        .ok_or_else(|| EnclaveError::PadsExhausted(not_ready(id)))?;
+                        .ok_or(EnclaveError::PadNotReady { pad: id })?;
                     self.ready.remove(at).expect("position is in range")
                 }
             };
@@ -646,11 +640,6 @@ impl EnclaveCore {
 }
 
 /// Bytes of one f64 im2col tile (see `origami_model::linalg`: about 256 columns of K rows).
-/// The error for a pad the host offers that is not ready here.
-pub fn not_ready(id: u64) -> String {
-    format!("pad {id} is not a ready pad of this enclave instance (already used, or never precomputed here)")
-}
-
 fn tile_bytes(shape: &LinearShape) -> usize {
     match shape {
         LinearShape::Conv(g) => g.k() * 256.min(g.oh * g.ow) * 8,

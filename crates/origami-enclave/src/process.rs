@@ -9,7 +9,7 @@ use origami_field::SealedPad;
 use origami_model::Tensor;
 use origami_proto::frame::{read_frame, write_frame};
 use origami_proto::tensor::WireTensor;
-use origami_proto::wire::{FromEnclave, ToEnclave, WirePad, MAX_PRECOMPUTE};
+use origami_proto::wire::{ErrorKind, FromEnclave, ToEnclave, WirePad, MAX_PRECOMPUTE};
 use origami_proto::ProtoError;
 
 use crate::core::{Reply, Step};
@@ -71,7 +71,7 @@ fn handle(service: &mut EnclaveService, msg: ToEnclave) -> Result<FromEnclave, E
         ToEnclave::Evidence => FromEnclave::Evidence(Box::new(service.evidence().clone())),
         ToEnclave::Precompute { count } => {
             if count > MAX_PRECOMPUTE {
-                return Err(EnclaveError::BadRequest(format!(
+                return Err(EnclaveError::Misuse(format!(
                     "precompute of {count} pads at once; at most {MAX_PRECOMPUTE}"
                 )));
             }
@@ -97,6 +97,28 @@ fn handle(service: &mut EnclaveService, msg: ToEnclave) -> Result<FromEnclave, E
     })
 }
 
+/// The frame the host gets for a failed message: a sealed failure for a request the service
+/// had opened (no cause), otherwise the kind and a detail about the host's own message.
+pub fn error_to_wire(e: EnclaveError) -> FromEnclave {
+    let kind = match &e {
+        EnclaveError::Failed(sealed) => return FromEnclave::Failed(sealed.clone()),
+        EnclaveError::BadRequest(_) => ErrorKind::BadRequest,
+        EnclaveError::PadsExhausted => ErrorKind::PadsExhausted,
+        EnclaveError::PadNotReady { pad } => ErrorKind::PadNotReady { pad: *pad },
+        EnclaveError::Misuse(_) => ErrorKind::Misuse,
+        _ => ErrorKind::Internal,
+    };
+    let detail = match &e {
+        // Raised only inside an opened request, where they are sealed instead; never let one
+        // reach the host in clear should a path forget to seal it.
+        EnclaveError::Saturation { .. } | EnclaveError::AcceleratorMisbehaved { .. } => {
+            "the request failed".to_string()
+        }
+        other => other.to_string(),
+    };
+    FromEnclave::Error { kind, detail }
+}
+
 /// Serves one host connection until it closes. A malformed or failing message is answered
 /// with `FromEnclave::Error` (the request in flight is abandoned) and serving goes on; an
 /// oversized or truncated frame ends the connection (the stream cannot be trusted to resync).
@@ -114,7 +136,10 @@ pub fn serve(
             }
             Err(e) => {
                 service.abort();
-                let msg = FromEnclave::Error(format!("frame rejected: {e}"));
+                let msg = FromEnclave::Error {
+                    kind: ErrorKind::Malformed,
+                    detail: format!("frame rejected: {e}"),
+                };
                 let _ = write_frame(stream, &origami_proto::encode(&msg), max_frame);
                 return Err(e);
             }
@@ -122,11 +147,14 @@ pub fn serve(
         let reply = match origami_proto::decode::<ToEnclave>(&frame) {
             Ok(msg) => handle(service, msg).unwrap_or_else(|e| {
                 service.abort();
-                FromEnclave::Error(e.to_string())
+                error_to_wire(e)
             }),
             Err(e) => {
                 service.abort();
-                FromEnclave::Error(format!("message rejected: {e}"))
+                FromEnclave::Error {
+                    kind: ErrorKind::Malformed,
+                    detail: format!("message rejected: {e}"),
+                }
             }
         };
         write_frame(stream, &origami_proto::encode(&reply), max_frame)?;

@@ -308,7 +308,6 @@ pub fn finish_linear(
             return Err(EnclaveError::Saturation {
                 layer: l.layer,
                 node: node.to_string(),
-                value: v,
             });
         }
         data.push(if relu { v.max(0) as i32 } else { v as i32 });
@@ -366,7 +365,7 @@ pub fn finish_unblinded(
         worst = worst.max(w);
     }
     if worst as i64 > SATURATION_LIMIT {
-        // Name the first offending value, as `finish_linear` does.
+        // The same error as `finish_linear` (it names the layer, never the value).
         return finish_linear(l, node, unblinded(), out_shape, relu);
     }
     Ok(QVal::Int {

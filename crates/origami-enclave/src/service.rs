@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use origami_model::Tensor;
 use origami_proto::evidence::{Attester, Evidence, Measurement, SimulatedPlatform};
-use origami_proto::session::{AnswerSealer, EnclaveSession, SealedAnswer, SealedRequest};
+use origami_proto::session::{Answer, AnswerSealer, EnclaveSession, SealedAnswer, SealedRequest};
 use origami_proto::tensor::WireTensor;
 use origami_proto::ProtoError;
 use sha2::{Digest, Sha256};
@@ -83,6 +83,7 @@ impl EnclaveService {
             model_hash: plan.model_hash,
             placement: placement.into(),
             split,
+            verify: cfg.verify,
         };
         let core = EnclaveCore::new(plan, cfg)?;
         let mut session = EnclaveSession::new(MAX_REQUESTS_PER_KEY).map_err(proto)?;
@@ -123,7 +124,9 @@ impl EnclaveService {
 
     /// Opens a client's request and starts it on the pad the host offers (see
     /// `EnclaveCore::begin_with_pad`). The pad is checked before the request is opened, so a
-    /// refused pad does not spend the request (the client's key is not yet remembered).
+    /// refused pad does not spend the request (the client's key is not yet remembered). Once
+    /// the request is opened, every failure is sealed to its client
+    /// (`EnclaveError::Failed`): the host learns that it failed, never why.
     pub fn begin_with_pad(
         &mut self,
         req: &SealedRequest,
@@ -131,8 +134,10 @@ impl EnclaveService {
     ) -> Result<Step<SealedAnswer>, EnclaveError> {
         if let Some(id) = pad {
             if !self.core.pad_is_ready(id) {
-                return Err(EnclaveError::PadsExhausted(crate::core::not_ready(id)));
+                return Err(EnclaveError::PadNotReady { pad: id });
             }
+        } else if self.core.needs_pads() && self.core.pads_ready() == 0 {
+            return Err(EnclaveError::PadsExhausted);
         }
         if self.sealer.is_some() {
             return Err(EnclaveError::Misuse(
@@ -142,26 +147,34 @@ impl EnclaveService {
         let (plain, sealer) = self.session.open(req).map_err(proto)?;
         let mut shape = vec![1usize];
         shape.extend(&self.core_plan_input());
-        let t = WireTensor::decode_exact(&plain, &shape).map_err(proto)?;
+        let started = WireTensor::decode_exact(&plain, &shape)
+            .map_err(proto)
+            .and_then(|t| {
+                Tensor::new(shape, t.data).map_err(|e| EnclaveError::BadRequest(e.to_string()))
+            })
+            .and_then(|input| self.core.begin_with_pad(input, pad));
         drop(plain);
-        let input =
-            Tensor::new(shape, t.data).map_err(|e| EnclaveError::BadRequest(e.to_string()))?;
-        let step = self.core.begin_with_pad(input, pad)?;
-        self.sealer = Some(sealer);
-        self.wrap(step)
+        match started {
+            Ok(step) => {
+                self.sealer = Some(sealer);
+                self.wrap(step)
+            }
+            Err(e) => Err(sealed_failure(sealer, &e)),
+        }
     }
 
-    /// Continues the request in flight with the host's reply.
+    /// Continues the request in flight with the host's reply. A failure ends the request and
+    /// is sealed to its client.
     pub fn resume(&mut self, reply: Reply) -> Result<Step<SealedAnswer>, EnclaveError> {
         if self.sealer.is_none() {
             return Err(EnclaveError::Misuse("no request in flight".into()));
         }
         match self.core.resume(reply) {
             Ok(step) => self.wrap(step),
-            Err(e) => {
-                self.sealer = None;
-                Err(e)
-            }
+            Err(e) => match self.sealer.take() {
+                Some(sealer) => Err(sealed_failure(sealer, &e)),
+                None => Err(e),
+            },
         }
     }
 
@@ -198,9 +211,11 @@ impl EnclaveService {
     /// used once.
     pub fn finish(&mut self, ticket: u64, out: Tensor) -> Result<SealedAnswer, EnclaveError> {
         let sealer = self.parked.remove(&ticket).ok_or_else(|| {
-            EnclaveError::BadRequest(format!("no parked request {ticket} (finished or dropped)"))
+            EnclaveError::Misuse(format!("no parked request {ticket} (finished or dropped)"))
         })?;
-        self.core.check_tail_output(&out)?;
+        if let Err(e) = self.core.check_tail_output(&out) {
+            return Err(sealed_failure(sealer, &e));
+        }
         Ok(seal_answer(sealer, out))
     }
 
@@ -225,11 +240,20 @@ impl EnclaveService {
 
 /// Seals an answer tensor to its client; the plain copy is cleared.
 fn seal_answer(sealer: AnswerSealer, out: Tensor) -> SealedAnswer {
-    let mut wire = WireTensor {
+    let mut answer = Answer::Output(WireTensor {
         shape: out.shape.iter().map(|&d| d as u32).collect(),
         data: out.data,
-    };
-    let bytes = zeroize::Zeroizing::new(origami_proto::encode(&wire));
-    zeroize::Zeroize::zeroize(&mut wire.data);
+    });
+    let bytes = zeroize::Zeroizing::new(origami_proto::encode(&answer));
+    if let Answer::Output(w) = &mut answer {
+        zeroize::Zeroize::zeroize(&mut w.data);
+    }
     sealer.seal(&bytes)
+}
+
+/// Ends an opened request with `e`: its client gets the cause, sealed; the host gets
+/// `EnclaveError::Failed` with that sealed answer, the same for every cause (every `Failure` is
+/// a unit variant, so the ciphertext has one length).
+fn sealed_failure(sealer: AnswerSealer, e: &EnclaveError) -> EnclaveError {
+    EnclaveError::Failed(sealer.seal(&origami_proto::encode(&Answer::Failed(e.failure()))))
 }

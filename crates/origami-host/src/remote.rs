@@ -12,7 +12,7 @@ use origami_model::Tensor;
 use origami_proto::evidence::Evidence;
 use origami_proto::frame::{read_frame, write_frame, DEFAULT_MAX_FRAME};
 use origami_proto::session::{SealedAnswer, SealedRequest};
-use origami_proto::wire::{FromEnclave, ToEnclave};
+use origami_proto::wire::{ErrorKind, FromEnclave, ToEnclave};
 
 pub struct RemoteEnclave<S: Read + Write> {
     stream: S,
@@ -32,17 +32,29 @@ impl<S: Read + Write> RemoteEnclave<S> {
     }
 
     fn call(&mut self, msg: &ToEnclave) -> Result<FromEnclave, EnclaveError> {
-        write_frame(
-            &mut self.stream,
-            &origami_proto::encode(msg),
-            self.max_frame,
-        )
-        .map_err(unavailable)?;
+        let bytes = origami_proto::encode(msg);
+        if bytes.len() > self.max_frame {
+            // Checked before anything is written: the link is intact, the message (a client's
+            // oversized request) is at fault.
+            return Err(EnclaveError::BadRequest(format!(
+                "a message of {} bytes exceeds the enclave link's frame limit of {} bytes",
+                bytes.len(),
+                self.max_frame
+            )));
+        }
+        write_frame(&mut self.stream, &bytes, self.max_frame).map_err(unavailable)?;
         let frame = read_frame(&mut self.stream, self.max_frame)
             .map_err(unavailable)?
             .ok_or_else(|| unavailable("the enclave process closed the connection"))?;
         match origami_proto::decode::<FromEnclave>(&frame).map_err(unavailable)? {
-            FromEnclave::Error(e) => Err(EnclaveError::BadRequest(e)),
+            FromEnclave::Error { kind, detail } => Err(match kind {
+                ErrorKind::BadRequest => EnclaveError::BadRequest(detail),
+                ErrorKind::PadsExhausted => EnclaveError::PadsExhausted,
+                ErrorKind::PadNotReady { pad } => EnclaveError::PadNotReady { pad },
+                ErrorKind::Misuse | ErrorKind::Malformed => EnclaveError::Misuse(detail),
+                _ => EnclaveError::Crypto(detail),
+            }),
+            FromEnclave::Failed(sealed) => Err(EnclaveError::Failed(sealed)),
             reply => Ok(reply),
         }
     }
@@ -146,7 +158,8 @@ fn kind(m: &FromEnclave) -> &'static str {
         FromEnclave::Done(_) => "done",
         FromEnclave::Aborted => "aborted",
         FromEnclave::Parked { .. } => "parked",
-        FromEnclave::Error(_) => "error",
+        FromEnclave::Error { .. } => "error",
+        FromEnclave::Failed(_) => "failed",
     }
 }
 

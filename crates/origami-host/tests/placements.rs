@@ -159,7 +159,7 @@ fn a_pad_is_never_used_twice() {
     assert!(e.pads.is_empty(), "the used pad's sealed u was handed out");
     // No pad left: the request fails instead of reusing one.
     match e.infer(x.clone()) {
-        Err(HostError::Enclave(EnclaveError::PadsExhausted(_))) => {}
+        Err(HostError::Enclave(EnclaveError::PadsExhausted)) => {}
         other => panic!("expected PadsExhausted, got {other:?}"),
     }
     // Precomputing again gives a fresh pad id; the engine works again.
@@ -354,6 +354,7 @@ fn verify_catches_tampering_at_every_blinded_layer() {
         inner: CpuAccelerator::new(),
         layers: Some(vec![plan.linears.last().unwrap().layer]),
         position: 3,
+        delta: 1,
     };
     let mut e = engine(&plan, Placement::Slalom, false, Box::new(bad));
     e.precompute(1).unwrap();

@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use origami_accel::{Accelerator, CpuAccelerator};
 use origami_enclave::service::{self_code_id, EnclaveService};
-use origami_enclave::{reference, CoreConfig, Placement, Plan, QuantConfig};
+use origami_enclave::{reference, CoreConfig, EnclaveError, Placement, Plan, QuantConfig};
 use origami_host::{drive, field_layers, PadStore};
 use origami_model::{zoo, Tensor};
 use origami_proto::evidence::{hex, verify, AllowedMeasurement, Policy};
-use origami_proto::session::{seal_request, SealedAnswer, SealedRequest};
+use origami_proto::session::{seal_request, Failure, SealedAnswer, SealedRequest};
 use origami_proto::tensor::WireTensor;
 
 struct Host {
@@ -65,7 +65,9 @@ fn policy(plan: &Plan, allow_simulated: bool) -> Policy {
         measurements: vec![AllowedMeasurement {
             code_id: hex(&self_code_id().unwrap()),
             model_hash: hex(&plan.model.hash()),
+            min_split: None,
         }],
+        placements: vec!["slalom".into(), "enclave".into(), "origami".into()],
         ..Policy::default()
     }
 }
@@ -104,8 +106,7 @@ fn sealed_request_and_answer_match_the_reference() {
             let (x, bytes) = input(&model, seed);
             let (req, pending) = seal_request(&ev.enclave_key, &binding, &bytes).unwrap();
             let answer = host.serve(&req).unwrap();
-            let plain = pending.open(&answer).unwrap();
-            let got: WireTensor = origami_proto::decode(&plain).unwrap();
+            let got: WireTensor = pending.open_answer(&answer).unwrap();
             let head_end = placement.head_end(&plan).unwrap();
             let want = reference(&plan, &x, head_end, 1).unwrap();
             assert_eq!(
@@ -147,12 +148,18 @@ fn tampered_requests_are_rejected_and_the_service_keeps_serving() {
         shape: vec![1, 1, 14, 14],
         data: vec![0.5; 196],
     });
-    let (w, _) = seal_request(&ev.enclave_key, &binding, &wrong).unwrap();
-    let e = host.serve(&w).unwrap_err();
-    assert!(e.contains("expected [1, 1, 28, 28]"), "{e}");
+    // The host learns only that it failed; the client is told why, sealed.
+    let (w, wrong_pending) = seal_request(&ev.enclave_key, &binding, &wrong).unwrap();
+    let Err(EnclaveError::Failed(sealed)) = host.service.begin(&w) else {
+        panic!("a wrong shape must fail, sealed to the client");
+    };
+    assert_eq!(
+        wrong_pending.open_answer(&sealed).unwrap_err().unwrap(),
+        Failure::BadInput
+    );
     // The original still goes through: nothing was half-done.
     let answer = host.serve(&req).unwrap();
-    pending.open(&answer).unwrap();
+    pending.open_answer(&answer).unwrap();
     // A second instance (a restarted enclave) has new keys: the old session does not open there.
     let mut restarted = Host::new(&plan, Placement::Slalom);
     assert_ne!(restarted.service.evidence().enclave_key, ev.enclave_key);
@@ -205,7 +212,7 @@ fn parked_requests_finish_out_of_order_and_only_once() {
         let out = host.accel.run_tail(h.start, h.values).unwrap();
         if n == 0 {
             let answer = host.service.finish(ticket, out).unwrap();
-            let got: WireTensor = origami_proto::decode(&pending.open(&answer).unwrap()).unwrap();
+            let got: WireTensor = pending.open_answer(&answer).unwrap();
             let want = reference(&plan, &x, head_end, 1).unwrap();
             assert!(got
                 .data
@@ -216,13 +223,18 @@ fn parked_requests_finish_out_of_order_and_only_once() {
             assert!(e.contains("no parked request"), "{e}");
         } else {
             let wrong_shape = Tensor::new(vec![1, 3], vec![0.0; 3]).unwrap();
-            let e = host
-                .service
-                .finish(ticket, wrong_shape)
-                .unwrap_err()
-                .to_string();
-            assert!(e.contains("tail output has shape"), "{e}");
-            assert!(host.service.finish(ticket, out).is_err());
+            let Err(EnclaveError::Failed(sealed)) = host.service.finish(ticket, wrong_shape)
+            else {
+                panic!("a malformed tail output must fail, sealed to the client");
+            };
+            assert_eq!(
+                pending.open_answer(&sealed).unwrap_err().unwrap(),
+                Failure::AcceleratorMisbehaved
+            );
+            assert!(matches!(
+                host.service.finish(ticket, out),
+                Err(EnclaveError::Misuse(_))
+            ));
         }
     }
 }

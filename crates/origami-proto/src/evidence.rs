@@ -24,7 +24,15 @@ pub struct Measurement {
     pub placement: String,
     /// The split of the `origami` placement.
     pub split: Option<u32>,
+    /// Freivalds integrity checks on every blinded layer. Without them a lying accelerator
+    /// controls the head's values (it can, for instance, remove the ReLUs before the split), so
+    /// privacy against an active host depends on this being on.
+    pub verify: bool,
 }
+
+/// The placements a policy accepts when it names none: the two in which the host sees no
+/// features (`origami` must be allowed explicitly, with the splits the operator audited).
+pub const DEFAULT_PLACEMENTS: [&str; 2] = ["slalom", "enclave"];
 
 /// What the untrusted host sees in a placement; part of the signed evidence.
 pub fn host_sees(placement: &str, split: Option<u32>) -> String {
@@ -188,10 +196,15 @@ pub struct Policy {
     /// Accepted (code_id, model_hash) pairs, hex. Empty: refuse everything.
     #[serde(default)]
     pub measurements: Vec<AllowedMeasurement>,
-    /// Accepted placements (e.g. `["slalom"]` for full privacy). Empty: `slalom`, `enclave`
-    /// and `origami`.
+    /// Accepted placements (e.g. `["slalom"]` for full privacy). Empty: `slalom` and `enclave`
+    /// (`DEFAULT_PLACEMENTS`); `origami` must be listed explicitly, and each measurement entry
+    /// may bound its split (`min_split`).
     #[serde(default)]
     pub placements: Vec<String>,
+    /// Accept a blinded placement (`slalom`, `origami`) whose enclave does not run Freivalds
+    /// checks. Off unless set: without them the host can alter the head's values.
+    #[serde(default)]
+    pub allow_unverified: bool,
     /// `sgx-gramine`: accepted TCB statuses of the platform (dcap-qvl's names, e.g.
     /// `"SWHardeningNeeded"`). Empty: `["UpToDate"]` only. `Revoked` is never accepted.
     #[serde(default)]
@@ -209,10 +222,32 @@ pub struct AllowedMeasurement {
     pub code_id: String,
     /// Hex model hash.
     pub model_hash: String,
+    /// `origami`: the smallest split accepted for this model (the earliest split the audit
+    /// found private). None: any split, if `origami` is an allowed placement.
+    #[serde(default)]
+    pub min_split: Option<u32>,
 }
 
 pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The policy's entries that admit `code` and `model` on `platform`. Any code (`*`) only on the
+/// simulated platform: on a real TEE it would accept an enclave the host wrote itself.
+fn allowed_entries<'p>(
+    policy: &'p Policy,
+    platform: Platform,
+    code: &str,
+    model: &str,
+) -> Vec<&'p AllowedMeasurement> {
+    let any_code_ok = platform == Platform::Simulated;
+    policy
+        .measurements
+        .iter()
+        .filter(|m| {
+            ((m.code_id == "*" && any_code_ok) || m.code_id == code) && m.model_hash == model
+        })
+        .collect()
 }
 
 /// Checks `ev` against `policy`: the platform, the proof, the measurement and the placement.
@@ -250,7 +285,7 @@ pub fn verify_at(ev: &Evidence, policy: &Policy, now_secs: u64) -> Result<[u8; 3
         return reject("the evidence misstates what the host sees".into());
     }
     let placements: Vec<&str> = if policy.placements.is_empty() {
-        vec!["slalom", "enclave", "origami"]
+        DEFAULT_PLACEMENTS.to_vec()
     } else {
         policy.placements.iter().map(String::as_str).collect()
     };
@@ -262,16 +297,41 @@ pub fn verify_at(ev: &Evidence, policy: &Policy, now_secs: u64) -> Result<[u8; 3
             ev.host_sees
         ));
     }
+    let blinded = ev.measurement.placement != "enclave";
+    if blinded && !ev.measurement.verify && !policy.allow_unverified {
+        return reject(format!(
+            "the enclave runs {} without integrity checks (--no-verify): the host could alter what it computes; refused by policy (allow_unverified = true only for benchmarks)",
+            ev.measurement.placement
+        ));
+    }
     let code = hex(&ev.measurement.code_id);
     let model = hex(&ev.measurement.model_hash);
-    if !policy
-        .measurements
-        .iter()
-        .any(|m| (m.code_id == "*" || m.code_id == code) && m.model_hash == model)
-    {
+    let any_code_ok = ev.platform == Platform::Simulated;
+    let entries = allowed_entries(policy, ev.platform, &code, &model);
+    if entries.is_empty() {
+        let hint = if !any_code_ok && policy.measurements.iter().any(|m| m.code_id == "*") {
+            " (code_id = \"*\" is accepted for simulated evidence only)"
+        } else {
+            ""
+        };
         return reject(format!(
-            "measurement not allowed by policy: code {code}, model {model}"
+            "measurement not allowed by policy: code {code}, model {model}{hint}"
         ));
+    }
+    if let Some(split) = ev.measurement.split {
+        if !entries
+            .iter()
+            .any(|m| m.min_split.is_none_or(|min| split >= min))
+        {
+            let min = entries
+                .iter()
+                .filter_map(|m| m.min_split)
+                .min()
+                .unwrap_or(0);
+            return reject(format!(
+                "origami split {split} is earlier than the policy's minimum {min} for model {model}: the host would see features closer to the input than audited"
+            ));
+        }
     }
     Ok(digest)
 }
@@ -286,6 +346,7 @@ mod tests {
             model_hash: [2; 32],
             placement: "slalom".into(),
             split: None,
+            verify: true,
         }
     }
 
@@ -295,6 +356,7 @@ mod tests {
             measurements: vec![AllowedMeasurement {
                 code_id: hex(&[1; 32]),
                 model_hash: hex(&[2; 32]),
+                min_split: None,
             }],
             ..Policy::default()
         }
@@ -341,18 +403,85 @@ mod tests {
         m.split = Some(4);
         let ev = p.attest(m, [9; 32], [3; 16]).unwrap();
         assert!(ev.host_sees.contains("plain features at split 4"));
-        verify(&ev, &policy()).unwrap();
-        let only_slalom = Policy {
-            placements: vec!["slalom".into()],
+        // The default policy accepts the placements that show the host no features only.
+        let e = verify(&ev, &policy()).unwrap_err().to_string();
+        assert!(e.contains("placement origami is not allowed"), "{e}");
+        let with_origami = Policy {
+            placements: vec!["slalom".into(), "origami".into()],
             ..policy()
         };
-        let e = verify(&ev, &only_slalom).unwrap_err().to_string();
-        assert!(e.contains("placement origami is not allowed"), "{e}");
+        verify(&ev, &with_origami).unwrap();
         let mut other = measurement();
         other.model_hash = [5; 32];
         let e = verify(&p.attest(other, [9; 32], [3; 16]).unwrap(), &policy())
             .unwrap_err()
             .to_string();
         assert!(e.contains("measurement not allowed"), "{e}");
+    }
+
+    /// A host that restarts the enclave at an earlier split than the operator audited is
+    /// refused by a policy with a minimum split.
+    #[test]
+    fn a_minimum_split_refuses_an_earlier_split() {
+        let p = SimulatedPlatform::new([1; 32]).unwrap();
+        let mut pol = policy();
+        pol.placements = vec!["origami".into()];
+        pol.measurements[0].min_split = Some(4);
+        for (split, ok) in [(1, false), (3, false), (4, true), (6, true)] {
+            let mut m = measurement();
+            m.placement = "origami".into();
+            m.split = Some(split);
+            let r = verify(&p.attest(m, [9; 32], [3; 16]).unwrap(), &pol);
+            assert_eq!(r.is_ok(), ok, "split {split}: {r:?}");
+            if let Err(e) = r {
+                assert!(
+                    e.to_string()
+                        .contains("earlier than the policy's minimum 4"),
+                    "{e}"
+                );
+            }
+        }
+    }
+
+    /// Blinded placements without Freivalds checks are refused unless the policy opts in.
+    #[test]
+    fn unverified_blinded_placements_are_refused_by_default() {
+        let p = SimulatedPlatform::new([1; 32]).unwrap();
+        let mut m = measurement();
+        m.verify = false;
+        let ev = p.attest(m, [9; 32], [3; 16]).unwrap();
+        let e = verify(&ev, &policy()).unwrap_err().to_string();
+        assert!(e.contains("without integrity checks"), "{e}");
+        let bench = Policy {
+            allow_unverified: true,
+            ..policy()
+        };
+        verify(&ev, &bench).unwrap();
+        // The enclave placement offloads nothing: there is nothing to verify.
+        let mut m = measurement();
+        m.placement = "enclave".into();
+        m.verify = false;
+        verify(&p.attest(m, [9; 32], [3; 16]).unwrap(), &policy()).unwrap();
+    }
+
+    /// `code_id = "*"` never matches evidence of a real platform.
+    #[test]
+    fn any_code_is_for_simulated_evidence_only() {
+        let mut pol = policy();
+        pol.measurements[0].code_id = "*".into();
+        let p = SimulatedPlatform::new([1; 32]).unwrap();
+        verify(&p.attest(measurement(), [9; 32], [3; 16]).unwrap(), &pol).unwrap();
+        let (code, model) = (hex(&[7; 32]), hex(&[2; 32]));
+        assert_eq!(
+            allowed_entries(&pol, Platform::Simulated, &code, &model).len(),
+            1
+        );
+        assert!(allowed_entries(&pol, Platform::SgxGramine, &code, &model).is_empty());
+        // An exact code id still matches on SGX.
+        pol.measurements[0].code_id = code.clone();
+        assert_eq!(
+            allowed_entries(&pol, Platform::SgxGramine, &code, &model).len(),
+            1
+        );
     }
 }

@@ -39,6 +39,48 @@ pub struct SealedAnswer {
     pub ciphertext: Vec<u8>,
 }
 
+/// What a sealed answer holds (postcard, then sealed): the model's output, or why the request
+/// failed after the enclave opened it. Only the client can open it, so the cause never reaches
+/// the host; every cause is a unit variant, so a failed answer has the same size whatever the
+/// cause.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Answer {
+    Output(crate::tensor::WireTensor),
+    Failed(Failure),
+}
+
+/// Why a request failed inside the enclave (told to the client only, sealed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Failure {
+    /// The request's plaintext is not a tensor of the model's input shape.
+    BadInput,
+    /// A fixed-point value left the range the field holds (an input unlike the calibration
+    /// data), or the accelerator made it so: the answer would have been wrong.
+    Saturation,
+    /// The accelerator's reply failed a check (length, range, or the Freivalds integrity check).
+    AcceleratorMisbehaved,
+    /// The host supplied a sealed pad that does not authenticate.
+    PadRejected,
+    /// The host drove the request out of order, or returned a tail output of the wrong shape.
+    HostMisbehaved,
+    /// A failure inside the enclave.
+    Internal,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Failure::BadInput => "the input is not a tensor of the model's input shape",
+            Failure::Saturation => "a fixed-point value saturated (an input unlike the calibration data, or a lying accelerator)",
+            Failure::AcceleratorMisbehaved => "the accelerator's result failed the enclave's checks",
+            Failure::PadRejected => "the host supplied a sealed pad that does not authenticate",
+            Failure::HostMisbehaved => "the host drove the request out of protocol",
+            Failure::Internal => "an internal error of the enclave",
+        })
+    }
+}
+
 fn random32() -> Result<Zeroizing<[u8; 32]>, ProtoError> {
     let mut b = Zeroizing::new([0u8; 32]);
     OsRng
@@ -136,6 +178,19 @@ impl PendingAnswer {
             )
             .map(Zeroizing::new)
             .map_err(|_| ProtoError::Decrypt)
+    }
+
+    /// Opens the answer and decodes it: the output, or `Err(Ok(failure))` when the request
+    /// failed inside the enclave (`Err(Err(_))`: the answer is not authentic or malformed).
+    pub fn open_answer(
+        self,
+        answer: &SealedAnswer,
+    ) -> Result<crate::tensor::WireTensor, Result<Failure, ProtoError>> {
+        let plain = self.open(answer).map_err(Err)?;
+        match crate::decode::<Answer>(&plain).map_err(Err)? {
+            Answer::Output(t) => Ok(t),
+            Answer::Failed(f) => Err(Ok(f)),
+        }
     }
 }
 

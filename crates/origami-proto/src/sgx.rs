@@ -298,6 +298,7 @@ mod tests {
             model_hash: [2; 32],
             placement: "slalom".into(),
             split: None,
+            verify: true,
         }
     }
 
@@ -306,6 +307,7 @@ mod tests {
             measurements: vec![AllowedMeasurement {
                 code_id: hex(&code_id),
                 model_hash: hex(&[2; 32]),
+                min_split: None,
             }],
             ..Policy::default()
         }

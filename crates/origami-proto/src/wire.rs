@@ -60,8 +60,37 @@ pub enum FromEnclave {
     Parked {
         ticket: u64,
     },
-    /// The request failed (it is abandoned; its pad stays consumed).
-    Error(String),
+    /// The request failed before it was opened, or the host misused the protocol (the request
+    /// in flight, if any, is abandoned; its pad stays consumed). Never carries a value derived
+    /// from a client's data: `detail` names what was wrong with the host's message.
+    Error {
+        kind: ErrorKind,
+        detail: String,
+    },
+    /// The request failed after the enclave opened it. Why is sealed to the client inside the
+    /// answer (`crate::session::Answer::Failed`); the host learns only that it failed, the same
+    /// for every cause.
+    Failed(SealedAnswer),
+}
+
+/// Why the enclave refused a host message, as a kind the host can match on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The client's sealed request could not be opened (tampered, replayed, another session,
+    /// or the session key has served its maximum).
+    BadRequest,
+    /// The enclave has no ready pad: precompute first.
+    PadsExhausted,
+    /// The host offered a pad id that is not one of the enclave's ready pads.
+    PadNotReady { pad: u64 },
+    /// The host sent a message out of order (no request in flight, one already in flight, a
+    /// reply of the wrong kind, an unknown ticket).
+    Misuse,
+    /// The host's message could not be decoded or exceeds a bound.
+    Malformed,
+    /// A failure inside the enclave that no input should cause.
+    Internal,
 }
 
 /// Most pads one `Precompute` may ask for (bounds the enclave's work and the reply's size).

@@ -21,6 +21,7 @@ fn evidence() -> Evidence {
         model_hash: [2; 32],
         placement: "slalom".into(),
         split: None,
+        verify: true,
     };
     let mut ev = Evidence::unsigned(Platform::SgxGramine, m, [9; 32], [3; 16], [0; 32]);
     ev.proof = QUOTE.to_vec();
@@ -33,6 +34,7 @@ fn policy(status: &[&str]) -> Policy {
         measurements: vec![AllowedMeasurement {
             code_id: hex(&parse_sgx_quote(QUOTE).unwrap().mr_enclave),
             model_hash: hex(&[2; 32]),
+            min_split: None,
         }],
         sgx_tcb_status: status.iter().map(|s| s.to_string()).collect(),
         ..Policy::default()

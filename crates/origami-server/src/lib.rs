@@ -192,19 +192,84 @@ impl Metrics {
 
 /// What a request gets back from the worker.
 enum Outcome {
+    /// A sealed answer: the output, or (`failed`) why the request failed inside the enclave,
+    /// which only the client can read. Both go back the same way (200).
     Answer(SealedAnswer),
-    /// The request is at fault (tampered, replayed, wrong shape): 400.
-    Rejected(String),
-    /// The service could not serve it now (pads, enclave): 503.
+    /// An error the host itself can state, with a machine-readable code.
+    Error {
+        status: StatusCode,
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+/// The `code` of an HTTP error body (`{"code": …, "message": …}`), for clients to match on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// The request could not be opened (tampered, replayed, for another session or enclave
+    /// instance) or is malformed: 400.
+    BadRequest,
+    /// The request queue is full: 503, retry later.
+    QueueFull,
+    /// No pad became ready in time: 503, retry later.
+    PadsExhausted,
+    /// The enclave failed and was restarted with new keys: fetch the evidence again. 503.
+    EnclaveRestarted,
+    /// The request failed on the host's side (e.g. the accelerator), the enclave is intact:
+    /// 503, retry.
+    RequestFailed,
+    /// The enclave cannot be reached: 503.
+    Unavailable,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::QueueFull => "queue_full",
+            ErrorCode::PadsExhausted => "pads_exhausted",
+            ErrorCode::EnclaveRestarted => "enclave_restarted",
+            ErrorCode::RequestFailed => "request_failed",
+            ErrorCode::Unavailable => "unavailable",
+        }
+    }
+}
+
+fn error_response(status: StatusCode, code: ErrorCode, message: &str) -> Response {
+    let body = serde_json::json!({ "code": code.as_str(), "message": message });
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        format!("{body}\n"),
+    )
+        .into_response()
+}
+
+/// Why a job failed.
+enum Fail {
+    /// The client's fault (its request cannot be opened): 400.
+    Client(EnclaveError),
+    /// The enclave opened the request and it failed there: the sealed answer says why to the
+    /// client only.
+    Sealed(SealedAnswer),
+    /// The host's side failed this one request (accelerator fault, host bookkeeping); the
+    /// enclave, its keys and pads are intact: 503.
+    Request(String),
+    /// The link to the enclave failed (EOF, I/O): restart it if we can.
+    Link(EnclaveError),
+    /// Plainly unavailable now (no pad in time): 503.
     Unavailable(String),
 }
 
-/// Why a job failed: the client's fault (400), the service's (503, restart if the enclave died),
-/// or plainly unavailable now (503).
-enum Fail {
-    Client(EnclaveError),
-    Service(EnclaveError),
-    Unavailable(String),
+/// How a failure of the enclave handle fails the job.
+fn classify(e: EnclaveError) -> Fail {
+    match e {
+        EnclaveError::Failed(a) => Fail::Sealed(a),
+        EnclaveError::Unavailable(_) => Fail::Link(e),
+        EnclaveError::BadRequest(_) => Fail::Client(e),
+        EnclaveError::PadsExhausted => Fail::Unavailable(e.to_string()),
+        other => Fail::Request(other.to_string()),
+    }
 }
 
 struct Job {
@@ -263,12 +328,12 @@ impl Worker {
 
     /// After a failure of the enclave itself: start a new one (new keys and instance), serve
     /// its evidence, and discard every pad of the old one.
-    fn on_error(&mut self, e: &EnclaveError) {
+    fn on_error(&mut self, e: &EnclaveError) -> bool {
         if !matches!(e, EnclaveError::Unavailable(_)) {
-            return;
+            return false;
         }
         let Some(restart) = self.restart.as_mut() else {
-            return;
+            return false;
         };
         match restart().and_then(|mut h| h.evidence().map(|ev| (h, ev)).map_err(|e| e.to_string()))
         {
@@ -282,10 +347,14 @@ impl Worker {
                 self.metrics.restarts.fetch_add(1, Ordering::Relaxed);
                 self.metrics.pads_ready.store(0, Ordering::Relaxed);
                 eprintln!("origami serve: the enclave failed ({e}); restarted it with new keys (restart {})", self.restarts);
+                true
             }
-            Err(re) => eprintln!(
-                "origami serve: the enclave failed ({e}) and could not be restarted: {re}"
-            ),
+            Err(re) => {
+                eprintln!(
+                    "origami serve: the enclave failed ({e}) and could not be restarted: {re}"
+                );
+                false
+            }
         }
     }
 
@@ -302,42 +371,35 @@ impl Worker {
                 )));
             }
             if let Err(e) = self.precompute(1) {
+                // (`precompute` has already restarted a dead enclave.)
                 return Err(Fail::Unavailable(e.to_string()));
             }
         }
         let first = loop {
             let pad = if needs { self.pads.next_pad() } else { None };
             match self.enclave.begin(&job.req, pad) {
-                Err(e) if pad.is_some() && e.to_string().contains("is not a ready pad") => {
+                Err(EnclaveError::PadNotReady { pad: id }) if pad == Some(id) => {
                     // The store holds a pad the enclave does not (e.g. from a pad file of an
                     // earlier precompute): drop it — a pad is never offered twice — and offer
                     // the next. The request was not opened, so it is not spent.
-                    if let Some(id) = pad {
-                        self.pads.discard(id);
-                    }
+                    self.pads.discard(id);
                     self.ready = self.pads.pad_count();
                     self.metrics.pads_ready.store(self.ready, Ordering::Relaxed);
                     if self.ready == 0 {
-                        self.precompute(1).map_err(Fail::Service)?;
+                        self.precompute(1)
+                            .map_err(|e| Fail::Unavailable(e.to_string()))?;
                     }
                 }
                 r => break r,
             }
         }
         .map_err(|e| {
-            // The pool count is the host's estimate; the enclave's word wins. (A remote
-            // enclave reports the kind in its message.)
-            let exhausted = matches!(e, EnclaveError::PadsExhausted(_))
-                || e.to_string().contains("pads exhausted");
-            if exhausted {
+            // The pool count is the host's estimate; the enclave's word wins.
+            if matches!(e, EnclaveError::PadsExhausted) {
                 self.ready = 0;
                 self.metrics.pads_ready.store(0, Ordering::Relaxed);
             }
-            if !exhausted && !matches!(e, EnclaveError::Unavailable(_)) {
-                Fail::Client(e)
-            } else {
-                Fail::Service(e)
-            }
+            classify(e)
         })?;
         if needs {
             // `begin` took a pad.
@@ -353,39 +415,74 @@ impl Worker {
             &mut Default::default(),
         )
         .map_err(|e| match e {
-            origami_host::HostError::Enclave(e) => Fail::Service(e),
-            other => Fail::Service(EnclaveError::Unavailable(other.to_string())),
+            origami_host::HostError::Enclave(e) => classify(e),
+            // The accelerator (or the host's pad store) failed this request: the enclave is
+            // fine, so it keeps its keys and pads.
+            other => Fail::Request(other.to_string()),
         })
     }
 
     /// Sends a job its outcome and counts it.
     fn answer(&mut self, job: Job, r: Result<SealedAnswer, Fail>) {
+        let m = &self.metrics;
+        let error = |status, code, message: String| Outcome::Error {
+            status,
+            code,
+            message,
+        };
         let outcome = match r {
             Ok(a) => {
-                self.metrics.ok.fetch_add(1, Ordering::Relaxed);
-                self.metrics.observe(job.arrived.elapsed().as_secs_f64());
+                m.ok.fetch_add(1, Ordering::Relaxed);
+                m.observe(job.arrived.elapsed().as_secs_f64());
                 Outcome::Answer(a)
             }
-            Err(Fail::Unavailable(m)) => {
-                self.metrics.unavailable.fetch_add(1, Ordering::Relaxed);
-                Outcome::Unavailable(m)
+            Err(Fail::Sealed(a)) => {
+                // One counter for every cause: the host does not know the cause.
+                m.failed.fetch_add(1, Ordering::Relaxed);
+                Outcome::Answer(a)
+            }
+            Err(Fail::Unavailable(msg)) => {
+                m.unavailable.fetch_add(1, Ordering::Relaxed);
+                error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorCode::PadsExhausted,
+                    msg,
+                )
             }
             Err(Fail::Client(e)) => {
                 self.enclave.abort();
-                self.metrics.bad_request.fetch_add(1, Ordering::Relaxed);
-                Outcome::Rejected(e.to_string())
+                m.bad_request.fetch_add(1, Ordering::Relaxed);
+                error(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::BadRequest,
+                    e.to_string(),
+                )
             }
-            Err(Fail::Service(e)) => {
+            Err(Fail::Request(msg)) => {
                 self.enclave.abort();
-                self.metrics.failed.fetch_add(1, Ordering::Relaxed);
-                let restart = matches!(e, EnclaveError::Unavailable(_)) && self.restart.is_some();
-                self.on_error(&e);
-                if restart {
-                    Outcome::Unavailable(format!(
-                        "{e}; the enclave was restarted with new keys: fetch /v1/evidence again (re-attest) and retry"
-                    ))
+                m.failed.fetch_add(1, Ordering::Relaxed);
+                error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorCode::RequestFailed,
+                    msg,
+                )
+            }
+            Err(Fail::Link(e)) => {
+                self.enclave.abort();
+                m.failed.fetch_add(1, Ordering::Relaxed);
+                let restarted = self.on_error(&e);
+                if restarted {
+                    error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        ErrorCode::EnclaveRestarted,
+                        format!("{e}; the enclave was restarted with new keys: fetch /v1/evidence again (re-attest)"),
+                    )
                 } else {
-                    Outcome::Unavailable(e.to_string())
+                    error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        ErrorCode::Unavailable,
+                        e.to_string(),
+                    )
                 }
             }
         };
@@ -408,7 +505,7 @@ impl Worker {
                             self.run_tails(std::mem::take(&mut parked));
                         }
                     }
-                    Err(e) => self.answer(job, Err(Fail::Service(e))),
+                    Err(e) => self.answer(job, Err(classify(e))),
                 },
                 Err(f) => self.answer(job, Err(f)),
             }
@@ -432,13 +529,13 @@ impl Worker {
         match outputs {
             Ok(outs) => {
                 for ((job, ticket, _), out) in parked.into_iter().zip(outs) {
-                    let r = self.enclave.finish(ticket, out).map_err(Fail::Service);
+                    let r = self.enclave.finish(ticket, out).map_err(classify);
                     self.answer(job, r);
                 }
             }
             Err(e) => {
                 for (job, _, _) in parked {
-                    self.answer(job, Err(Fail::Unavailable(e.clone())));
+                    self.answer(job, Err(Fail::Request(e.clone())));
                 }
             }
         }
@@ -562,6 +659,10 @@ pub async fn start(
             "the enclave serves another model than the host's plan".into(),
         )));
     }
+    // A sealed request for this model is its input's f32s plus fixed overhead: the body limit
+    // follows from the model, so an oversized POST is refused (413) before it is read, and
+    // never reaches the enclave link's frame bound.
+    let max_body = cfg.max_body.min(request_bound(&plan.model.input_shape));
     let shared: SharedEvidence = Arc::new(std::sync::RwLock::new(evidence.clone()));
     let (tx, rx) = mpsc::sync_channel::<Job>(cfg.queue);
     let mut worker = Worker {
@@ -600,7 +701,7 @@ pub async fn start(
         .route("/v1/infer", post(post_infer))
         .route("/metrics", get(get_metrics))
         .route("/healthz", get(|| async { "ok\n" }))
-        .layer(DefaultBodyLimit::max(cfg.max_body))
+        .layer(DefaultBodyLimit::max(max_body))
         .with_state(state);
     let addr = listener.local_addr()?;
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -619,6 +720,15 @@ pub async fn start(
         task,
         worker: Some(worker),
     })
+}
+
+/// The largest body a sealed request for input shape `[C, H, W]` (batch 1) can have:
+/// `SealedRequest` = 32-byte client key + length-prefixed ciphertext of
+/// postcard(`WireTensor`) + 16-byte tag; varints take at most 5 bytes each.
+pub fn request_bound(input_shape: &[usize]) -> usize {
+    let elems: usize = input_shape.iter().product();
+    let tensor = 5 + 5 * (input_shape.len() + 1) + 5 + 4 * elems;
+    32 + 5 + tensor + 16 + 64
 }
 
 /// A default CPU accelerator (what `origami serve` uses).
@@ -648,7 +758,11 @@ async fn post_infer(State(s): State<AppState>, body: Bytes) -> Response {
         Ok(r) => r,
         Err(e) => {
             s.metrics.bad_request.fetch_add(1, Ordering::Relaxed);
-            return (StatusCode::BAD_REQUEST, format!("request rejected: {e}\n")).into_response();
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::BadRequest,
+                &format!("request rejected: {e}"),
+            );
         }
     };
     let (tx, rx) = oneshot::channel();
@@ -661,14 +775,18 @@ async fn post_infer(State(s): State<AppState>, body: Bytes) -> Response {
         Ok(()) => {}
         Err(TrySendError::Full(_)) => {
             s.metrics.unavailable.fetch_add(1, Ordering::Relaxed);
-            return (StatusCode::SERVICE_UNAVAILABLE, "queue full, retry later\n").into_response();
+            return error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::QueueFull,
+                "queue full, retry later",
+            );
         }
         Err(TrySendError::Disconnected(_)) => {
-            return (
+            return error_response(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "the enclave worker stopped\n",
-            )
-                .into_response();
+                ErrorCode::Unavailable,
+                "the enclave worker stopped",
+            );
         }
     }
     match rx.await {
@@ -677,14 +795,15 @@ async fn post_infer(State(s): State<AppState>, body: Bytes) -> Response {
             origami_proto::encode(&a),
         )
             .into_response(),
-        Ok(Outcome::Rejected(e)) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
-        Ok(Outcome::Unavailable(e)) => {
-            (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response()
-        }
-        Err(_) => (
+        Ok(Outcome::Error {
+            status,
+            code,
+            message,
+        }) => error_response(status, code, &message),
+        Err(_) => error_response(
             StatusCode::SERVICE_UNAVAILABLE,
-            "the enclave worker stopped\n",
-        )
-            .into_response(),
+            ErrorCode::Unavailable,
+            "the enclave worker stopped",
+        ),
     }
 }

@@ -25,6 +25,7 @@ fn policy(plan: &Plan) -> Policy {
         measurements: vec![AllowedMeasurement {
             code_id: hex(&self_code_id().unwrap()),
             model_hash: hex(&plan.model.hash()),
+            min_split: None,
         }],
         placements: vec!["slalom".into()],
         ..Policy::default()
@@ -47,7 +48,7 @@ async fn serve(
 ) -> origami_server::Running {
     let core = CoreConfig {
         placement,
-        verify: false,
+        verify: true,
         threads: 1,
     };
     let service = EnclaveService::simulated(plan.clone(), core, self_code_id().unwrap()).unwrap();
@@ -268,6 +269,133 @@ async fn origami_tails(batch_tails: bool) {
             .find_map(|l| l.strip_prefix("origami_tail_batch_size_sum "))
             .unwrap();
         assert_eq!(sum, "40", "every request's tail ran exactly once");
+    })
+    .await
+    .unwrap();
+    server.shutdown().await.unwrap();
+}
+
+/// An accelerator whose first `fail` field calls fail (a host-side fault, not the enclave's).
+struct Faulty {
+    inner: Box<dyn origami_accel::Accelerator>,
+    fail: usize,
+}
+
+impl origami_accel::Accelerator for Faulty {
+    fn name(&self) -> String {
+        "faulty".into()
+    }
+    fn prepare(
+        &mut self,
+        model: Arc<origami_model::Model>,
+        field_layers: &[origami_accel::FieldLayer],
+    ) -> Result<(), origami_accel::AccelError> {
+        self.inner.prepare(model, field_layers)
+    }
+    fn field_linear(
+        &mut self,
+        layer: u16,
+        blinded: &[u32],
+    ) -> Result<Vec<u32>, origami_accel::AccelError> {
+        if self.fail > 0 {
+            self.fail -= 1;
+            return Err(origami_accel::AccelError::Backend("injected fault".into()));
+        }
+        self.inner.field_linear(layer, blinded)
+    }
+    fn run_tail(
+        &mut self,
+        start: usize,
+        values: Vec<(usize, Tensor)>,
+    ) -> Result<Tensor, origami_accel::AccelError> {
+        self.inner.run_tail(start, values)
+    }
+    fn synchronize(&mut self) -> Result<(), origami_accel::AccelError> {
+        self.inner.synchronize()
+    }
+}
+
+fn metric(base: &str, name: &str) -> String {
+    let agent: ureq::Agent = ureq::Agent::config_builder().build().into();
+    let mut r = agent.get(&format!("{base}/metrics")).call().unwrap();
+    let m = r.body_mut().read_to_string().unwrap();
+    m.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no {name} in\n{m}"))
+        .to_string()
+}
+
+/// A fault of the accelerator fails that request alone: the enclave is not restarted (it
+/// keeps its keys and pads), and the next request is answered under the same evidence. An
+/// oversized POST is the client's error (413), and does not restart the enclave either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_faults_and_huge_bodies_fail_alone() {
+    let plan = plan();
+    let placement = Placement::Slalom;
+    let core = CoreConfig {
+        placement,
+        verify: true,
+        threads: 1,
+    };
+    let service =
+        EnclaveService::simulated(plan.clone(), core.clone(), self_code_id().unwrap()).unwrap();
+    let (p, c) = (plan.clone(), core.clone());
+    let restart: origami_server::Restart = Box::new(move || {
+        let s = EnclaveService::simulated(p.clone(), c.clone(), self_code_id().unwrap())
+            .map_err(|e| e.to_string())?;
+        Ok(Box::new(s) as Box<dyn origami_host::handle::EnclaveHandle>)
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = start(
+        listener,
+        Box::new(service),
+        plan.clone(),
+        placement,
+        Box::new(Faulty {
+            inner: cpu_accelerator(),
+            fail: 1,
+        }),
+        ServerConfig::default(),
+        Some(restart),
+    )
+    .await
+    .unwrap();
+    let base = format!("http://{}", server.addr);
+    tokio::task::spawn_blocking(move || {
+        let mut client = Client::connect(&base, &policy(&plan)).unwrap();
+        let key = client.evidence().enclave_key;
+        let x = zoo::seeded_input(&plan.model, 1);
+        match client.infer(&x) {
+            Err(origami_client::ClientError::Http { status, code, .. }) => {
+                assert_eq!(status, 503);
+                assert_eq!(code.as_deref(), Some("request_failed"));
+            }
+            other => panic!("expected the injected fault, got {other:?}"),
+        }
+        assert_eq!(metric(&base, "origami_enclave_restarts_total"), "0");
+        let head_end = placement.head_end(&plan).unwrap();
+        let got = client.infer(&x).unwrap();
+        assert!(same(&got, &reference(&plan, &x, head_end, 1).unwrap()));
+        assert_eq!(client.reattested(), 0);
+        assert_eq!(client.evidence().enclave_key, key);
+
+        // 64 MiB: far beyond a sealed request for this model's input.
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let r = agent
+            .post(&format!("{base}/v1/infer"))
+            .send(&vec![0u8; 64 << 20][..]);
+        match r {
+            Ok(r) => assert_eq!(r.status().as_u16(), 413),
+            // The server may close the connection before the whole body is sent.
+            Err(e) => eprintln!("64 MiB POST: connection closed early ({e})"),
+        }
+        assert_eq!(metric(&base, "origami_enclave_restarts_total"), "0");
+        let got = client.infer(&x).unwrap();
+        assert!(same(&got, &reference(&plan, &x, head_end, 1).unwrap()));
+        assert_eq!(client.evidence().enclave_key, key);
     })
     .await
     .unwrap();
