@@ -526,7 +526,7 @@ fn enclave_process_fault_and_restart() {
     // A client re-attests; the old instance's pad is rejected by the new one.
     let binding2 = verify(&ev2, &policy).unwrap();
     let _ = remote2.precompute(1).unwrap();
-    let (req2, _) = seal_request(&ev2.enclave_key, &binding2, &req_bytes).unwrap();
+    let (req2, pending2) = seal_request(&ev2.enclave_key, &binding2, &req_bytes).unwrap();
     let origami_enclave::Step::Offload(o2) = remote2.begin(&req2).unwrap() else {
         panic!("slalom starts with an offload");
     };
@@ -540,9 +540,15 @@ fn enclave_process_fault_and_restart() {
             result: vec![0; old.len],
             sealed_u: old,
         })
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("pad rejected"), "{e}");
+        .unwrap_err();
+    // The host learns only that the request failed; its client learns why.
+    let origami_enclave::EnclaveError::Failed(sealed) = e else {
+        panic!("expected a sealed failure, got {e:?}");
+    };
+    assert_eq!(
+        pending2.open_answer(&sealed).unwrap_err().unwrap(),
+        origami_proto::session::Failure::PadRejected
+    );
     child2.kill().unwrap();
     child2.wait().unwrap();
 }
@@ -831,7 +837,8 @@ fn pad_files_from_precompute_with_an_attached_enclave() {
     ]);
     infer(&url, &policy, true);
     let e = infer(&url, &policy, false);
-    assert!(e.contains("pad rejected"), "{e}");
+    // The client, not the host, learns the cause (sealed in the answer).
+    assert!(e.contains("sealed pad that does not authenticate"), "{e}");
     infer(&url, &policy, true);
     stop(server);
     // A restarted enclave is another instance: the file is refused, not loaded.
