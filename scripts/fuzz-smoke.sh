@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Smoke-runs the fuzz targets (frame and wire decoding, evidence parsing, SGX quotes) for a short time each.
+# Smoke-runs the fuzz targets (frame and wire decoding, evidence parsing, SGX quotes, ONNX import)
+# for a short time each.
 # Needs the nightly toolchain and cargo-fuzz (`rustup toolchain install nightly`,
 # `cargo install cargo-fuzz`). Usage: scripts/fuzz-smoke.sh [seconds per target, default 30]
 set -euo pipefail
@@ -9,7 +10,10 @@ command -v cargo-fuzz >/dev/null || { echo "cargo-fuzz not found: cargo install 
 # Seed the quote target with a real SGX quote, so it reaches DCAP verification.
 mkdir -p corpus/sgx_quote
 cp ../crates/origami-proto/tests/data/sgx_quote corpus/sgx_quote/sample
-for t in frame wire evidence sgx_quote; do
+# Seed the ONNX target with real model files, so it starts from graphs that import.
+mkdir -p corpus/onnx
+for f in ../crates/origami-model/tests/fixtures/*.onnx; do cp "$f" corpus/onnx/; done
+for t in frame wire evidence sgx_quote onnx; do
   echo "== $t (${secs}s)"
   # Bounded: inputs up to 64 KiB, 512 MiB of memory, 5 s per input.
   cargo +nightly fuzz run "$t" -- -max_total_time="$secs" -max_len=65536 -rss_limit_mb=512 -timeout=5

@@ -223,8 +223,7 @@ fn parked_requests_finish_out_of_order_and_only_once() {
             assert!(e.contains("no parked request"), "{e}");
         } else {
             let wrong_shape = Tensor::new(vec![1, 3], vec![0.0; 3]).unwrap();
-            let Err(EnclaveError::Failed(sealed)) = host.service.finish(ticket, wrong_shape)
-            else {
+            let Err(EnclaveError::Failed(sealed)) = host.service.finish(ticket, wrong_shape) else {
                 panic!("a malformed tail output must fail, sealed to the client");
             };
             assert_eq!(

@@ -117,7 +117,7 @@ fn run_impl(
                 let x = env[node.inputs[0]].as_ref().ok_or_else(|| {
                     ModelError::Invalid(format!("value needed by node {} is missing", node.name))
                 })?;
-                let out = conv(c, x, threads, true)?;
+                let out = conv(c, x, threads, true).map_err(|e| in_node(e, &node.name))?;
                 if last[node.inputs[0]] <= i + 1 {
                     env[node.inputs[0]] = None;
                 }
@@ -170,10 +170,10 @@ fn dims4(t: &Tensor) -> Result<(usize, usize, usize, usize), ModelError> {
 pub fn eval_node(node: &Node, ins: &[&Tensor], threads: usize) -> Result<Tensor, ModelError> {
     let x = ins[0];
     Ok(match &node.op {
-        Op::Conv(c) => conv(c, x, threads, false)?,
+        Op::Conv(c) => conv(c, x, threads, false).map_err(|e| in_node(e, &node.name))?,
         Op::Dense(d) => {
             let n = x.shape[0];
-            let mut out = vec![0f32; n * d.out_f];
+            let mut out = vec![0f32; batch_len(n, d.out_f, &node.name)?];
             gemm_nt(n, d.in_f, d.out_f, &x.data, &d.weight, &mut out, threads);
             for row in out.chunks_mut(d.out_f) {
                 row.iter_mut().zip(&d.bias).for_each(|(v, b)| *v += b);
@@ -194,8 +194,8 @@ pub fn eval_node(node: &Node, ins: &[&Tensor], threads: usize) -> Result<Tensor,
             }
             out
         }
-        Op::MaxPool(p) => pool(x, p, true)?,
-        Op::AvgPool(p) => pool(x, p, false)?,
+        Op::MaxPool(p) => pool(x, p, true).map_err(|e| in_node(e, &node.name))?,
+        Op::AvgPool(p) => pool(x, p, false).map_err(|e| in_node(e, &node.name))?,
         Op::GlobalAvgPool => {
             let (n, c, h, w) = dims4(x)?;
             let data = x
@@ -239,7 +239,7 @@ pub fn eval_node(node: &Node, ins: &[&Tensor], threads: usize) -> Result<Tensor,
 fn conv(c: &crate::ir::Conv, x: &Tensor, threads: usize, relu: bool) -> Result<Tensor, ModelError> {
     let (n, _, h, w) = dims4(x)?;
     let g = ConvGeom::new(c, h, w)?;
-    let mut out = vec![0f32; n * g.out_len()];
+    let mut out = vec![0f32; batch_len(n, g.out_len(), "conv")?];
     for b in 0..n {
         let o = &mut out[b * g.out_len()..(b + 1) * g.out_len()];
         conv2d(
@@ -260,6 +260,29 @@ fn conv(c: &crate::ir::Conv, x: &Tensor, threads: usize, relu: bool) -> Result<T
         }
     }
     Tensor::new(vec![n, c.out_c, g.oh, g.ow], out)
+}
+
+/// `n` images of `per_image` elements, refusing overflow and tensors above
+/// [`crate::MAX_VALUE_ELEMENTS`] per image (a validated model never has those).
+fn batch_len(n: usize, per_image: usize, what: &str) -> Result<usize, ModelError> {
+    if per_image > crate::MAX_VALUE_ELEMENTS {
+        return Err(ModelError::TooLarge(format!(
+            "{what}: an output of {per_image} elements per image is above the cap"
+        )));
+    }
+    n.checked_mul(per_image).ok_or_else(|| {
+        ModelError::TooLarge(format!(
+            "{what}: a batch of {n} outputs of {per_image} elements overflows"
+        ))
+    })
+}
+
+/// Names the node in a size error from a layer.
+fn in_node(e: ModelError, node: &str) -> ModelError {
+    match e {
+        ModelError::TooLarge(m) => ModelError::TooLarge(format!("node {node}: {m}")),
+        other => other,
+    }
 }
 
 /// Numerically stable softmax of one row.
@@ -309,7 +332,9 @@ pub fn max_pool_2x2<T: Copy + PartialOrd>(data: &[T], h: usize, w: usize, out: &
 fn pool(x: &Tensor, p: &Pool, max: bool) -> Result<Tensor, ModelError> {
     let (n, c, h, w) = dims4(x)?;
     let (oh, ow) = p.out_hw(h, w)?;
-    let mut out = vec![0f32; n * c * oh * ow];
+    let per_image = crate::shape::checked_product(&[c, oh, ow])
+        .ok_or_else(|| ModelError::TooLarge(format!("pool output {c}x{oh}x{ow} overflows")))?;
+    let mut out = vec![0f32; batch_len(n, per_image, "pool")?];
     if max && is_pool_2x2(p) {
         max_pool_2x2(&x.data, h, w, &mut out);
         return Tensor::new(vec![n, c, oh, ow], out);

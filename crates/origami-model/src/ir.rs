@@ -38,21 +38,50 @@ impl Conv {
     pub fn k(&self) -> usize {
         self.in_per_group() * self.kh * self.kw
     }
-    /// Output spatial size for an input of `h × w`, or an error when the kernel does not fit.
+    /// Output spatial size for an input of `h × w`, or an error when the kernel does not fit,
+    /// a stride is zero or the padded size overflows.
     pub fn out_hw(&self, h: usize, w: usize) -> Result<(usize, usize), ModelError> {
-        let ph = h + self.pads[0] + self.pads[2];
-        let pw = w + self.pads[1] + self.pads[3];
-        if ph < self.kh || pw < self.kw {
-            return Err(ModelError::Shape(format!(
-                "kernel {}x{} larger than padded input {ph}x{pw}",
-                self.kh, self.kw
-            )));
-        }
-        Ok((
-            (ph - self.kh) / self.stride[0] + 1,
-            (pw - self.kw) / self.stride[1] + 1,
-        ))
+        window_out_hw(h, w, [self.kh, self.kw], self.stride, self.pads, "kernel")
     }
+}
+
+/// Output size of a `kernel` window sliding with `stride` over an `h × w` input padded by
+/// `pads` (`[top, left, bottom, right]`), with checked arithmetic.
+fn window_out_hw(
+    h: usize,
+    w: usize,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    pads: [usize; 4],
+    what: &str,
+) -> Result<(usize, usize), ModelError> {
+    let padded = |x: usize, a: usize, b: usize| {
+        x.checked_add(a)
+            .and_then(|v| v.checked_add(b))
+            .ok_or_else(|| {
+                ModelError::TooLarge(format!(
+                    "{what} {}x{}: padded input size overflows ({h}x{w}, pads {pads:?})",
+                    kernel[0], kernel[1]
+                ))
+            })
+    };
+    let ph = padded(h, pads[0], pads[2])?;
+    let pw = padded(w, pads[1], pads[3])?;
+    if stride[0] == 0 || stride[1] == 0 {
+        return Err(ModelError::Shape(format!(
+            "{what} has a zero stride {stride:?}"
+        )));
+    }
+    if ph < kernel[0] || pw < kernel[1] {
+        return Err(ModelError::Shape(format!(
+            "{what} {}x{} larger than padded input {ph}x{pw}",
+            kernel[0], kernel[1]
+        )));
+    }
+    Ok((
+        (ph - kernel[0]) / stride[0] + 1,
+        (pw - kernel[1]) / stride[1] + 1,
+    ))
 }
 
 /// Fully connected layer: `y = x · Wᵀ + b`, weight layout `[out_f, in_f]`.
@@ -76,20 +105,10 @@ pub struct Pool {
 }
 
 impl Pool {
+    /// Output spatial size for an input of `h × w`, or an error when the window does not fit,
+    /// a stride is zero or the padded size overflows.
     pub fn out_hw(&self, h: usize, w: usize) -> Result<(usize, usize), ModelError> {
-        let ph = h + self.pads[0] + self.pads[2];
-        let pw = w + self.pads[1] + self.pads[3];
-        if ph < self.kernel[0] || pw < self.kernel[1] || self.stride[0] == 0 || self.stride[1] == 0
-        {
-            return Err(ModelError::Shape(format!(
-                "pool window {:?} does not fit input {h}x{w}",
-                self.kernel
-            )));
-        }
-        Ok((
-            (ph - self.kernel[0]) / self.stride[0] + 1,
-            (pw - self.kernel[1]) / self.stride[1] + 1,
-        ))
+        window_out_hw(h, w, self.kernel, self.stride, self.pads, "pool window")
     }
 }
 
@@ -175,6 +194,16 @@ pub struct Model {
 /// The model input value.
 pub const INPUT: ValueId = 0;
 
+/// Largest number of elements of one value (tensor) a model may compute for batch size 1: 2^31,
+/// the same bound as for one constant in an ONNX file (8 GiB as f32). Checked by shape
+/// inference ([`Model::validate`], ONNX import) before anything of that size is allocated.
+pub const MAX_VALUE_ELEMENTS: usize = 1 << 31;
+
+/// Largest number of elements of all values of a model together (input included) for batch
+/// size 1: 2^32 (16 GiB as f32), far above any real network (VGG-16 at 224×224 computes about
+/// 2^24). Bounds what running every node with all values kept (calibration) can allocate.
+pub const MAX_TOTAL_ELEMENTS: usize = 1 << 32;
+
 impl Model {
     /// Number of values (input + one per node).
     pub fn num_values(&self) -> usize {
@@ -216,6 +245,10 @@ impl Model {
         let mut shapes: Vec<Vec<usize>> = Vec::with_capacity(self.num_values());
         let mut s = vec![1];
         s.extend_from_slice(&self.input_shape);
+        let mut budget = crate::shape::Budget::default();
+        budget
+            .admit(&s)
+            .map_err(|e| e.at(&format!("input {:?}", self.input_shape)))?;
         shapes.push(s);
         for (i, n) in self.nodes.iter().enumerate() {
             if n.output != i + 1 {
@@ -243,9 +276,9 @@ impl Model {
                     n.inputs.len()
                 )));
             }
-            let shape = crate::shape::infer(n, &shapes).map_err(|e| {
-                ModelError::Shape(format!("node {} ({}): {e}", n.name, n.op.kind()))
-            })?;
+            let at = || format!("node {} ({})", n.name, n.op.kind());
+            let shape = crate::shape::infer(n, &shapes).map_err(|e| e.at(&at()))?;
+            budget.admit(&shape).map_err(|e| e.at(&at()))?;
             shapes.push(shape);
         }
         if self.output == 0 || self.output > self.nodes.len() {
@@ -327,11 +360,13 @@ impl Model {
         let mut total = 0u64;
         for (i, n) in self.nodes.iter().enumerate() {
             match &n.op {
+                // Validated: every value and weight fits in usize; the u64 sums saturate.
                 Op::Conv(c) => {
                     let o = &shapes[i + 1];
-                    total += (o[1] * o[2] * o[3] * c.k()) as u64;
+                    let macs = ((o[1] * o[2] * o[3]) as u64).saturating_mul(c.k() as u64);
+                    total = total.saturating_add(macs);
                 }
-                Op::Dense(d) => total += (d.out_f * d.in_f) as u64,
+                Op::Dense(d) => total = total.saturating_add((d.out_f * d.in_f) as u64),
                 _ => {}
             }
         }

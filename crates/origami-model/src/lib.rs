@@ -13,7 +13,9 @@ mod shape;
 pub mod tensor;
 pub mod zoo;
 
-pub use ir::{Conv, Dense, Model, Node, Op, Pool, ValueId, INPUT};
+pub use ir::{
+    Conv, Dense, Model, Node, Op, Pool, ValueId, INPUT, MAX_TOTAL_ELEMENTS, MAX_VALUE_ELEMENTS,
+};
 pub use tensor::Tensor;
 
 /// Errors of this crate, by cause.
@@ -33,6 +35,11 @@ pub enum ModelError {
     /// Tensor shapes do not fit together.
     #[error("shape error: {0}")]
     Shape(String),
+    /// A tensor the model would compute is larger than Origami accepts (more than
+    /// [`MAX_VALUE_ELEMENTS`] elements, all values together more than [`MAX_TOTAL_ELEMENTS`]),
+    /// or a size computation overflows. Refused before anything of that size is allocated.
+    #[error("too large: {0}")]
+    TooLarge(String),
     /// A structurally invalid model or argument.
     #[error("invalid: {0}")]
     Invalid(String),

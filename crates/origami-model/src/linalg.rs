@@ -52,9 +52,12 @@ unsafe fn gemm_raw<T: Scalar>(
     ldc: usize,
     threads: usize,
 ) {
-    debug_assert!(a.len() >= m * k && b.len() >= k * n);
-    let a = MatRef::from_row_major_slice(&a[..m * k], m, k);
-    let b = MatRef::from_row_major_slice(&b[..k * n], k, n);
+    let (Some(mk), Some(kn)) = (m.checked_mul(k), k.checked_mul(n)) else {
+        panic!("gemm: size overflows ({m}x{k} · {k}x{n})");
+    };
+    assert!(a.len() >= mk && b.len() >= kn, "gemm: operands too short");
+    let a = MatRef::from_row_major_slice(&a[..mk], m, k);
+    let b = MatRef::from_row_major_slice(&b[..kn], k, n);
     let c = MatMut::from_raw_parts_mut(c, m, n, ldc as isize, 1);
     faer::linalg::matmul::matmul(c, Accum::Replace, a, b, T::one(), par(threads));
 }
@@ -69,11 +72,12 @@ pub fn gemm<T: Scalar>(
     c: &mut [T],
     threads: usize,
 ) {
+    // Checked products: a wrapped size can never match a buffer length.
     assert!(
-        a.len() == m * k && b.len() == k * n && c.len() == m * n,
+        len_is(a, &[m, k]) && len_is(b, &[k, n]) && len_is(c, &[m, n]),
         "gemm: shape mismatch"
     ); // callers pass validated shapes
-       // SAFETY: c is an exclusive, contiguous m×n buffer.
+       // SAFETY: c is an exclusive, contiguous m×n buffer (its length is exactly m·n).
     unsafe { gemm_raw(m, k, n, a, b, c.as_mut_ptr(), n, threads) }
 }
 
@@ -88,7 +92,7 @@ pub fn gemm_nt<T: Scalar>(
     threads: usize,
 ) {
     assert!(
-        x.len() == n * k && w.len() == m * k && out.len() == n * m,
+        len_is(x, &[n, k]) && len_is(w, &[m, k]) && len_is(out, &[n, m]),
         "gemm_nt: shape mismatch"
     );
     let xm = MatRef::from_row_major_slice(x, n, k);
@@ -97,7 +101,16 @@ pub fn gemm_nt<T: Scalar>(
     faer::linalg::matmul::matmul(om, Accum::Replace, xm, wt, T::one(), par(threads));
 }
 
+/// Whether `v` holds exactly `dims.product()` elements, the product computed without overflow.
+fn len_is<T>(v: &[T], dims: &[usize]) -> bool {
+    crate::shape::checked_product(dims) == Some(v.len())
+}
+
 /// Geometry of one convolution applied to an input of known size.
+///
+/// Built by [`ConvGeom::new`], which refuses geometries whose input, output or weight sizes
+/// overflow or exceed [`crate::MAX_VALUE_ELEMENTS`]; the size methods panic rather than wrap on
+/// a hand-built geometry that bypasses it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConvGeom {
     pub in_c: usize,
@@ -115,8 +128,34 @@ pub struct ConvGeom {
 
 impl ConvGeom {
     /// Geometry of `conv` on an `h × w` input (shapes are validated by `Model::validate`).
+    ///
+    /// Errs ([`crate::ModelError::TooLarge`]) when a size overflows or the input or output has
+    /// more than [`crate::MAX_VALUE_ELEMENTS`] elements, and ([`crate::ModelError::Shape`]) when
+    /// the groups do not divide the channels or the kernel does not fit.
     pub fn new(conv: &Conv, h: usize, w: usize) -> Result<Self, crate::ModelError> {
+        use crate::ModelError;
+        if conv.groups == 0
+            || !conv.in_c.is_multiple_of(conv.groups)
+            || !conv.out_c.is_multiple_of(conv.groups)
+        {
+            return Err(ModelError::Shape(format!(
+                "groups {} must divide in {} and out {} channels",
+                conv.groups, conv.in_c, conv.out_c
+            )));
+        }
         let (oh, ow) = conv.out_hw(h, w)?;
+        let cap = |what: &str, dims: &[usize]| {
+            crate::shape::bounded_product(dims).ok_or_else(|| {
+                ModelError::TooLarge(format!(
+                    "convolution {what} {dims:?} has more than {} elements",
+                    crate::MAX_VALUE_ELEMENTS
+                ))
+            })
+        };
+        cap("input", &[conv.in_c, h, w])?;
+        cap("output", &[conv.out_c, oh, ow])?;
+        crate::shape::checked_product(&[conv.out_c, conv.in_per_group(), conv.kh, conv.kw])
+            .ok_or_else(|| ModelError::TooLarge("convolution weight size overflows".into()))?;
         Ok(Self {
             in_c: conv.in_c,
             h,
@@ -131,15 +170,30 @@ impl ConvGeom {
             ow,
         })
     }
+    /// Elements of one image's input. Panics (never wraps) on a size that overflows.
     pub fn in_len(&self) -> usize {
-        self.in_c * self.h * self.w
+        self.checked_lens().expect("ConvGeom: size overflows").0
     }
+    /// Elements of one image's output. Panics (never wraps) on a size that overflows.
     pub fn out_len(&self) -> usize {
-        self.out_c * self.oh * self.ow
+        self.checked_lens().expect("ConvGeom: size overflows").1
     }
-    /// Rows of the per-group weight matrix.
+    /// Rows of the per-group weight matrix. Panics (never wraps) on a size that overflows.
     pub fn k(&self) -> usize {
-        self.in_c / self.groups * self.kh * self.kw
+        self.checked_k().expect("ConvGeom: size overflows")
+    }
+    fn checked_k(&self) -> Option<usize> {
+        let ipg = self.in_c.checked_div(self.groups)?;
+        crate::shape::checked_product(&[ipg, self.kh, self.kw])
+    }
+    /// Input, output and weight lengths, or `None` when one (or a plane) overflows or `groups`
+    /// is 0.
+    fn checked_lens(&self) -> Option<(usize, usize, usize)> {
+        // Planes first: with zero channels, a plane that overflows must still be refused.
+        let input = self.in_c.checked_mul(self.h.checked_mul(self.w)?)?;
+        let output = self.out_c.checked_mul(self.oh.checked_mul(self.ow)?)?;
+        let weight = self.out_c.checked_mul(self.checked_k()?)?;
+        Some((input, output, weight))
     }
     fn is_pointwise(&self) -> bool {
         self.kh == 1 && self.kw == 1 && self.stride == [1, 1] && self.pads == [0; 4]
@@ -282,8 +336,11 @@ const MIN_TILE: usize = 256;
 
 /// One image: `out[out_c × oh·ow] = conv(input[in_c × h·w], weight[out_c × k])`, no bias.
 pub fn conv2d<T: Scalar>(g: &ConvGeom, input: &[T], weight: &[T], out: &mut [T], threads: usize) {
+    // Checked sizes: a geometry whose sizes wrap can never pass, so every product below (each at
+    // most one of these lengths) is exact, and the raw GEMM writes stay inside `out`.
     assert!(
-        input.len() == g.in_len() && out.len() == g.out_len() && weight.len() == g.out_c * g.k(),
+        g.checked_lens()
+            .is_some_and(|(i, o, w)| input.len() == i && out.len() == o && weight.len() == w),
         "conv2d: buffer sizes do not match the geometry"
     ); // callers pass validated shapes
     let npix = g.oh * g.ow;
@@ -294,6 +351,7 @@ pub fn conv2d<T: Scalar>(g: &ConvGeom, input: &[T], weight: &[T], out: &mut [T],
         let inp = &input[grp * ipg * g.h * g.w..(grp + 1) * ipg * g.h * g.w];
         let wg = &weight[grp * opg * k..(grp + 1) * opg * k];
         let out_g = &mut out[grp * opg * npix..(grp + 1) * opg * npix];
+        debug_assert_eq!(out_g.len(), opg * npix);
         if g.is_pointwise() {
             gemm(opg, k, npix, wg, inp, out_g, threads);
             continue;

@@ -18,6 +18,7 @@ use super::proto::{
 };
 use super::LABELS_KEY;
 use crate::ir::{Conv, Dense, Model, Node, Op, Pool, ValueId, INPUT};
+use crate::shape::Budget;
 use crate::ModelError;
 
 /// Oldest default-domain opset accepted. The operators we import changed meaning only in ways
@@ -64,8 +65,11 @@ pub(super) fn import(mp: &ModelProto, base_dir: Option<&Path>) -> Result<Model, 
     };
     let input_shape = input_shape(input)?;
     im.define(&input.name, Val::Computed(INPUT))?;
-    im.shapes
-        .push(std::iter::once(1).chain(input_shape.clone()).collect());
+    let shape: Vec<usize> = std::iter::once(1).chain(input_shape.clone()).collect();
+    im.budget
+        .admit(&shape)
+        .map_err(|e| e.at(&format!("input '{}'", input.name)))?;
+    im.shapes.push(shape);
     im.value_names.push(&input.name);
 
     im.count_uses(&graph.node, graph.output.iter().map(|o| o.name.as_str()));
@@ -247,6 +251,9 @@ struct Importer<'a> {
     root: HashMap<&'a str, &'a str>,
     /// How many node inputs and graph outputs read each (root) name.
     uses: HashMap<&'a str, usize>,
+    /// Elements of the values so far: inferred sizes are capped as each node is converted,
+    /// before any later step allocates them.
+    budget: Budget,
 }
 
 impl<'a> Importer<'a> {
@@ -261,6 +268,7 @@ impl<'a> Importer<'a> {
             value_names: Vec::new(),
             root: HashMap::new(),
             uses: HashMap::new(),
+            budget: Budget::default(),
         }
     }
 
@@ -392,8 +400,9 @@ impl<'a> Importer<'a> {
             inputs,
             output,
         };
-        let shape = crate::shape::infer(&node, &self.shapes)
-            .map_err(|e| ModelError::Shape(format!("node '{}' ({}): {e}", ctx.node, ctx.op)))?;
+        let at = || format!("node '{}' ({})", ctx.node, ctx.op);
+        let shape = crate::shape::infer(&node, &self.shapes).map_err(|e| e.at(&at()))?;
+        self.budget.admit(&shape).map_err(|e| e.at(&at()))?;
         self.nodes.push(node);
         self.shapes.push(shape);
         self.value_names.push(onnx_name);
