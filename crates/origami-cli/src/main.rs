@@ -1605,7 +1605,13 @@ fn serve(
     use origami_host::handle::EnclaveHandle;
     use origami_host::remote::RemoteEnclave;
     let (m, placement, plan) = served(model, mode, split, calib)?;
-    let sock_dir = std::env::temp_dir().join(format!("origami-serve-{}", std::process::id()));
+    let sock_dir = std::env::temp_dir().join(format!(
+        "origami-serve-{}-{:x}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    ));
     type Child = Option<Arc<std::sync::Mutex<EnclaveChild>>>;
     let (enclave, restart, child): (
         Box<dyn EnclaveHandle>,
@@ -1639,8 +1645,11 @@ fn serve(
         (Box::new(service), None, None)
     } else {
         let dir = sock_dir.clone();
-        std::fs::create_dir_all(&dir)?;
-        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+        // Created here, private from the start: an existing directory (e.g. one another user
+        // made at a guessed path) is an error, never reused.
+        std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+            .create(&dir)
+            .with_context(|| format!("creating the private socket directory {}", dir.display()))?;
         let mut args = vec![
             "--model".to_string(),
             model.to_string(),
