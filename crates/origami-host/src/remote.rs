@@ -13,6 +13,7 @@ use origami_proto::evidence::Evidence;
 use origami_proto::frame::{read_frame, write_frame, DEFAULT_MAX_FRAME};
 use origami_proto::session::{SealedAnswer, SealedRequest};
 use origami_proto::wire::{ErrorKind, FromEnclave, ToEnclave};
+use origami_proto::ProtoError;
 
 pub struct RemoteEnclave<S: Read + Write> {
     stream: S,
@@ -32,17 +33,17 @@ impl<S: Read + Write> RemoteEnclave<S> {
     }
 
     fn call(&mut self, msg: &ToEnclave) -> Result<FromEnclave, EnclaveError> {
-        let bytes = origami_proto::encode(msg);
-        if bytes.len() > self.max_frame {
-            // Checked before anything is written: the link is intact, the message (a client's
+        write_frame(
+            &mut self.stream,
+            &origami_proto::encode(msg),
+            self.max_frame,
+        )
+        .map_err(|e| match e {
+            // Refused before anything is written: the link is intact, the message (a client's
             // oversized request) is at fault.
-            return Err(EnclaveError::BadRequest(format!(
-                "a message of {} bytes exceeds the enclave link's frame limit of {} bytes",
-                bytes.len(),
-                self.max_frame
-            )));
-        }
-        write_frame(&mut self.stream, &bytes, self.max_frame).map_err(unavailable)?;
+            ProtoError::TooLarge { .. } => EnclaveError::BadRequest(e.to_string()),
+            other => unavailable(other),
+        })?;
         let frame = read_frame(&mut self.stream, self.max_frame)
             .map_err(unavailable)?
             .ok_or_else(|| unavailable("the enclave process closed the connection"))?;

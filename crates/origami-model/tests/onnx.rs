@@ -8,6 +8,9 @@ use origami_model::onnx::{self, proto::*};
 use origami_model::{Conv, Dense, Model, ModelError, Node, Op, Pool};
 use prost::Message;
 
+mod common;
+use common::{a_ints, dim_value, op, value_info};
+
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
@@ -213,58 +216,11 @@ fn a_float(name: &str, v: f32) -> AttributeProto {
     }
 }
 
-fn a_ints(name: &str, v: &[i64]) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        r#type: attribute_type::INTS,
-        ints: v.to_vec(),
-        ..Default::default()
-    }
-}
-
 fn a_str(name: &str, v: &str) -> AttributeProto {
     AttributeProto {
         name: name.into(),
         r#type: attribute_type::STRING,
         s: Some(v.as_bytes().to_vec()),
-        ..Default::default()
-    }
-}
-
-fn op(
-    op_type: &str,
-    name: &str,
-    inputs: &[&str],
-    outputs: &[&str],
-    attrs: Vec<AttributeProto>,
-) -> NodeProto {
-    NodeProto {
-        op_type: op_type.into(),
-        name: name.into(),
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: outputs.iter().map(|s| s.to_string()).collect(),
-        attribute: attrs,
-        ..Default::default()
-    }
-}
-
-fn dim_value(v: i64) -> tensor_shape_proto::Dimension {
-    tensor_shape_proto::Dimension {
-        value: Some(tensor_shape_proto::dimension::Value::DimValue(v)),
-        ..Default::default()
-    }
-}
-
-fn value_info(name: &str, dims: Vec<tensor_shape_proto::Dimension>) -> ValueInfoProto {
-    ValueInfoProto {
-        name: name.into(),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: data_type::FLOAT,
-                shape: Some(TensorShapeProto { dim: dims }),
-            })),
-            ..Default::default()
-        }),
         ..Default::default()
     }
 }

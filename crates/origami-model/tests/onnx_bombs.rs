@@ -15,6 +15,9 @@ use origami_model::{
 };
 use prost::Message;
 
+mod common;
+use common::{a_ints, dim_value, op, value_info};
+
 // ---------------------------------------------------------------------------------------------
 // Largest-allocation tracking
 
@@ -64,54 +67,7 @@ fn too_large<T: std::fmt::Debug>(r: Result<T, ModelError>) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Raw ONNX builders (as in tests/onnx.rs)
-
-fn a_ints(name: &str, v: &[i64]) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        r#type: attribute_type::INTS,
-        ints: v.to_vec(),
-        ..Default::default()
-    }
-}
-
-fn op(
-    op_type: &str,
-    name: &str,
-    inputs: &[&str],
-    outputs: &[&str],
-    attrs: Vec<AttributeProto>,
-) -> NodeProto {
-    NodeProto {
-        op_type: op_type.into(),
-        name: name.into(),
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: outputs.iter().map(|s| s.to_string()).collect(),
-        attribute: attrs,
-        ..Default::default()
-    }
-}
-
-fn dim_value(v: i64) -> tensor_shape_proto::Dimension {
-    tensor_shape_proto::Dimension {
-        value: Some(tensor_shape_proto::dimension::Value::DimValue(v)),
-        ..Default::default()
-    }
-}
-
-fn value_info(name: &str, dims: Vec<tensor_shape_proto::Dimension>) -> ValueInfoProto {
-    ValueInfoProto {
-        name: name.into(),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: data_type::FLOAT,
-                shape: Some(TensorShapeProto { dim: dims }),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
+// Raw ONNX builders (a_ints, op, dim_value, value_info: tests/common)
 
 /// A model file with input "x" of shape [1, c, h, w] and output "y", opset 18.
 fn graph_bytes(chw: [i64; 3], nodes: Vec<NodeProto>, inits: Vec<TensorProto>) -> Vec<u8> {

@@ -306,10 +306,10 @@ pub fn verify_at(ev: &Evidence, policy: &Policy, now_secs: u64) -> Result<[u8; 3
     }
     let code = hex(&ev.measurement.code_id);
     let model = hex(&ev.measurement.model_hash);
-    let any_code_ok = ev.platform == Platform::Simulated;
     let entries = allowed_entries(policy, ev.platform, &code, &model);
     if entries.is_empty() {
-        let hint = if !any_code_ok && policy.measurements.iter().any(|m| m.code_id == "*") {
+        let star = policy.measurements.iter().any(|m| m.code_id == "*");
+        let hint = if star && ev.platform != Platform::Simulated {
             " (code_id = \"*\" is accepted for simulated evidence only)"
         } else {
             ""
