@@ -1417,7 +1417,7 @@ fn enclave_process(
         verify,
         threads: 1,
     };
-    let mut service = EnclaveService::new(plan, cfg, attester.as_ref())?;
+    let mut service = EnclaveService::new(plan, cfg, attester)?;
     let ev = service.evidence();
     let banner = |at: String| {
         println!(
@@ -1755,9 +1755,16 @@ fn infer_remote(server: &str, image_path: &Path, policy: &Path, model: &str) -> 
     let t = Instant::now();
     let out = match client.infer(&x) {
         // The SDK re-attested and found the same measurement; this command chooses to resend.
-        Err(origami_client::ClientError::Restarted) => {
+        Err(
+            e @ (origami_client::ClientError::Restarted | origami_client::ClientError::KeyRotated),
+        ) => {
+            let why = if matches!(e, origami_client::ClientError::Restarted) {
+                "restarted"
+            } else {
+                "rotated its session key"
+            };
             println!(
-                "the server's enclave restarted: re-attested to the same measurement (new session key {}…); retrying",
+                "the server's enclave {why}: re-attested to the same measurement (new session key {}…); retrying",
                 &hex(&client.evidence().enclave_key)[..16]
             );
             client.infer(&x)?
@@ -1808,7 +1815,10 @@ fn loadtest(
                         let t = Instant::now();
                         match client.infer(&x) {
                             // Re-attested to the same measurement: resend once.
-                            Err(origami_client::ClientError::Restarted) => client.infer(&x)?,
+                            Err(
+                                origami_client::ClientError::Restarted
+                                | origami_client::ClientError::KeyRotated,
+                            ) => client.infer(&x)?,
                             r => r?,
                         };
                         lat.push(t.elapsed().as_secs_f64() * 1e3);

@@ -31,8 +31,8 @@ pub enum ClientError {
         /// The HTTP status (0 when no response arrived).
         status: u16,
         /// The server's machine-readable error code (`bad_request`, `queue_full`,
-        /// `pads_exhausted`, `enclave_restarted`, `request_failed`, `unavailable`), when it sent
-        /// one.
+        /// `pads_exhausted`, `enclave_restarted`, `key_retired`, `request_failed`,
+        /// `unavailable`), when it sent one.
         code: Option<String>,
         msg: String,
     },
@@ -45,6 +45,11 @@ pub enum ClientError {
     /// integrity checks). The input was not resent: call `infer` again to retry it.
     #[error("the server's enclave restarted; re-attested to the same measurement (new session key): retry the request")]
     Restarted,
+    /// The server's enclave rotated its session key (same instance and measurement, fresh key
+    /// and evidence). This client re-attested to the new key; the input was not resent: call
+    /// `infer` again to retry it.
+    #[error("the server's enclave rotated its session key; re-attested to the same measurement: retry the request")]
+    KeyRotated,
     /// After a restart the server's enclave claims another measurement than the one this
     /// client verified first (for instance an earlier split): refused, nothing was sent.
     #[error("the server's enclave restarted with another measurement: was {was}, now {now}; refused (connect again to accept it under your policy)")]
@@ -123,7 +128,7 @@ impl Client {
         })
     }
 
-    /// Times this client re-attested after the server's enclave restarted.
+    /// Times this client re-attested after the server's enclave restarted or rotated its key.
     pub fn reattested(&self) -> usize {
         self.reattested
     }
@@ -133,35 +138,57 @@ impl Client {
     }
 
     /// One private inference: `input` is `[1, C, H, W]`; returns the model's output. When the
-    /// server says its enclave restarted, re-attests — the new evidence must pass the same
-    /// policy and carry the same measurement — and returns `ClientError::Restarted` without
-    /// resending the input (the caller decides whether to retry; a host's words never make
-    /// this client send an input twice).
+    /// server says its enclave restarted or rotated its session key, re-attests — the new
+    /// evidence must pass the same policy, carry the same measurement and a new key — and
+    /// returns `ClientError::Restarted` or `ClientError::KeyRotated` without resending the
+    /// input (the caller decides whether to retry; a host's words never make this client send
+    /// an input twice).
     pub fn infer(&mut self, input: &Tensor) -> Result<Tensor, ClientError> {
-        match self.infer_once(input) {
-            Err(ClientError::Http { code: Some(c), .. }) if c == "enclave_restarted" => {
-                let (evidence, binding) = attest(&self.agent, &self.base, &self.policy)?;
-                let (was, now) = (&self.evidence.measurement, &evidence.measurement);
-                if was != now {
-                    return Err(ClientError::MeasurementChanged {
-                        was: describe(was),
-                        now: describe(now),
-                    });
-                }
-                self.evidence = evidence;
-                self.binding = binding;
-                self.reattested += 1;
-                Err(ClientError::Restarted)
-            }
-            r => r,
+        let err = match self.infer_once(input) {
+            Err(e @ ClientError::Http { code: Some(_), .. }) => e,
+            r => return r,
+        };
+        let ClientError::Http {
+            code: Some(code), ..
+        } = &err
+        else {
+            return Err(err);
+        };
+        let rotated = match code.as_str() {
+            "enclave_restarted" => false,
+            "key_retired" => true,
+            _ => return Err(err),
+        };
+        let (evidence, binding) = attest(&self.agent, &self.base, &self.policy)?;
+        let (was, now) = (&self.evidence.measurement, &evidence.measurement);
+        if was != now {
+            return Err(ClientError::MeasurementChanged {
+                was: describe(was),
+                now: describe(now),
+            });
         }
+        if evidence.enclave_key == self.evidence.enclave_key {
+            // The evidence names the key this request was sealed to: whatever the host said,
+            // nothing changed, and the error stands as it came.
+            return Err(err);
+        }
+        self.evidence = evidence;
+        self.binding = binding;
+        self.reattested += 1;
+        Err(if rotated {
+            ClientError::KeyRotated
+        } else {
+            ClientError::Restarted
+        })
     }
 
     fn infer_once(&self, input: &Tensor) -> Result<Tensor, ClientError> {
-        let bytes = zeroize::Zeroizing::new(origami_proto::encode(&WireTensor {
+        let mut wire = WireTensor {
             shape: input.shape.iter().map(|&d| d as u32).collect(),
             data: input.data.clone(),
-        }));
+        };
+        let bytes = zeroize::Zeroizing::new(origami_proto::encode(&wire));
+        zeroize::Zeroize::zeroize(&mut wire.data);
         let (req, pending) = seal_request(&self.evidence.enclave_key, &self.binding, &bytes)?;
         let url = format!("{}/v1/infer", self.base);
         let http = |status: u16, code: Option<String>, msg: String| ClientError::Http {

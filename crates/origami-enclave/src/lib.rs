@@ -36,6 +36,11 @@ pub enum EnclaveError {
     /// The pad id space of this instance is used up (2^48 pads): restart the enclave.
     #[error("pad id space exhausted; restart the enclave")]
     PadIdsExhausted,
+    /// The request is sealed to a session key the enclave no longer holds (rotated out) or
+    /// that has served its maximum: the client must fetch the evidence again. The request
+    /// was not opened.
+    #[error("the request's session key is retired: fetch the evidence again (re-attest)")]
+    KeyRetired,
     /// The host offered a pad that is not one of this instance's ready pads.
     #[error("pad {pad} is not a ready pad of this enclave instance (already used, or never precomputed here)")]
     PadNotReady { pad: u64 },

@@ -94,6 +94,9 @@ fn handle(service: &mut EnclaveService, msg: ToEnclave) -> Result<FromEnclave, E
         ToEnclave::Finish { ticket, output } => {
             FromEnclave::Done(service.finish(ticket, tensor_from_wire(output)?)?)
         }
+        ToEnclave::KeyEpoch => FromEnclave::KeyEpoch {
+            epoch: service.key_epoch(),
+        },
     })
 }
 
@@ -104,6 +107,7 @@ pub fn error_to_wire(e: EnclaveError) -> FromEnclave {
         EnclaveError::Failed(sealed) => return FromEnclave::Failed(sealed.clone()),
         EnclaveError::BadRequest(_) => ErrorKind::BadRequest,
         EnclaveError::PadsExhausted => ErrorKind::PadsExhausted,
+        EnclaveError::KeyRetired => ErrorKind::KeyRetired,
         EnclaveError::PadNotReady { pad } => ErrorKind::PadNotReady { pad: *pad },
         EnclaveError::Misuse(_) => ErrorKind::Misuse,
         _ => ErrorKind::Internal,

@@ -4,6 +4,12 @@
 //! tampering and replays), runs the core, and seals the answer to that client — so the answer
 //! always leaves through the enclave, encrypted. Like the core it does no I/O: the host drives it
 //! with the same loop (`origami_host::drive`).
+//!
+//! Session keys rotate inside the service: once the current key has served half of its limit
+//! (`MAX_REQUESTS_PER_KEY`), a fresh key from the OS with fresh evidence (same measurement and
+//! instance) replaces it, and the old key keeps opening requests sealed to it until it too
+//! reaches the limit or the next rotation drops it. A request names the key it was sealed to;
+//! one for a dropped key is refused unopened (`EnclaveError::KeyRetired`: re-attest).
 
 use std::sync::Arc;
 
@@ -17,8 +23,11 @@ use sha2::{Digest, Sha256};
 use crate::core::{CoreConfig, EnclaveCore, Placement, Reply, Step};
 use crate::{EnclaveError, Plan};
 
-/// Requests one session key serves before clients must re-attest (bounds the replay set:
-/// 32 bytes per accepted request).
+/// Requests one session key serves at most (bounds the replay set: 32 bytes per accepted
+/// request). The service rotates to a fresh key, with fresh evidence, once the current key has
+/// served half of it; the old key stays valid for the other half (a grace window for clients
+/// that attested it), then is dropped. So the service never runs out of keys, whoever sends
+/// the requests.
 pub const MAX_REQUESTS_PER_KEY: usize = 1 << 20;
 
 /// Requests parked at their handoff, waiting for the tail (bounds the enclave's memory: one
@@ -36,15 +45,30 @@ pub fn self_code_id() -> Result<[u8; 32], EnclaveError> {
 fn proto(e: ProtoError) -> EnclaveError {
     match e {
         ProtoError::Io(e) => EnclaveError::Crypto(e.to_string()),
+        ProtoError::UnknownKey | ProtoError::KeyExhausted => EnclaveError::KeyRetired,
         other => EnclaveError::BadRequest(other.to_string()),
     }
+}
+
+/// One session key with the evidence that binds it.
+struct KeyEpoch {
+    session: EnclaveSession,
+    evidence: Evidence,
 }
 
 /// The enclave as clients see it.
 pub struct EnclaveService {
     core: EnclaveCore,
-    session: EnclaveSession,
-    evidence: Evidence,
+    platform: Box<dyn Attester>,
+    measurement: Measurement,
+    instance: [u8; 16],
+    /// The key new evidence names.
+    current: KeyEpoch,
+    /// The previous key, in its grace window.
+    retiring: Option<KeyEpoch>,
+    key_limit: usize,
+    /// Rotations so far.
+    epoch: u64,
     sealer: Option<AnswerSealer>,
     /// Requests parked at their handoff (`park`), by ticket.
     parked: std::collections::BTreeMap<u64, AnswerSealer>,
@@ -59,7 +83,7 @@ impl EnclaveService {
         code_id: [u8; 32],
     ) -> Result<Self, EnclaveError> {
         let platform = SimulatedPlatform::new(code_id).map_err(proto)?;
-        Self::new(plan, cfg, &platform)
+        Self::new(plan, cfg, Box::new(platform))
     }
 
     /// A service attested by `platform`. Fresh keys from the OS: pads and sessions of any
@@ -67,7 +91,7 @@ impl EnclaveService {
     pub fn new(
         plan: Arc<Plan>,
         cfg: CoreConfig,
-        platform: &dyn Attester,
+        platform: Box<dyn Attester>,
     ) -> Result<Self, EnclaveError> {
         let (placement, split) = match cfg.placement {
             Placement::Enclave => ("enclave", None),
@@ -86,26 +110,87 @@ impl EnclaveService {
             verify: cfg.verify,
         };
         let core = EnclaveCore::new(plan, cfg)?;
-        let mut session = EnclaveSession::new(MAX_REQUESTS_PER_KEY).map_err(proto)?;
         let mut instance = [0u8; 16];
         rand_core::TryRngCore::try_fill_bytes(&mut rand_core::OsRng, &mut instance)
             .map_err(|e| EnclaveError::Crypto(e.to_string()))?;
-        let evidence = platform
-            .attest(measurement, session.public_key(), instance)
-            .map_err(|e| EnclaveError::Crypto(format!("attestation: {e}")))?;
-        session.bind(evidence.digest());
+        let current = new_key(
+            platform.as_ref(),
+            &measurement,
+            instance,
+            MAX_REQUESTS_PER_KEY,
+        )?;
         Ok(Self {
             core,
-            session,
-            evidence,
+            platform,
+            measurement,
+            instance,
+            current,
+            retiring: None,
+            key_limit: MAX_REQUESTS_PER_KEY,
+            epoch: 0,
             sealer: None,
             parked: Default::default(),
             next_ticket: 0,
         })
     }
 
+    /// The evidence of the current session key (the one new clients should seal to).
     pub fn evidence(&self) -> &Evidence {
-        &self.evidence
+        &self.current.evidence
+    }
+
+    /// Sets how many requests one session key serves at most (at least 2; the default is
+    /// `MAX_REQUESTS_PER_KEY`). The key rotates at half of it. Applies to keys made from now
+    /// on: call it before serving (tests use small limits).
+    pub fn set_key_limit(&mut self, limit: usize) -> Result<(), EnclaveError> {
+        if limit < 2 {
+            return Err(EnclaveError::Plan(format!(
+                "a session key limit of {limit}: at least 2 (it rotates at half)"
+            )));
+        }
+        self.key_limit = limit;
+        self.current = new_key(
+            self.platform.as_ref(),
+            &self.measurement,
+            self.instance,
+            limit,
+        )?;
+        self.retiring = None;
+        Ok(())
+    }
+
+    /// Rotations of the session key so far: when it changes, the evidence has changed.
+    pub fn key_epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Opens a request with the session key it names (the current one, or the retiring one in
+    /// its grace window). Rotates first when the current key has served half its limit.
+    fn open(
+        &mut self,
+        req: &SealedRequest,
+    ) -> Result<(zeroize::Zeroizing<Vec<u8>>, AnswerSealer), EnclaveError> {
+        if self.current.session.accepted() >= self.key_limit / 2 {
+            let fresh = new_key(
+                self.platform.as_ref(),
+                &self.measurement,
+                self.instance,
+                self.key_limit,
+            )?;
+            // The key before the retiring one is dropped with its secret: requests to it can
+            // no longer be opened, so its replay set is no longer needed.
+            self.retiring = Some(std::mem::replace(&mut self.current, fresh));
+            self.epoch += 1;
+        }
+        let epoch = if req.enclave_key == self.current.session.public_key() {
+            &mut self.current
+        } else {
+            match self.retiring.as_mut() {
+                Some(r) if r.session.public_key() == req.enclave_key => r,
+                _ => return Err(EnclaveError::KeyRetired),
+            }
+        };
+        epoch.session.open(req).map_err(proto)
     }
 
     /// The core, for precompute and statistics.
@@ -144,7 +229,7 @@ impl EnclaveService {
                 "a request is already in flight".into(),
             ));
         }
-        let (plain, sealer) = self.session.open(req).map_err(proto)?;
+        let (plain, sealer) = self.open(req)?;
         let mut shape = vec![1usize];
         shape.extend(&self.core_plan_input());
         let started = WireTensor::decode_exact(&plain, &shape)
@@ -236,6 +321,21 @@ impl EnclaveService {
             }
         })
     }
+}
+
+/// A fresh session key from the OS and the evidence binding it to the measurement.
+fn new_key(
+    platform: &dyn Attester,
+    measurement: &Measurement,
+    instance: [u8; 16],
+    limit: usize,
+) -> Result<KeyEpoch, EnclaveError> {
+    let mut session = EnclaveSession::new(limit).map_err(proto)?;
+    let evidence = platform
+        .attest(measurement.clone(), session.public_key(), instance)
+        .map_err(|e| EnclaveError::Crypto(format!("attestation: {e}")))?;
+    session.bind(evidence.digest());
+    Ok(KeyEpoch { session, evidence })
 }
 
 /// Seals an answer tensor to its client; the plain copy is cleared.

@@ -14,6 +14,9 @@ use crate::remote::RemoteEnclave;
 
 pub trait EnclaveHandle: Send {
     fn evidence(&mut self) -> Result<Evidence, EnclaveError>;
+    /// Rotations of the enclave's session key so far (`EnclaveService::key_epoch`): when it
+    /// changes, fetch the evidence again.
+    fn key_epoch(&mut self) -> Result<u64, EnclaveError>;
     fn precompute(&mut self, count: usize) -> Result<Vec<SealedPad>, EnclaveError>;
     /// Starts a request on the offered pad (`None`: the enclave's oldest ready pad).
     fn begin(
@@ -33,6 +36,9 @@ pub trait EnclaveHandle: Send {
 impl EnclaveHandle for EnclaveService {
     fn evidence(&mut self) -> Result<Evidence, EnclaveError> {
         Ok(EnclaveService::evidence(self).clone())
+    }
+    fn key_epoch(&mut self) -> Result<u64, EnclaveError> {
+        Ok(EnclaveService::key_epoch(self))
     }
     fn precompute(&mut self, count: usize) -> Result<Vec<SealedPad>, EnclaveError> {
         self.core_mut().precompute(count)
@@ -61,6 +67,9 @@ impl EnclaveHandle for EnclaveService {
 impl<S: Read + Write + Send> EnclaveHandle for RemoteEnclave<S> {
     fn evidence(&mut self) -> Result<Evidence, EnclaveError> {
         RemoteEnclave::evidence(self)
+    }
+    fn key_epoch(&mut self) -> Result<u64, EnclaveError> {
+        RemoteEnclave::key_epoch(self)
     }
     fn precompute(&mut self, count: usize) -> Result<Vec<SealedPad>, EnclaveError> {
         // One pad per message: a VGG-16 pad is tens of MiB, and frames are bounded.

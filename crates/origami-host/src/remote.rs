@@ -51,6 +51,7 @@ impl<S: Read + Write> RemoteEnclave<S> {
             FromEnclave::Error { kind, detail } => Err(match kind {
                 ErrorKind::BadRequest => EnclaveError::BadRequest(detail),
                 ErrorKind::PadsExhausted => EnclaveError::PadsExhausted,
+                ErrorKind::KeyRetired => EnclaveError::KeyRetired,
                 ErrorKind::PadNotReady { pad } => EnclaveError::PadNotReady { pad },
                 ErrorKind::Misuse | ErrorKind::Malformed => EnclaveError::Misuse(detail),
                 _ => EnclaveError::Crypto(detail),
@@ -86,6 +87,13 @@ impl<S: Read + Write> RemoteEnclave<S> {
     pub fn evidence(&mut self) -> Result<Evidence, EnclaveError> {
         match self.call(&ToEnclave::Evidence)? {
             FromEnclave::Evidence(e) => Ok(*e),
+            other => Err(unavailable(format!("unexpected reply {}", kind(&other)))),
+        }
+    }
+
+    pub fn key_epoch(&mut self) -> Result<u64, EnclaveError> {
+        match self.call(&ToEnclave::KeyEpoch)? {
+            FromEnclave::KeyEpoch { epoch } => Ok(epoch),
             other => Err(unavailable(format!("unexpected reply {}", kind(&other)))),
         }
     }
@@ -161,6 +169,7 @@ fn kind(m: &FromEnclave) -> &'static str {
         FromEnclave::Parked { .. } => "parked",
         FromEnclave::Error { .. } => "error",
         FromEnclave::Failed(_) => "failed",
+        FromEnclave::KeyEpoch { .. } => "key epoch",
     }
 }
 

@@ -45,6 +45,20 @@ impl Host {
         }
     }
 
+    /// Begins `req` (typed errors) and drives it honestly to its answer.
+    fn try_serve(&mut self, req: &SealedRequest) -> Result<SealedAnswer, EnclaveError> {
+        let first = self.service.begin(req)?;
+        let service = &mut self.service;
+        Ok(drive(
+            &mut self.accel,
+            &mut self.pads,
+            first,
+            |r| service.resume(r),
+            &mut Default::default(),
+        )
+        .expect("an honest host drives an opened request to its answer"))
+    }
+
     fn serve(&mut self, req: &SealedRequest) -> Result<SealedAnswer, String> {
         let first = self.service.begin(req).map_err(|e| e.to_string())?;
         let service = &mut self.service;
@@ -236,4 +250,77 @@ fn parked_requests_finish_out_of_order_and_only_once() {
             ));
         }
     }
+}
+
+/// Session keys rotate inside the enclave before they run out (review finding 5): with a key
+/// limit of 4, more than three limits' worth of authentic requests are all answered. A client
+/// holding the old evidence is served through the grace window, then told `KeyRetired` (its
+/// request unopened), and the fresh evidence it fetches passes the same policy with the same
+/// measurement and instance but a new key. Requests replayed across rotations are refused.
+#[test]
+fn session_keys_rotate_and_the_service_goes_on() {
+    let model = zoo::fashion();
+    let calib: Vec<Tensor> = (0..4).map(|s| zoo::seeded_input(&model, 100 + s)).collect();
+    let plan = Arc::new(Plan::build(&model, &calib, QuantConfig::default()).unwrap());
+    let placement = Placement::Enclave;
+    let head_end = placement.head_end(&plan).unwrap();
+    let mut host = Host::new(&plan, placement);
+    assert!(host.service.set_key_limit(1).is_err());
+    host.service.set_key_limit(4).unwrap();
+    let pol = policy(&plan, true);
+    let first = host.service.evidence().clone();
+    let mut ev = first.clone();
+    let mut binding = verify(&ev, &pol).unwrap();
+    let mut keys = vec![ev.enclave_key];
+    let (mut retired, mut in_grace) = (0, 0);
+    let mut sent = Vec::new();
+    let requests = 13u64;
+    for seed in 0..requests {
+        let (x, bytes) = input(&model, 200 + seed);
+        let (req, pending) = seal_request(&ev.enclave_key, &binding, &bytes).unwrap();
+        let (req, pending, answer) = match host.try_serve(&req) {
+            Ok(answer) => {
+                if host.service.evidence().enclave_key != ev.enclave_key {
+                    in_grace += 1;
+                }
+                (req, pending, answer)
+            }
+            Err(EnclaveError::KeyRetired) => {
+                retired += 1;
+                let fresh = host.service.evidence().clone();
+                assert_eq!(fresh.measurement, first.measurement);
+                assert_eq!(fresh.instance, first.instance);
+                assert!(!keys.contains(&fresh.enclave_key), "a key is never reused");
+                keys.push(fresh.enclave_key);
+                binding = verify(&fresh, &pol).unwrap();
+                ev = fresh;
+                let (req, pending) = seal_request(&ev.enclave_key, &binding, &bytes).unwrap();
+                let answer = host.try_serve(&req).expect("the current key opens it");
+                (req, pending, answer)
+            }
+            Err(e) => panic!("request {seed}: {e}"),
+        };
+        let got = pending.open_answer(&answer).unwrap();
+        let want = reference(&plan, &x, head_end, 1).unwrap();
+        assert!(got
+            .data
+            .iter()
+            .zip(&want.data)
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
+        sent.push(req);
+    }
+    assert_eq!(sent.len() as u64, requests);
+    assert!(retired >= 3, "{retired} re-attestations");
+    assert!(in_grace >= 3, "{in_grace} requests in grace windows");
+    assert!(host.service.key_epoch() >= 3);
+    // The newest request's key is still held: a replay is refused as one.
+    assert!(matches!(
+        host.service.begin(sent.last().unwrap()),
+        Err(EnclaveError::BadRequest(_))
+    ));
+    // The first request's key is gone with its secret: refused unopened.
+    assert!(matches!(
+        host.service.begin(&sent[0]),
+        Err(EnclaveError::KeyRetired)
+    ));
 }

@@ -26,6 +26,13 @@ pub enum ProtoError {
     Decrypt,
     #[error("replayed request rejected")]
     Replay,
+    /// The request names a session key this enclave does not hold (retired by rotation, or
+    /// never its own): fetch the evidence again.
+    #[error("the request is sealed to a session key this enclave no longer holds: re-attest")]
+    UnknownKey,
+    /// The session key has served its maximum number of requests: fetch the evidence again.
+    #[error("this enclave session key has served its maximum number of requests: re-attest")]
+    KeyExhausted,
     #[error("evidence rejected: {0}")]
     Evidence(String),
 }

@@ -5,7 +5,8 @@
 //! the ChaCha20-Poly1305 nonce is fixed; the associated data names the direction and binds the
 //! evidence digest (and, for the answer, the client key). The enclave remembers every client key
 //! it has accepted and rejects a second request with the same one (a replay); it accepts at most
-//! `max_requests` per session key, after which clients must re-attest to a fresh one.
+//! `max_requests` per session key (the enclave rotates to a fresh key before that: see
+//! `origami_enclave::service`).
 
 use std::collections::HashSet;
 
@@ -29,6 +30,9 @@ const NONCE: [u8; 12] = [0; 12];
 /// A request as it travels through the untrusted host.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SealedRequest {
+    /// The enclave session key the client sealed to (the one in the evidence it verified): it
+    /// picks the session that opens the request while the enclave rotates its keys.
+    pub enclave_key: [u8; 32],
     pub client_key: [u8; 32],
     pub ciphertext: Vec<u8>,
 }
@@ -154,6 +158,7 @@ pub fn seal_request(
         .map_err(|_| ProtoError::Decrypt)?;
     Ok((
         SealedRequest {
+            enclave_key: *enclave_key,
             client_key,
             ciphertext,
         },
@@ -243,14 +248,14 @@ impl EnclaveSession {
         &mut self,
         req: &SealedRequest,
     ) -> Result<(Zeroizing<Vec<u8>>, AnswerSealer), ProtoError> {
+        if req.enclave_key != self.public {
+            return Err(ProtoError::UnknownKey);
+        }
         if self.seen.contains(&req.client_key) {
             return Err(ProtoError::Replay);
         }
         if self.seen.len() >= self.max_requests {
-            return Err(ProtoError::Evidence(
-                "this enclave session key has served its maximum number of requests; re-attest"
-                    .into(),
-            ));
+            return Err(ProtoError::KeyExhausted);
         }
         let keys = derive(
             &self.secret,
@@ -381,6 +386,19 @@ mod tests {
             s.open(&r).unwrap();
         }
         let (r, _) = seal_request(&s.public_key(), &[7; 32], b"x").unwrap();
-        assert!(s.open(&r).unwrap_err().to_string().contains("re-attest"));
+        assert!(matches!(s.open(&r), Err(ProtoError::KeyExhausted)));
+    }
+
+    #[test]
+    fn a_request_for_another_session_key_is_not_opened() {
+        let mut s = session();
+        let other = session();
+        let (r, _) = seal_request(&other.public_key(), &[7; 32], b"x").unwrap();
+        assert!(matches!(s.open(&r), Err(ProtoError::UnknownKey)));
+        // Rerouted by the host to this session: the key field no longer matches the DH.
+        let mut t = r.clone();
+        t.enclave_key = s.public_key();
+        assert!(matches!(s.open(&t), Err(ProtoError::Decrypt)));
+        assert_eq!(s.accepted(), 0);
     }
 }

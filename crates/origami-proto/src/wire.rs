@@ -39,6 +39,9 @@ pub enum ToEnclave {
     Park,
     /// Seal the tail output of a parked request (answered `Done`).
     Finish { ticket: u64, output: WireTensor },
+    /// How many times the enclave has rotated its session key (answered `KeyEpoch`): when it
+    /// changes, the host fetches the evidence again and serves the new one.
+    KeyEpoch,
 }
 
 /// Enclave → host.
@@ -71,6 +74,9 @@ pub enum FromEnclave {
     /// answer (`crate::session::Answer::Failed`); the host learns only that it failed, the same
     /// for every cause.
     Failed(SealedAnswer),
+    KeyEpoch {
+        epoch: u64,
+    },
 }
 
 /// Why the enclave refused a host message, as a kind the host can match on.
@@ -91,6 +97,9 @@ pub enum ErrorKind {
     Malformed,
     /// A failure inside the enclave that no input should cause.
     Internal,
+    /// The client's request is sealed to a session key the enclave no longer holds (rotated
+    /// out, or served its maximum): the client must re-attest. The request was not opened.
+    KeyRetired,
 }
 
 /// Most pads one `Precompute` may ask for (bounds the enclave's work and the reply's size).

@@ -127,6 +127,9 @@ pub enum ErrorCode {
     RequestFailed,
     /// The enclave cannot be reached: 503.
     Unavailable,
+    /// The request is sealed to a session key the enclave has rotated out: fetch the evidence
+    /// again (same instance and measurement, new key) and seal to the new key. 409.
+    KeyRetired,
 }
 
 impl ErrorCode {
@@ -138,6 +141,7 @@ impl ErrorCode {
             ErrorCode::EnclaveRestarted => "enclave_restarted",
             ErrorCode::RequestFailed => "request_failed",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::KeyRetired => "key_retired",
         }
     }
 }
@@ -166,6 +170,8 @@ enum Fail {
     Link(EnclaveError),
     /// Plainly unavailable now (no pad in time): 503.
     Unavailable(String),
+    /// Sealed to a session key the enclave no longer holds (unopened): 409, re-attest.
+    KeyRetired,
 }
 
 /// How a failure of the enclave handle fails the job.
@@ -174,6 +180,7 @@ fn classify(e: EnclaveError) -> Fail {
         EnclaveError::Failed(a) => Fail::Sealed(a),
         EnclaveError::Unavailable(_) => Fail::Link(e),
         EnclaveError::BadRequest(_) => Fail::Client(e),
+        EnclaveError::KeyRetired => Fail::KeyRetired,
         EnclaveError::PadsExhausted => Fail::Unavailable(e.to_string()),
         other => Fail::Request(other.to_string()),
     }
@@ -205,6 +212,8 @@ struct Worker {
     restart: Option<Restart>,
     evidence: SharedEvidence,
     restarts: u64,
+    /// The enclave's key epoch whose evidence is served.
+    key_epoch: u64,
     accel: Box<dyn Accelerator>,
     pads: PadStore,
     ready: usize,
@@ -242,12 +251,17 @@ impl Worker {
         let Some(restart) = self.restart.as_mut() else {
             return false;
         };
-        match restart().and_then(|mut h| h.evidence().map(|ev| (h, ev)).map_err(|e| e.to_string()))
-        {
-            Ok((h, ev)) => {
+        let fresh = restart().and_then(|mut h| {
+            let ev = h.evidence().map_err(|e| e.to_string())?;
+            let epoch = h.key_epoch().map_err(|e| e.to_string())?;
+            Ok((h, ev, epoch))
+        });
+        match fresh {
+            Ok((h, ev, epoch)) => {
                 self.enclave = h;
                 *self.evidence.write().unwrap_or_else(|p| p.into_inner()) =
                     Arc::new(with_collateral(ev, &self.cfg));
+                self.key_epoch = epoch;
                 self.pads = PadStore::default();
                 self.ready = 0;
                 self.restarts += 1;
@@ -261,6 +275,32 @@ impl Worker {
                     "origami serve: the enclave failed ({e}) and could not be restarted: {re}"
                 );
                 false
+            }
+        }
+    }
+
+    /// Serves the enclave's new evidence once it has rotated its session key. Called between
+    /// batches: requests sealed to the old key are still opened in its grace window.
+    fn follow_key_rotation(&mut self) {
+        let epoch = match self.enclave.key_epoch() {
+            Ok(e) => e,
+            Err(e) => {
+                self.on_error(&e);
+                return;
+            }
+        };
+        if epoch == self.key_epoch {
+            return;
+        }
+        match self.enclave.evidence() {
+            Ok(ev) => {
+                *self.evidence.write().unwrap_or_else(|p| p.into_inner()) =
+                    Arc::new(with_collateral(ev, &self.cfg));
+                self.key_epoch = epoch;
+                self.metrics.key_rotations.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                self.on_error(&e);
             }
         }
     }
@@ -354,6 +394,14 @@ impl Worker {
                     StatusCode::SERVICE_UNAVAILABLE,
                     ErrorCode::PadsExhausted,
                     msg,
+                )
+            }
+            Err(Fail::KeyRetired) => {
+                m.bad_request.fetch_add(1, Ordering::Relaxed);
+                error(
+                    StatusCode::CONFLICT,
+                    ErrorCode::KeyRetired,
+                    "the request is sealed to a session key the enclave has rotated out: fetch /v1/evidence again (re-attest)".into(),
                 )
             }
             Err(Fail::Client(e)) => {
@@ -493,6 +541,7 @@ impl Worker {
             m.batch_sum.fetch_add(batch.len() as u64, Ordering::Relaxed);
             m.batch_max.fetch_max(batch.len(), Ordering::Relaxed);
             self.run_batch(batch);
+            self.follow_key_rotation();
         }
     }
 }
@@ -561,6 +610,7 @@ pub async fn start(
     accel.prepare(plan.model.clone(), &field_layers(&plan, head_end))?;
     let metrics = Arc::new(Metrics::default());
     let evidence = Arc::new(with_collateral(enclave.evidence()?, &cfg));
+    let key_epoch = enclave.key_epoch()?;
     if evidence.measurement.model_hash != plan.model_hash {
         return Err(ServerError::Enclave(EnclaveError::Plan(
             "the enclave serves another model than the host's plan".into(),
@@ -578,6 +628,7 @@ pub async fn start(
         restart,
         evidence: shared.clone(),
         restarts: 0,
+        key_epoch,
         accel,
         pads: PadStore::default(),
         ready: 0,

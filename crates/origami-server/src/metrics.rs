@@ -27,6 +27,7 @@ pub struct Metrics {
     pub(crate) pads_ready: AtomicUsize,
     pub(crate) pads_made: AtomicU64,
     pub(crate) restarts: AtomicU64,
+    pub(crate) key_rotations: AtomicU64,
 }
 
 impl Metrics {
@@ -93,6 +94,10 @@ impl Metrics {
         s += &format!(
             "# HELP origami_enclave_restarts_total Enclave restarts after a failure.\n# TYPE origami_enclave_restarts_total counter\norigami_enclave_restarts_total {}\n",
             g(&self.restarts)
+        );
+        s += &format!(
+            "# HELP origami_key_rotations_total Session key rotations by the enclave (fresh key, fresh evidence, same instance).\n# TYPE origami_key_rotations_total counter\norigami_key_rotations_total {}\n",
+            g(&self.key_rotations)
         );
         s
     }

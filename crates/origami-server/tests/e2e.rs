@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use origami_client::Client;
 use origami_enclave::service::{self_code_id, EnclaveService};
-use origami_enclave::{reference, CoreConfig, Placement, Plan, QuantConfig};
+use origami_enclave::{reference, CoreConfig, EnclaveError, Placement, Plan, QuantConfig};
 use origami_model::{zoo, Tensor};
 use origami_proto::evidence::{hex, AllowedMeasurement, Policy};
 use origami_server::{cpu_accelerator, start, ServerConfig};
@@ -396,6 +396,186 @@ async fn host_faults_and_huge_bodies_fail_alone() {
         let got = client.infer(&x).unwrap();
         assert!(same(&got, &reference(&plan, &x, head_end, 1).unwrap()));
         assert_eq!(client.evidence().enclave_key, key);
+    })
+    .await
+    .unwrap();
+    server.shutdown().await.unwrap();
+}
+
+/// Over HTTP, with a key limit of 4: 13 requests from one client are all answered. The server
+/// serves the new evidence after each rotation; the client, told `key_retired`, re-attests to
+/// the same measurement and resends; the enclave is never restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_keys_rotate_without_a_restart() {
+    let plan = plan();
+    let placement = Placement::Enclave;
+    let core = CoreConfig {
+        placement,
+        verify: true,
+        threads: 1,
+    };
+    let mut service =
+        EnclaveService::simulated(plan.clone(), core, self_code_id().unwrap()).unwrap();
+    service.set_key_limit(4).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = start(
+        listener,
+        Box::new(service),
+        plan.clone(),
+        placement,
+        cpu_accelerator(),
+        ServerConfig::default(),
+        None,
+    )
+    .await
+    .unwrap();
+    let base = format!("http://{}", server.addr);
+    tokio::task::spawn_blocking(move || {
+        let pol = Policy {
+            placements: vec!["enclave".into()],
+            ..policy(&plan)
+        };
+        let mut client = Client::connect(&base, &pol).unwrap();
+        let first = client.evidence().clone();
+        let head_end = placement.head_end(&plan).unwrap();
+        for seed in 0..13 {
+            let x = zoo::seeded_input(&plan.model, 300 + seed);
+            let got = match client.infer(&x) {
+                Err(origami_client::ClientError::KeyRotated) => client.infer(&x).unwrap(),
+                r => r.unwrap(),
+            };
+            assert!(same(&got, &reference(&plan, &x, head_end, 1).unwrap()));
+        }
+        assert!(client.reattested() >= 3, "{}", client.reattested());
+        assert_ne!(client.evidence().enclave_key, first.enclave_key);
+        assert_eq!(client.evidence().instance, first.instance);
+        assert_eq!(client.evidence().measurement, first.measurement);
+        let rotations: u64 = metric(&base, "origami_key_rotations_total")
+            .parse()
+            .unwrap();
+        assert!(rotations >= 3, "{rotations}");
+        assert_eq!(metric(&base, "origami_enclave_restarts_total"), "0");
+    })
+    .await
+    .unwrap();
+    server.shutdown().await.unwrap();
+}
+
+/// An enclave handle whose link "fails" on the first request, so the server restarts it.
+struct DiesOnce {
+    inner: Box<dyn origami_host::handle::EnclaveHandle>,
+    died: bool,
+}
+
+impl origami_host::handle::EnclaveHandle for DiesOnce {
+    fn evidence(&mut self) -> Result<origami_proto::evidence::Evidence, EnclaveError> {
+        self.inner.evidence()
+    }
+    fn key_epoch(&mut self) -> Result<u64, EnclaveError> {
+        self.inner.key_epoch()
+    }
+    fn precompute(&mut self, n: usize) -> Result<Vec<origami_field::SealedPad>, EnclaveError> {
+        self.inner.precompute(n)
+    }
+    fn begin(
+        &mut self,
+        req: &origami_proto::session::SealedRequest,
+        pad: Option<u64>,
+    ) -> Result<origami_enclave::Step<origami_proto::session::SealedAnswer>, EnclaveError> {
+        if !self.died {
+            self.died = true;
+            return Err(EnclaveError::Unavailable("the link broke".into()));
+        }
+        self.inner.begin(req, pad)
+    }
+    fn resume(
+        &mut self,
+        r: origami_enclave::Reply,
+    ) -> Result<origami_enclave::Step<origami_proto::session::SealedAnswer>, EnclaveError> {
+        self.inner.resume(r)
+    }
+    fn abort(&mut self) {
+        self.inner.abort()
+    }
+    fn park(&mut self) -> Result<u64, EnclaveError> {
+        self.inner.park()
+    }
+    fn finish(
+        &mut self,
+        t: u64,
+        out: Tensor,
+    ) -> Result<origami_proto::session::SealedAnswer, EnclaveError> {
+        self.inner.finish(t, out)
+    }
+}
+
+/// A host forces a restart (it breaks the link) and brings the enclave back in a weaker
+/// placement (origami at split 1, which this client's policy would otherwise accept): the
+/// client re-attests, refuses, says what changed, and sends nothing to the new enclave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_into_a_weaker_placement_is_refused() {
+    let plan = plan();
+    let core = |placement| CoreConfig {
+        placement,
+        verify: true,
+        threads: 1,
+    };
+    let service = EnclaveService::simulated(
+        plan.clone(),
+        core(Placement::Slalom),
+        self_code_id().unwrap(),
+    )
+    .unwrap();
+    let p = plan.clone();
+    let restart: origami_server::Restart = Box::new(move || {
+        let weaker = core(Placement::Origami { split: 1 });
+        let s = EnclaveService::simulated(p.clone(), weaker, self_code_id().unwrap())
+            .map_err(|e| e.to_string())?;
+        Ok(Box::new(s) as Box<dyn origami_host::handle::EnclaveHandle>)
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = start(
+        listener,
+        Box::new(DiesOnce {
+            inner: Box::new(service),
+            died: false,
+        }),
+        plan.clone(),
+        Placement::Slalom,
+        cpu_accelerator(),
+        ServerConfig::default(),
+        Some(restart),
+    )
+    .await
+    .unwrap();
+    let base = format!("http://{}", server.addr);
+    let metrics = server.metrics.clone();
+    tokio::task::spawn_blocking(move || {
+        let pol = Policy {
+            placements: vec!["slalom".into(), "origami".into()],
+            ..policy(&plan)
+        };
+        let mut client = Client::connect(&base, &pol).unwrap();
+        assert_eq!(client.evidence().measurement.placement, "slalom");
+        let x = zoo::seeded_input(&plan.model, 5);
+        match client.infer(&x) {
+            Err(origami_client::ClientError::MeasurementChanged { was, now }) => {
+                assert!(was.starts_with("slalom"), "{was}");
+                assert!(now.starts_with("origami --split 1"), "{now}");
+            }
+            other => panic!("expected the client to refuse, got {other:?}"),
+        }
+        assert_eq!(metric(&base, "origami_enclave_restarts_total"), "1");
+        // Nothing more was sent: the server received the one request that hit the broken link.
+        assert_eq!(metrics.received(), 1);
+        // The client keeps the measurement it verified: a second try is sealed to the old key
+        // (which the new enclave cannot open), and refused again on re-attestation.
+        assert!(matches!(
+            client.infer(&x),
+            Err(origami_client::ClientError::MeasurementChanged { .. })
+        ));
+        assert_eq!(client.evidence().measurement.placement, "slalom");
+        assert_eq!(metrics.received(), 2);
     })
     .await
     .unwrap();
