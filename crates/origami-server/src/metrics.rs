@@ -28,6 +28,7 @@ pub struct Metrics {
     pub(crate) pads_made: AtomicU64,
     pub(crate) restarts: AtomicU64,
     pub(crate) key_rotations: AtomicU64,
+    pub(crate) connections_refused: AtomicU64,
 }
 
 impl Metrics {
@@ -98,6 +99,10 @@ impl Metrics {
         s += &format!(
             "# HELP origami_key_rotations_total Session key rotations by the enclave (fresh key, fresh evidence, same instance).\n# TYPE origami_key_rotations_total counter\norigami_key_rotations_total {}\n",
             g(&self.key_rotations)
+        );
+        s += &format!(
+            "# HELP origami_connections_refused_total Connections closed at accept: the connection limit was reached.\n# TYPE origami_connections_refused_total counter\norigami_connections_refused_total {}\n",
+            g(&self.connections_refused)
         );
         s
     }

@@ -581,3 +581,157 @@ async fn a_restart_into_a_weaker_placement_is_refused() {
     .unwrap();
     server.shutdown().await.unwrap();
 }
+
+/// Reads from a raw connection until the server closes it; returns what it sent.
+async fn read_to_close(conn: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    // A guard so a broken server fails the test instead of hanging it (not a speed bound).
+    let read = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    });
+    read.await.expect("the server must close the connection");
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// The HTTP bounds of review finding 6, run as attacks: a slowloris connection (headers never
+/// finished) is closed; requests beyond the in-flight slots are refused (503) before their
+/// bodies are read, and a body that never arrives times out (408) and frees its slot;
+/// connections beyond the cap are closed at accept. Honest requests are answered after each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_surplus_connections_are_cut_off() {
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+    let plan = plan();
+    let placement = Placement::Enclave;
+    let pol = Policy {
+        placements: vec!["enclave".into()],
+        ..policy(&plan)
+    };
+    let ms = std::time::Duration::from_millis;
+    let server = serve(
+        &plan,
+        placement,
+        ServerConfig {
+            queue: 1,
+            max_batch: 1,
+            header_timeout: ms(300),
+            body_timeout: ms(1500),
+            ..ServerConfig::default()
+        },
+    )
+    .await;
+    let addr = server.addr;
+    let base = format!("http://{addr}");
+
+    // Slowloris: half a header, then silence.
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"POST /v1/infer HTTP/1.1\r\nHost: origami\r\n")
+        .await
+        .unwrap();
+    read_to_close(&mut slow).await;
+
+    // Two bodies that never come hold both in-flight slots (queue 1 + batch 1).
+    let mut stuck = Vec::new();
+    for _ in 0..2 {
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"POST /v1/infer HTTP/1.1\r\nHost: origami\r\nContent-Length: 100\r\n\r\n")
+            .await
+            .unwrap();
+        stuck.push(c);
+    }
+    let (b, p, x) = (base.clone(), pol.clone(), zoo::seeded_input(&plan.model, 9));
+    let refused = tokio::task::spawn_blocking(move || {
+        let mut client = Client::connect(&b, &p).unwrap();
+        // The stuck requests take their slots as soon as their headers are parsed.
+        for _ in 0..100 {
+            match client.infer(&x) {
+                Err(origami_client::ClientError::Http { status, code, .. }) => {
+                    assert_eq!((status, code.as_deref()), (503, Some("queue_full")));
+                    return true;
+                }
+                Ok(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        false
+    })
+    .await
+    .unwrap();
+    assert!(
+        refused,
+        "a request beyond the in-flight slots must be refused"
+    );
+    for mut c in stuck {
+        let reply = read_to_close(&mut c).await;
+        assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    }
+    let (b, p) = (base.clone(), pol.clone());
+    let head_end = placement.head_end(&plan).unwrap();
+    let pl = plan.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut client = Client::connect(&b, &p).unwrap();
+        let x = zoo::seeded_input(&pl.model, 10);
+        assert!(same(
+            &client.infer(&x).unwrap(),
+            &reference(&pl, &x, head_end, 1).unwrap()
+        ));
+    })
+    .await
+    .unwrap();
+    server.shutdown().await.unwrap();
+
+    // A cap of two connections: a third is closed at accept, unread.
+    let server = serve(
+        &plan,
+        placement,
+        ServerConfig {
+            max_connections: 2,
+            ..ServerConfig::default()
+        },
+    )
+    .await;
+    let addr = server.addr;
+    let held = [
+        TcpStream::connect(addr).await.unwrap(),
+        TcpStream::connect(addr).await.unwrap(),
+    ];
+    // The two are accepted before the third (one accept loop, in order).
+    tokio::time::sleep(ms(100)).await;
+    let mut third = TcpStream::connect(addr).await.unwrap();
+    let _ = third
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: origami\r\n\r\n")
+        .await;
+    assert_eq!(read_to_close(&mut third).await, "");
+    drop(held);
+    let base = format!("http://{addr}");
+    let (b, p, pl) = (base.clone(), pol.clone(), plan.clone());
+    tokio::task::spawn_blocking(move || {
+        // The held connections' slots free once the server sees them close.
+        let mut client = (0..100)
+            .find_map(|_| {
+                Client::connect(&b, &p)
+                    .map_err(|_| std::thread::sleep(std::time::Duration::from_millis(20)))
+                    .ok()
+            })
+            .expect("the server accepts connections again");
+        let x = zoo::seeded_input(&pl.model, 11);
+        assert!(same(
+            &client.infer(&x).unwrap(),
+            &reference(&pl, &x, head_end, 1).unwrap()
+        ));
+        let refused: u64 = metric(&b, "origami_connections_refused_total")
+            .parse()
+            .unwrap();
+        assert!(refused >= 1, "{refused}");
+    })
+    .await
+    .unwrap();
+    server.shutdown().await.unwrap();
+}
