@@ -1559,7 +1559,7 @@ impl Drop for EnclaveChild {
 fn spawn_enclave(
     dir: &Path,
     args: &[String],
-) -> Result<(EnclaveChild, std::os::unix::net::UnixStream)> {
+) -> Result<(EnclaveChild, origami_host::remote::Conn)> {
     static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let sock = dir.join(format!("enclave-{n}.sock"));
@@ -1577,7 +1577,9 @@ fn spawn_enclave(
     loop {
         if let Ok(s) = std::os::unix::net::UnixStream::connect(&sock) {
             println!("enclave process: pid {}", child.child.id());
-            return Ok((child, s));
+            let conn = origami_host::remote::Conn::Unix(s);
+            conn.set_timeout(Some(origami_host::remote::REPLY_TIMEOUT))?;
+            return Ok((child, conn));
         }
         if let Some(status) = child.child.try_wait()? {
             bail!("the enclave process exited at start ({status})");

@@ -15,6 +15,11 @@ use origami_proto::session::{SealedAnswer, SealedRequest};
 use origami_proto::wire::{ErrorKind, FromEnclave, ToEnclave};
 use origami_proto::ProtoError;
 
+/// How long the host waits for each reply of an enclave process (and for each write to it)
+/// before treating it as failed (`EnclaveError::Unavailable`, which restarts it): the longest
+/// single message is one pad's precompute, seconds even for VGG-16.
+pub const REPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 pub struct RemoteEnclave<S: Read + Write> {
     stream: S,
     max_frame: usize,
@@ -218,8 +223,9 @@ pub enum Conn {
 }
 
 impl Endpoint {
+    /// Connects, with `REPLY_TIMEOUT` on every read and write.
     pub fn connect(&self) -> std::io::Result<Conn> {
-        Ok(match self {
+        let conn = match self {
             Endpoint::Unix(p) => Conn::Unix(std::os::unix::net::UnixStream::connect(p)?),
             Endpoint::Tcp(a) => {
                 let s = std::net::TcpStream::connect(a)?;
@@ -227,7 +233,25 @@ impl Endpoint {
                 s.set_nodelay(true)?;
                 Conn::Tcp(s)
             }
-        })
+        };
+        conn.set_timeout(Some(REPLY_TIMEOUT))?;
+        Ok(conn)
+    }
+}
+
+impl Conn {
+    /// Bounds every read and write: a hung enclave becomes an error, not a stuck host.
+    pub fn set_timeout(&self, t: Option<std::time::Duration>) -> std::io::Result<()> {
+        match self {
+            Conn::Unix(s) => {
+                s.set_read_timeout(t)?;
+                s.set_write_timeout(t)
+            }
+            Conn::Tcp(s) => {
+                s.set_read_timeout(t)?;
+                s.set_write_timeout(t)
+            }
+        }
     }
 }
 

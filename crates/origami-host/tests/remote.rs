@@ -175,3 +175,18 @@ fn a_dead_enclave_is_a_clear_error() {
     assert!(matches!(e, EnclaveError::Unavailable(_)), "{e}");
     let _ = plan;
 }
+
+/// An enclave process that accepts a message and never answers: the host's call fails with
+/// `Unavailable` once its reply timeout passes (the server then restarts the enclave), instead
+/// of blocking the worker forever (review finding 16).
+#[test]
+fn a_hung_enclave_times_out() {
+    let (host_end, enclave_end) = UnixStream::pair().unwrap();
+    let conn = origami_host::remote::Conn::Unix(host_end);
+    conn.set_timeout(Some(std::time::Duration::from_millis(200)))
+        .unwrap();
+    let mut remote = RemoteEnclave::new(conn);
+    let e = remote.evidence().unwrap_err();
+    assert!(matches!(e, EnclaveError::Unavailable(_)), "{e}");
+    drop(enclave_end);
+}
