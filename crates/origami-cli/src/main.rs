@@ -200,9 +200,14 @@ enum Cmd {
         #[arg(long, conflicts_with = "tcp", required_unless_present = "tcp")]
         socket: Option<PathBuf>,
         /// TCP address to listen on instead (Gramine-SGX: its Unix sockets do not reach the
-        /// host). Use loopback, e.g. 127.0.0.1:7000.
-        #[arg(long)]
+        /// host). Use loopback, e.g. 127.0.0.1:7000. Needs --token-file.
+        #[arg(long, requires = "token_file")]
         tcp: Option<String>,
+        /// The link token a TCP host must present first (a file of 16 to 1024 bytes, e.g.
+        /// `openssl rand -hex 32 > token`; the host gets the same file with
+        /// --enclave-token-file). Other local processes cannot drive the enclave without it.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
         /// simulated (no TEE: development only; the evidence says so) | sgx-gramine (DCAP
         /// quotes from Gramine's /dev/attestation; see docs/SGX.md)
         #[arg(long, default_value = "simulated")]
@@ -275,6 +280,10 @@ enum Cmd {
         /// pads discarded). The enclave must serve the same --model/--mode/--split.
         #[arg(long)]
         enclave: Option<String>,
+        /// The enclave's link token (tcp: endpoints; the file given to `origami enclave
+        /// --token-file`).
+        #[arg(long, requires = "enclave")]
+        enclave_token_file: Option<PathBuf>,
         /// Start with the sealed pads of this file (`origami precompute --out`); it must have
         /// been made by the attached enclave instance.
         #[arg(long, requires = "enclave")]
@@ -297,6 +306,9 @@ enum Cmd {
         /// The enclave: unix:PATH, a path, or tcp:HOST:PORT.
         #[arg(long)]
         enclave: String,
+        /// The enclave's link token (tcp: endpoints).
+        #[arg(long)]
+        enclave_token_file: Option<PathBuf>,
         /// Pads to make (each covers every blinded layer of one request).
         #[arg(long, default_value_t = 256)]
         count: usize,
@@ -503,6 +515,7 @@ fn real_main() -> Result<()> {
         Cmd::Enclave {
             socket,
             tcp,
+            token_file,
             platform,
             attestation_dir,
             model,
@@ -514,7 +527,10 @@ fn real_main() -> Result<()> {
         } => {
             let listen = match (socket, tcp) {
                 (Some(p), None) => EnclaveListen::Unix(p),
-                (None, Some(a)) => EnclaveListen::Tcp(a),
+                (None, Some(a)) => {
+                    let path = token_file.context("--tcp needs --token-file")?;
+                    EnclaveListen::Tcp(a, origami_proto::link::LinkToken::read(&path)?)
+                }
                 _ => bail!("give exactly one of --socket PATH and --tcp ADDR"),
             };
             let attester = attester(&platform, &attestation_dir)?;
@@ -522,9 +538,15 @@ fn real_main() -> Result<()> {
         }
         Cmd::Precompute {
             enclave,
+            enclave_token_file,
             count,
             out,
-        } => precompute(&enclave, count, &out),
+        } => precompute(
+            &enclave,
+            link_token(enclave_token_file)?.as_deref(),
+            count,
+            &out,
+        ),
         Cmd::Serve {
             listen,
             model,
@@ -539,6 +561,7 @@ fn real_main() -> Result<()> {
             pad_wait_ms,
             in_process,
             enclave,
+            enclave_token_file,
             pads,
             sgx_collateral,
             tail_batching,
@@ -572,8 +595,9 @@ fn real_main() -> Result<()> {
             let attach = enclave
                 .map(|e| e.parse::<Endpoint>().map_err(anyhow::Error::msg))
                 .transpose()?;
+            let token = link_token(enclave_token_file)?;
             serve(
-                &listen, &model, &mode, split, !no_verify, cfg, in_process, attach, calib,
+                &listen, &model, &mode, split, !no_verify, cfg, in_process, attach, token, calib,
             )
         }
         Cmd::Infer {
@@ -1364,7 +1388,16 @@ fn served_placement(m: &Model, mode: &str, split: Option<usize>) -> Result<Place
 /// Where `origami enclave` listens.
 enum EnclaveListen {
     Unix(PathBuf),
-    Tcp(String),
+    /// Loopback TCP: a host must present the link token first.
+    Tcp(String, origami_proto::link::LinkToken),
+}
+
+/// The link token of `--enclave-token-file`, if given.
+fn link_token(path: Option<PathBuf>) -> Result<Option<Arc<origami_proto::link::LinkToken>>> {
+    Ok(match path {
+        Some(p) => Some(Arc::new(origami_proto::link::LinkToken::read(&p)?)),
+        None => None,
+    })
 }
 
 /// The platform that attests the enclave.
@@ -1459,7 +1492,7 @@ fn enclave_process(
                 }
             }
         }
-        EnclaveListen::Tcp(addr) => {
+        EnclaveListen::Tcp(addr, token) => {
             let listener = std::net::TcpListener::bind(addr)
                 .with_context(|| format!("listening on {addr}"))?;
             banner(format!("tcp:{}", listener.local_addr()?));
@@ -1467,7 +1500,18 @@ fn enclave_process(
                 match conn {
                     Ok(mut s) => {
                         let _ = s.set_nodelay(true);
-                        serve_one(&mut service, &mut s)
+                        // The token must come promptly: one connection is served at a time.
+                        let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+                        match origami_proto::link::accept(&mut s, token) {
+                            Ok(true) => {
+                                let _ = s.set_read_timeout(None);
+                                serve_one(&mut service, &mut s)
+                            }
+                            Ok(false) => {
+                                eprintln!("enclave: refused a connection: wrong link token")
+                            }
+                            Err(e) => eprintln!("enclave: refused a connection: {e}"),
+                        }
                     }
                     Err(e) => eprintln!("enclave: accept failed: {e}"),
                 }
@@ -1478,14 +1522,19 @@ fn enclave_process(
 }
 
 /// `origami precompute`: sealed pads from a running enclave into a file, with progress.
-fn precompute(enclave: &str, count: usize, out: &Path) -> Result<()> {
+fn precompute(
+    enclave: &str,
+    token: Option<&origami_proto::link::LinkToken>,
+    count: usize,
+    out: &Path,
+) -> Result<()> {
     use origami_host::remote::RemoteEnclave;
     let endpoint: Endpoint = enclave.parse().map_err(anyhow::Error::msg)?;
     if count == 0 {
         bail!("--count must be at least 1");
     }
     let conn = endpoint
-        .connect()
+        .connect(token)
         .with_context(|| format!("connecting to the enclave at {endpoint}"))?;
     let mut remote = RemoteEnclave::new(conn);
     let ev = remote.evidence()?;
@@ -1601,6 +1650,7 @@ fn serve(
     cfg: origami_server::ServerConfig,
     in_process: bool,
     attach: Option<Endpoint>,
+    token: Option<Arc<origami_proto::link::LinkToken>>,
     calib: usize,
 ) -> Result<()> {
     use origami_enclave::service::{self_code_id, EnclaveService};
@@ -1621,13 +1671,13 @@ fn serve(
         Child,
     ) = if let Some(endpoint) = attach.clone() {
         let conn = endpoint
-            .connect()
+            .connect(token.as_deref())
             .with_context(|| format!("connecting to the enclave at {endpoint}"))?;
         let restart: origami_server::Restart = Box::new(move || {
             // The enclave is supervised elsewhere (systemd, Gramine): wait for it to come back.
             let t = Instant::now();
             loop {
-                match endpoint.connect() {
+                match endpoint.connect(token.as_deref()) {
                     Ok(c) => return Ok(Box::new(RemoteEnclave::new(c)) as Box<dyn EnclaveHandle>),
                     Err(e) if t.elapsed() > std::time::Duration::from_secs(30) => {
                         return Err(format!("reconnecting to the enclave at {endpoint}: {e}"))

@@ -155,17 +155,32 @@ fn bad_inputs_fail_with_clear_errors() {
     let img = img.to_str().unwrap();
     // Platforms and accelerators: clear refusals, never a panic.
     let nowhere = d.join("no-attestation");
+    let token = d.join("token");
+    std::fs::write(&token, "a-link-token-of-enough-bytes\n").unwrap();
+    let token = token.to_str().unwrap();
+    let e = run_err(&["enclave", "--tcp", "127.0.0.1:0"]);
+    assert!(e.contains("--token-file"), "{e}");
     let e = run_err(&[
         "enclave",
         "--tcp",
         "127.0.0.1:0",
+        "--token-file",
+        token,
         "--platform",
         "sgx-gramine",
         "--attestation-dir",
         nowhere.to_str().unwrap(),
     ]);
     assert!(e.contains("no Gramine attestation interface"), "{e}");
-    let e = run_err(&["enclave", "--tcp", "127.0.0.1:0", "--platform", "sev"]);
+    let e = run_err(&[
+        "enclave",
+        "--tcp",
+        "127.0.0.1:0",
+        "--token-file",
+        token,
+        "--platform",
+        "sev",
+    ]);
     assert!(e.contains("unknown platform"), "{e}");
     let e = run_err(&["--accel", "tpu", "demo"]);
     assert!(e.contains("unknown accelerator"), "{e}");
@@ -717,12 +732,17 @@ fn stop(mut child: std::process::Child) {
 fn pad_files_from_precompute_with_an_attached_enclave() {
     use std::io::BufRead;
     let dir = tmpdir("padfile");
+    let token = dir.join("token");
+    std::fs::write(&token, "0f3c9a1e6b2d4f7a8c5e0b1d3f6a9c2e\n").unwrap();
+    let token = token.display().to_string();
     let start = || {
         let mut c = bin()
             .args([
                 "enclave",
                 "--tcp",
                 "127.0.0.1:0",
+                "--token-file",
+                &token,
                 "--model",
                 "fashion",
                 "--mode",
@@ -748,10 +768,38 @@ fn pad_files_from_precompute_with_an_attached_enclave() {
     let (mut enclave, at) = start();
     let pads = dir.join("pads.bin");
     let pads_s = pads.display().to_string();
+    // Without the link token, or with another, the enclave refuses the host.
+    let e = run_err(&[
+        "precompute",
+        "--enclave",
+        &at,
+        "--count",
+        "1",
+        "--out",
+        &pads_s,
+    ]);
+    assert!(e.contains("--enclave-token-file"), "{e}");
+    let wrong = dir.join("wrong-token");
+    std::fs::write(&wrong, "not-the-token-the-enclave-has").unwrap();
+    let e = run_err(&[
+        "precompute",
+        "--enclave",
+        &at,
+        "--enclave-token-file",
+        wrong.to_str().unwrap(),
+        "--count",
+        "1",
+        "--out",
+        &pads_s,
+    ]);
+    assert!(e.contains("refused the link token"), "{e}");
+    assert!(!e.contains("not-the-token"), "{e}");
     let out = run_ok(&[
         "precompute",
         "--enclave",
         &at,
+        "--enclave-token-file",
+        &token,
         "--count",
         "4",
         "--out",
@@ -784,6 +832,8 @@ fn pad_files_from_precompute_with_an_attached_enclave() {
     let serve_args = [
         "--enclave",
         &at,
+        "--enclave-token-file",
+        &token,
         "--pads",
         &pads_s,
         "--pad-low",
@@ -828,6 +878,8 @@ fn pad_files_from_precompute_with_an_attached_enclave() {
     } = start_serve(&[
         "--enclave",
         &at,
+        "--enclave-token-file",
+        &token,
         "--pads",
         &t,
         "--pad-low",
@@ -853,6 +905,8 @@ fn pad_files_from_precompute_with_an_attached_enclave() {
         "slalom",
         "--enclave",
         &at2,
+        "--enclave-token-file",
+        &token,
         "--pads",
         &pads_s,
     ]);

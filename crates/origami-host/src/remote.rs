@@ -180,7 +180,8 @@ fn kind(m: &FromEnclave) -> &'static str {
 
 /// Where a long-lived enclave process listens: `unix:PATH` (or a bare path) or
 /// `tcp:HOST:PORT`. TCP is for Gramine-SGX, whose Unix sockets do not reach the host; bind it
-/// to loopback (everything on it is sealed or blinded, but anyone local could connect).
+/// to loopback (everything on it is sealed or blinded) and give both sides the same link token
+/// (`origami_proto::link`), so no other local process can drive the enclave.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Endpoint {
     Unix(std::path::PathBuf),
@@ -223,15 +224,29 @@ pub enum Conn {
 }
 
 impl Endpoint {
-    /// Connects, with `REPLY_TIMEOUT` on every read and write.
-    pub fn connect(&self) -> std::io::Result<Conn> {
+    /// Connects, with `REPLY_TIMEOUT` on every read and write. A TCP link is opened with the
+    /// link token (`origami_proto::link`), which it requires; a Unix socket is guarded by its
+    /// file permissions and takes none.
+    pub fn connect(&self, token: Option<&origami_proto::link::LinkToken>) -> std::io::Result<Conn> {
         let conn = match self {
             Endpoint::Unix(p) => Conn::Unix(std::os::unix::net::UnixStream::connect(p)?),
             Endpoint::Tcp(a) => {
+                let token = token.ok_or_else(|| {
+                    std::io::Error::other(
+                        "a TCP enclave link needs the link token (--enclave-token-file)",
+                    )
+                })?;
                 let s = std::net::TcpStream::connect(a)?;
                 // Frames are request/response: no Nagle delay.
                 s.set_nodelay(true)?;
-                Conn::Tcp(s)
+                s.set_read_timeout(Some(REPLY_TIMEOUT))?;
+                s.set_write_timeout(Some(REPLY_TIMEOUT))?;
+                let mut s = Conn::Tcp(s);
+                origami_proto::link::present(&mut s, token).map_err(|e| match e {
+                    ProtoError::Io(e) => e,
+                    other => std::io::Error::other(other.to_string()),
+                })?;
+                s
             }
         };
         conn.set_timeout(Some(REPLY_TIMEOUT))?;

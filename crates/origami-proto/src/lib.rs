@@ -6,6 +6,7 @@
 
 pub mod evidence;
 pub mod frame;
+pub mod link;
 pub mod session;
 pub mod sgx;
 pub mod tensor;
@@ -33,6 +34,9 @@ pub enum ProtoError {
     /// The session key has served its maximum number of requests: fetch the evidence again.
     #[error("this enclave session key has served its maximum number of requests: re-attest")]
     KeyExhausted,
+    /// The enclave process closed a TCP link after its first frame: the link token is wrong.
+    #[error("the enclave refused the link token (give both sides the same token file)")]
+    TokenRefused,
     #[error("evidence rejected: {0}")]
     Evidence(String),
 }
