@@ -1769,7 +1769,8 @@ fn serve(
             ev.host_sees
         );
         println!(
-            "policy for clients: code_id = \"{}\", model_hash = \"{}\"",
+            "policy for clients: platform = \"{}\", code_id = \"{}\", model_hash = \"{}\"",
+            ev.platform.id(),
             hex(&ev.measurement.code_id),
             hex(&ev.measurement.model_hash)
         );

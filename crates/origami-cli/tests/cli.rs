@@ -481,6 +481,7 @@ fn enclave_process_fault_and_restart() {
     let policy = Policy {
         allow_simulated: true,
         measurements: vec![AllowedMeasurement {
+            platform: "simulated".into(),
             code_id: "*".into(),
             model_hash: origami_proto::evidence::hex(&model.hash()),
             min_split: None,
@@ -691,9 +692,11 @@ fn start_serve(extra: &[&str]) -> Served {
             url = u.to_string();
         }
         if let Some(p) = line.strip_prefix("policy for clients: ") {
-            let mut parts = p.split(", ");
-            code = parts.next().unwrap().to_string();
-            model = parts.next().unwrap().to_string();
+            // `platform = …, code_id = …, model_hash = …`: the platform goes with the code.
+            let parts: Vec<&str> = p.split(", ").collect();
+            assert_eq!(parts.len(), 3, "{p}");
+            code = format!("{}\n{}", parts[0], parts[1]);
+            model = parts[2].to_string();
             break;
         }
     }

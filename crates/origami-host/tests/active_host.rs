@@ -48,6 +48,7 @@ fn one_request(
         allow_simulated: true,
         allow_unverified: true,
         measurements: vec![AllowedMeasurement {
+            platform: "simulated".into(),
             code_id: hex(&ev.measurement.code_id),
             model_hash: hex(&plan.model.hash()),
             min_split: None,

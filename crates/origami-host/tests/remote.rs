@@ -47,6 +47,7 @@ fn policy(plan: &Plan) -> Policy {
     Policy {
         allow_simulated: true,
         measurements: vec![AllowedMeasurement {
+            platform: "simulated".into(),
             code_id: hex(&self_code_id().unwrap()),
             model_hash: hex(&plan.model.hash()),
             min_split: None,

@@ -77,6 +77,7 @@ fn policy(plan: &Plan, allow_simulated: bool) -> Policy {
     Policy {
         allow_simulated,
         measurements: vec![AllowedMeasurement {
+            platform: "simulated".into(),
             code_id: hex(&self_code_id().unwrap()),
             model_hash: hex(&plan.model.hash()),
             min_split: None,

@@ -55,6 +55,17 @@ pub enum Platform {
 }
 
 impl Platform {
+    /// The name policies use (`[[measurements]] platform = …`).
+    pub fn id(self) -> &'static str {
+        match self {
+            Platform::Simulated => "simulated",
+            Platform::SgxGramine => "sgx-gramine",
+        }
+    }
+
+    /// Every platform, for checking the names in a policy.
+    pub const ALL: [Platform; 2] = [Platform::Simulated, Platform::SgxGramine];
+
     pub fn name(self) -> &'static str {
         match self {
             Platform::Simulated => "simulated (NO TEE: development only)",
@@ -213,12 +224,23 @@ pub struct Policy {
     /// production). Off unless set.
     #[serde(default)]
     pub sgx_allow_debug: bool,
+    /// `sgx-gramine`: the lowest TCB evaluation data number accepted in the collateral (the
+    /// lower of its TCB info's and QE identity's). The host carries the collateral, so without
+    /// it a host may keep serving pre-recovery collateral (any Intel-signed set that has not
+    /// expired) after a TCB recovery; set it to the number of the latest recovery you require.
+    #[serde(default)]
+    pub sgx_min_tcb_eval_data_number: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AllowedMeasurement {
-    /// Hex SHA-256 of the enclave code, or `"*"` for any (development only).
+    /// The platform this measurement is for (`simulated` or `sgx-gramine`): an entry admits
+    /// evidence of its own platform only, so allowing simulation never lets simulated
+    /// evidence pass for an SGX measurement.
+    pub platform: String,
+    /// Hex SHA-256 of the enclave code (MRENCLAVE under SGX), or `"*"` for any (simulated
+    /// entries only).
     pub code_id: String,
     /// Hex model hash.
     pub model_hash: String,
@@ -245,7 +267,9 @@ fn allowed_entries<'p>(
         .measurements
         .iter()
         .filter(|m| {
-            ((m.code_id == "*" && any_code_ok) || m.code_id == code) && m.model_hash == model
+            m.platform == platform.id()
+                && ((m.code_id == "*" && any_code_ok) || m.code_id == code)
+                && m.model_hash == model
         })
         .collect()
 }
@@ -263,6 +287,20 @@ pub fn verify(ev: &Evidence, policy: &Policy) -> Result<[u8; 32], ProtoError> {
 /// `verify` at a given time (seconds since the Unix epoch).
 pub fn verify_at(ev: &Evidence, policy: &Policy, now_secs: u64) -> Result<[u8; 32], ProtoError> {
     let reject = |m: String| Err(ProtoError::Evidence(m));
+    for m in &policy.measurements {
+        if !Platform::ALL.iter().any(|p| p.id() == m.platform) {
+            return reject(format!(
+                "policy: unknown platform {:?} in [[measurements]] (simulated | sgx-gramine)",
+                m.platform
+            ));
+        }
+        if m.code_id == "*" && m.platform != Platform::Simulated.id() {
+            return reject(format!(
+                "policy: code_id = \"*\" on platform {}: any code is accepted for simulated evidence only",
+                m.platform
+            ));
+        }
+    }
     let digest = ev.digest();
     match ev.platform {
         Platform::Simulated => {
@@ -308,14 +346,21 @@ pub fn verify_at(ev: &Evidence, policy: &Policy, now_secs: u64) -> Result<[u8; 3
     let model = hex(&ev.measurement.model_hash);
     let entries = allowed_entries(policy, ev.platform, &code, &model);
     if entries.is_empty() {
-        let star = policy.measurements.iter().any(|m| m.code_id == "*");
-        let hint = if star && ev.platform != Platform::Simulated {
-            " (code_id = \"*\" is accepted for simulated evidence only)"
+        let other_platform = policy
+            .measurements
+            .iter()
+            .any(|m| m.platform != ev.platform.id() && m.code_id == code);
+        let hint = if other_platform {
+            format!(
+                " (an entry with this code is for another platform; this evidence is {})",
+                ev.platform.id()
+            )
         } else {
-            ""
+            String::new()
         };
         return reject(format!(
-            "measurement not allowed by policy: code {code}, model {model}{hint}"
+            "measurement not allowed by policy: platform {}, code {code}, model {model}{hint}",
+            ev.platform.id()
         ));
     }
     if let Some(split) = ev.measurement.split {
@@ -354,6 +399,7 @@ mod tests {
         Policy {
             allow_simulated: true,
             measurements: vec![AllowedMeasurement {
+                platform: "simulated".into(),
                 code_id: hex(&[1; 32]),
                 model_hash: hex(&[2; 32]),
                 min_split: None,
@@ -477,11 +523,38 @@ mod tests {
             1
         );
         assert!(allowed_entries(&pol, Platform::SgxGramine, &code, &model).is_empty());
-        // An exact code id still matches on SGX.
+        // "*" on an SGX entry is a policy error, not a silent wildcard.
+        pol.measurements[0].platform = "sgx-gramine".into();
+        let e = verify(&p.attest(measurement(), [9; 32], [3; 16]).unwrap(), &pol).unwrap_err();
+        assert!(e.to_string().contains("simulated evidence only"), "{e}");
+        // An exact code id matches on SGX, for an SGX entry.
         pol.measurements[0].code_id = code.clone();
         assert_eq!(
             allowed_entries(&pol, Platform::SgxGramine, &code, &model).len(),
             1
         );
+    }
+
+    /// Review finding 9: an entry admits evidence of its own platform only. With simulation
+    /// allowed, simulated evidence claiming an SGX measurement's code id is still refused.
+    #[test]
+    fn a_measurement_admits_its_own_platform_only() {
+        let p = SimulatedPlatform::new([1; 32]).unwrap();
+        let ev = p.attest(measurement(), [9; 32], [3; 16]).unwrap();
+        let mut pol = policy();
+        verify(&ev, &pol).unwrap();
+        pol.measurements[0].platform = "sgx-gramine".into();
+        let e = verify(&ev, &pol).unwrap_err().to_string();
+        assert!(e.contains("another platform"), "{e}");
+        pol.measurements[0].platform = "sev-snp".into();
+        let e = verify(&ev, &pol).unwrap_err().to_string();
+        assert!(e.contains("unknown platform"), "{e}");
+        // A policy without the platform is refused when read.
+        let json =
+            r#"{"allow_simulated": true, "measurements": [{"code_id": "01", "model_hash": "02"}]}"#;
+        let e = serde_json::from_str::<Policy>(json)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("platform"), "{e}");
     }
 }

@@ -123,10 +123,28 @@ pub fn verify_quote(
     }
     let collateral: QuoteCollateralV3 = serde_json::from_str(&ev.collateral)
         .map_err(|e| evidence_err(format!("malformed DCAP collateral: {e}")))?;
-    let verified = dcap_qvl::verify::QuoteVerifier::new_prod()
-        .allow_debug(policy.sgx_allow_debug)
+    let verifier = dcap_qvl::verify::QuoteVerifier::new_prod().allow_debug(policy.sgx_allow_debug);
+    let verified = verifier
         .verify(&ev.proof, &collateral, now_secs)
         .map_err(|e| evidence_err(format!("the SGX quote failed DCAP verification: {e:#}")))?;
+    if let Some(min) = policy.sgx_min_tcb_eval_data_number {
+        // The claims API reports the collateral's evaluation data number; the claims-only
+        // policy applies no checks of its own (ours follow below).
+        let claims = verifier
+            .verify_with_policy(
+                &ev.proof,
+                collateral.clone(),
+                now_secs,
+                &dcap_qvl::QuotePolicy::claims_only(now_secs),
+            )
+            .map_err(|e| evidence_err(format!("the SGX quote failed DCAP verification: {e:#}")))?;
+        if claims.tcb.eval_data_number < min {
+            return Err(evidence_err(format!(
+                "the DCAP collateral's TCB evaluation data number is {}, below the policy's minimum {min}: the host serves collateral from before a TCB recovery (fetch current collateral)",
+                claims.tcb.eval_data_number
+            )));
+        }
+    }
     let allowed = allowed_status(policy);
     if verified.status == "Revoked" || !allowed.contains(&verified.status.as_str()) {
         return Err(evidence_err(format!(
@@ -305,6 +323,7 @@ mod tests {
     fn policy(code_id: [u8; 32]) -> Policy {
         Policy {
             measurements: vec![AllowedMeasurement {
+                platform: "sgx-gramine".into(),
                 code_id: hex(&code_id),
                 model_hash: hex(&[2; 32]),
                 min_split: None,

@@ -32,6 +32,7 @@ fn evidence() -> Evidence {
 fn policy(status: &[&str]) -> Policy {
     Policy {
         measurements: vec![AllowedMeasurement {
+            platform: "sgx-gramine".into(),
             code_id: hex(&parse_sgx_quote(QUOTE).unwrap().mr_enclave),
             model_hash: hex(&[2; 32]),
             min_split: None,
@@ -93,4 +94,36 @@ fn tampered_quotes_collateral_and_stale_time_are_rejected() {
     let mut ev = evidence();
     ev.proof.truncate(100);
     assert!(err(&ev, &p, NOW).contains("malformed SGX quote"));
+}
+
+/// Review finding 8: a policy's minimum TCB evaluation data number refuses collateral older
+/// than it (the host picks the collateral). The sample collateral's number is found by
+/// bisection over the policy alone: the first minimum it fails is one above its number.
+#[test]
+fn a_minimum_tcb_evaluation_data_number_refuses_older_collateral() {
+    let with_min = |min: u32| Policy {
+        sgx_min_tcb_eval_data_number: Some(min),
+        ..policy(&["ConfigurationAndSWHardeningNeeded"])
+    };
+    let refused =
+        |min: u32| err(&evidence(), &with_min(min), NOW).contains("evaluation data number");
+    assert!(!refused(0), "every collateral has a number of at least 0");
+    assert!(refused(u32::MAX));
+    let (mut lo, mut hi) = (0u32, u32::MAX);
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if refused(mid) {
+            hi = mid
+        } else {
+            lo = mid
+        }
+    }
+    // At its own number the collateral passes this check and fails later, at the binding.
+    let e = err(&evidence(), &with_min(lo), NOW);
+    assert!(e.contains("report data does not bind"), "{e}");
+    let e = err(&evidence(), &with_min(hi), NOW);
+    assert!(
+        e.contains(&format!("is {lo}, below the policy's minimum {hi}")),
+        "{e}"
+    );
 }
