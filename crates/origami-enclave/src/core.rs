@@ -200,22 +200,6 @@ impl EnclaveCore {
         Self::with_keys(plan, cfg, pad_key, sealer, probe_key)
     }
 
-    /// NO SECURITY: a core with keys from a fixed seed, for deterministic tests only.
-    pub fn insecure_with_seed_for_tests(
-        plan: Arc<Plan>,
-        cfg: CoreConfig,
-        seed: u8,
-    ) -> Result<Self, EnclaveError> {
-        let h = plan.hash;
-        Self::with_keys(
-            plan,
-            cfg,
-            PadKey::insecure_from_seed_for_tests([seed; 32]),
-            Sealer::insecure_from_seed_for_tests([seed ^ 0x55; 32], h),
-            PadKey::insecure_from_seed_for_tests([seed ^ 0xaa; 32]),
-        )
-    }
-
     fn with_keys(
         plan: Arc<Plan>,
         cfg: CoreConfig,

@@ -546,10 +546,17 @@ pub fn eval_nonlinear(node: &Node, ins: &[&QVal]) -> Result<QVal, EnclaveError> 
             _ => {}
         }
     }
-    let floats: Vec<Tensor> = ins.iter().map(|v| v.to_float()).collect();
-    let refs: Vec<&Tensor> = floats.iter().collect();
+    let mut floats: Vec<Tensor> = ins.iter().map(|v| v.to_float()).collect();
+    let out = {
+        let refs: Vec<&Tensor> = floats.iter().collect();
+        exec::eval_node(node, &refs, 1)
+    };
+    // The dequantized copies of secret activations are wiped, whatever the outcome.
+    for t in &mut floats {
+        zeroize::Zeroize::zeroize(&mut t.data);
+    }
     Ok(QVal::Float(
-        exec::eval_node(node, &refs, 1).map_err(|e| EnclaveError::Plan(e.to_string()))?,
+        out.map_err(|e| EnclaveError::Plan(e.to_string()))?,
     ))
 }
 

@@ -42,7 +42,9 @@ impl PadKey {
         Ok(Self(os_key()?))
     }
 
-    /// A key from a fixed seed. NO SECURITY: for deterministic tests only.
+    /// A key from a fixed seed. NO SECURITY: for deterministic tests only (feature
+    /// `insecure-test-keys`, which no production build enables).
+    #[cfg(any(test, feature = "insecure-test-keys"))]
     pub fn insecure_from_seed_for_tests(seed: [u8; 32]) -> Self {
         Self(seed)
     }
@@ -226,7 +228,9 @@ impl Sealer {
         })
     }
 
-    /// NO SECURITY: a sealer with a fixed key, for deterministic tests only.
+    /// NO SECURITY: a sealer with a fixed key, for deterministic tests only (feature
+    /// `insecure-test-keys`).
+    #[cfg(any(test, feature = "insecure-test-keys"))]
     pub fn insecure_from_seed_for_tests(seed: [u8; 32], model_hash: [u8; 32]) -> Self {
         Self {
             aead: aes_key(&seed),

@@ -55,7 +55,8 @@ pub fn decode<T: serde::de::DeserializeOwned + serde::Serialize>(
             rest.len()
         )));
     }
-    if encode(&v) != bytes {
+    // The re-encoding may hold a client's plaintext (a decoded request): wiped on drop.
+    if *zeroize::Zeroizing::new(encode(&v)) != bytes {
         return Err(ProtoError::Malformed("non-canonical encoding".into()));
     }
     Ok(v)

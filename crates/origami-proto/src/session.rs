@@ -12,10 +12,8 @@ use std::collections::HashSet;
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
-use hkdf::Hkdf;
 use rand_core::{OsRng, TryRngCore};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::{Zeroize, Zeroizing};
 
@@ -93,6 +91,15 @@ fn random32() -> Result<Zeroizing<[u8; 32]>, ProtoError> {
     Ok(b)
 }
 
+/// An HKDF output length.
+struct OkmLen(usize);
+
+impl aws_lc_rs::hkdf::KeyType for OkmLen {
+    fn len(&self) -> usize {
+        self.0
+    }
+}
+
 struct Keys {
     request: Zeroizing<[u8; 32]>,
     answer: Zeroizing<[u8; 32]>,
@@ -109,14 +116,15 @@ fn derive(
     if !shared.was_contributory() {
         return Err(ProtoError::Malformed("low-order X25519 key".into()));
     }
-    let hk = Hkdf::<Sha256>::new(Some(binding), shared.as_bytes());
-    let mut info = Vec::with_capacity(INFO.len() + 64);
-    info.extend_from_slice(INFO);
-    info.extend_from_slice(client);
-    info.extend_from_slice(enclave);
+    // AWS-LC's HKDF-SHA256 (RFC 5869): its PRK lives only inside the one call and is
+    // cleansed there; the input secret is copied into a buffer wiped on drop.
+    let prk = aws_lc_rs::hkdf::Salt::new(aws_lc_rs::hkdf::HKDF_SHA256, binding)
+        .extract(shared.as_bytes());
+    let info: [&[u8]; 3] = [INFO, client, enclave];
     let mut okm = Zeroizing::new([0u8; 64]);
-    hk.expand(&info, &mut *okm)
-        .expect("64 bytes is a valid HKDF-SHA256 output length");
+    prk.expand(&info, OkmLen(64))
+        .and_then(|o| o.fill(&mut *okm))
+        .map_err(|_| ProtoError::Malformed("HKDF expansion failed".into()))?;
     let mut keys = Keys {
         request: Zeroizing::new([0; 32]),
         answer: Zeroizing::new([0; 32]),
@@ -328,6 +336,30 @@ mod tests {
         let mut s = EnclaveSession::new(4).unwrap();
         s.bind([7; 32]);
         s
+    }
+
+    /// RFC 5869 test case 1 (HKDF-SHA256), through the same AWS-LC calls `derive` makes.
+    #[test]
+    fn hkdf_matches_rfc_5869() {
+        let h = |s: &str| -> Vec<u8> {
+            (0..s.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+                .collect()
+        };
+        let ikm = [0x0bu8; 22];
+        let salt = h("000102030405060708090a0b0c");
+        let info = h("f0f1f2f3f4f5f6f7f8f9");
+        let prk = aws_lc_rs::hkdf::Salt::new(aws_lc_rs::hkdf::HKDF_SHA256, &salt).extract(&ikm);
+        let mut okm = [0u8; 42];
+        prk.expand(&[&info[..5], &info[5..]], OkmLen(42))
+            .unwrap()
+            .fill(&mut okm)
+            .unwrap();
+        assert_eq!(
+            okm.to_vec(),
+            h("3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865")
+        );
     }
 
     #[test]

@@ -13,7 +13,19 @@ pub struct WireTensor {
 impl WireTensor {
     /// Decodes a tensor that must have exactly `expect` as its shape (every value finite).
     pub fn decode_exact(bytes: &[u8], expect: &[usize]) -> Result<Self, ProtoError> {
-        let t: WireTensor = crate::decode(bytes)?;
+        let mut t: WireTensor = crate::decode(bytes)?;
+        match t.check(expect) {
+            Ok(()) => Ok(t),
+            Err(e) => {
+                // The values may be a client's input: a refused copy is wiped, not dropped.
+                zeroize::Zeroize::zeroize(&mut t.data);
+                Err(e)
+            }
+        }
+    }
+
+    fn check(&self, expect: &[usize]) -> Result<(), ProtoError> {
+        let t = self;
         let shape: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
         if shape != expect {
             return Err(ProtoError::Malformed(format!(
@@ -29,7 +41,7 @@ impl WireTensor {
         if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
             return Err(ProtoError::Malformed(format!("value {i} is not finite")));
         }
-        Ok(t)
+        Ok(())
     }
 }
 
