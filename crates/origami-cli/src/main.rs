@@ -722,12 +722,9 @@ fn calibration(model: &Model, n: usize) -> Result<Vec<Tensor>> {
     let mut v: Vec<Tensor> = (0..n as u64)
         .map(|s| zoo::seeded_input(model, 0xca11b + s))
         .collect();
-    if model.input_shape[1..] == [28, 28] {
-        for (_, bytes) in BUNDLED {
-            let img = image::load_from_memory(bytes).context("bundled image")?;
-            v.push(input::image_to_tensor(&img, model));
-        }
-    }
+    // The bundled images as raw pixels: the enclave binary, which has no image decoder,
+    // calibrates on exactly these.
+    v.extend(input::bundled_calibration(model));
     if v.is_empty() {
         bail!("--calib must be at least 1");
     }

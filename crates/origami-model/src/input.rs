@@ -59,6 +59,12 @@ pub fn load_input(path: &Path, model: &Model) -> Result<Tensor, ModelError> {
                 path.display()
             )));
         }
+        #[cfg(not(feature = "images"))]
+        return Err(ModelError::Input(format!(
+            "{}: this build reads .npy inputs only (origami-model without the `images` feature)",
+            path.display()
+        )));
+        #[cfg(feature = "images")]
         let img = image::ImageReader::open(path)
             .map_err(|source| ModelError::Io {
                 path: path.display().to_string(),
@@ -73,6 +79,7 @@ pub fn load_input(path: &Path, model: &Model) -> Result<Tensor, ModelError> {
             .map_err(|e| {
                 ModelError::Input(format!("{}: cannot decode image: {e}", path.display()))
             })?;
+        #[cfg(feature = "images")]
         image_to_tensor(&img, model)
     };
     crate::exec::check_input(model, &t)?;
@@ -80,6 +87,7 @@ pub fn load_input(path: &Path, model: &Model) -> Result<Tensor, ModelError> {
 }
 
 /// Resizes (bilinear) and normalizes an image into a `[1, C, H, W]` tensor for `model`.
+#[cfg(feature = "images")]
 pub fn image_to_tensor(img: &image::DynamicImage, model: &Model) -> Tensor {
     let (c, h, w) = (
         model.input_shape[0],
@@ -106,4 +114,35 @@ pub fn image_to_tensor(img: &image::DynamicImage, model: &Model) -> Tensor {
         shape: vec![1, c, h, w],
         data,
     }
+}
+
+/// The ten bundled Fashion-MNIST test images (28×28 grayscale, one per class, in class order;
+/// `origami-cli/assets/*.png`), decoded to raw pixels so that code without an image decoder
+/// (the enclave binary) calibrates on exactly what the host does. A test checks it equals the
+/// PNGs' decoding.
+pub const BUNDLED_28X28: &[u8] = include_bytes!("../assets/bundled-28x28.u8");
+
+/// Calibration inputs from the bundled images, for a model that takes 28×28 inputs (none
+/// otherwise), normalized as `image_to_tensor` would (gray replicated over up to 3 channels).
+pub fn bundled_calibration(model: &Model) -> Vec<Tensor> {
+    let (c, h, w) = match model.input_shape[..] {
+        [c, 28, 28] => (c, 28, 28),
+        _ => return Vec::new(),
+    };
+    let pre = Preprocess::for_model(model);
+    BUNDLED_28X28
+        .chunks_exact(h * w)
+        .map(|px| {
+            let mut data = vec![0f32; c * h * w];
+            for (i, &p) in px.iter().enumerate() {
+                for ch in 0..c.min(3) {
+                    data[ch * h * w + i] = (p as f32 / 255.0 - pre.mean[ch]) / pre.std[ch];
+                }
+            }
+            Tensor {
+                shape: vec![1, c, h, w],
+                data,
+            }
+        })
+        .collect()
 }
