@@ -30,12 +30,12 @@ for t in origami_cuda cuda; do
 done
 
 echo "== building the origami CLI (release)"
-cargo build -p origami-cli --release
-cp target/release/origami "$out/origami"
+cargo build -p origami-cli -p origami-enclave-bin --release
+cp target/release/origami target/release/origami-enclave "$out/"
 
 # Debug info is most of the size; symbols stay for backtraces.
 if command -v strip >/dev/null; then
-    strip --strip-debug "$out/origami" "$out"/tests/*
+    strip --strip-debug "$out/origami" "$out/origami-enclave" "$out"/tests/*
 fi
 du -ah "$out" | sort -h
 total=$(du -sb "$out" | cut -f1)

@@ -525,16 +525,43 @@ fn real_main() -> Result<()> {
             no_verify,
             calib,
         } => {
-            let listen = match (socket, tcp) {
-                (Some(p), None) => EnclaveListen::Unix(p),
-                (None, Some(a)) => {
-                    let path = token_file.context("--tcp needs --token-file")?;
-                    EnclaveListen::Tcp(a, origami_proto::link::LinkToken::read(&path)?)
-                }
-                _ => bail!("give exactly one of --socket PATH and --tcp ADDR"),
+            // The enclave runs as its own binary (`origami-enclave`, what a TEE measures);
+            // this command resolves the audited default split and hands over.
+            let mut args: Vec<std::ffi::OsString> = Vec::new();
+            let mut arg = |k: &str, v: std::ffi::OsString| {
+                args.push(k.into());
+                args.push(v);
             };
-            let attester = attester(&platform, &attestation_dir)?;
-            enclave_process(&listen, attester, &model, &mode, split, !no_verify, calib)
+            if let Some(p) = socket {
+                arg("--socket", p.into());
+            }
+            if let Some(t) = tcp {
+                arg("--tcp", t.into());
+            }
+            if let Some(f) = token_file {
+                arg("--token-file", f.into());
+            }
+            arg("--platform", platform.into());
+            arg("--attestation-dir", attestation_dir.into());
+            let split = match (mode.as_str(), split) {
+                ("origami", None) => Some(default_split(&load_model(&model)?)),
+                (_, k) => k,
+            };
+            arg("--model", model.into());
+            arg("--mode", mode.into());
+            arg("--calib", calib.to_string().into());
+            if let Some(k) = split {
+                arg("--split", k.to_string().into());
+            }
+            if no_verify {
+                args.push("--no-verify".into());
+            }
+            let bin = enclave_binary()?;
+            // Replaces this process (same pid, same stdout): only returns on failure.
+            let err = std::os::unix::process::CommandExt::exec(
+                std::process::Command::new(&bin).args(&args),
+            );
+            Err(anyhow::Error::new(err).context(format!("starting {}", bin.display())))
         }
         Cmd::Precompute {
             enclave,
@@ -649,7 +676,7 @@ fn real_main() -> Result<()> {
         Cmd::Zoo {
             cmd: ZooCmd::Export { name, out },
         } => {
-            let m = load_zoo(&name)?;
+            let m = load_model(&name)?;
             onnx::save(&m, &out)?;
             println!(
                 "wrote {} ({}) to {}",
@@ -687,68 +714,18 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn load_zoo(name: &str) -> Result<Model> {
-    if let Some((base, size)) = name.split_once('@') {
-        let n: usize = size
-            .parse()
-            .with_context(|| format!("bad size in '{name}'"))?;
-        if n == 0 || !n.is_multiple_of(32) || n > 1024 {
-            bail!("VGG input size must be a multiple of 32 between 32 and 1024, got {n}");
-        }
-        return match base {
-            "vgg16" => Ok(zoo::vgg16(n)),
-            "vgg19" => Ok(zoo::vgg19(n)),
-            _ => bail!("only vgg16@N and vgg19@N take a size"),
-        };
-    }
-    zoo::by_name(name).with_context(|| {
-        format!(
-            "unknown model '{name}' (built-in: {})",
-            zoo::NAMES.join(", ")
-        )
-    })
-}
-
 fn load_model(spec: &str) -> Result<Model> {
-    let p = Path::new(spec);
-    if spec.ends_with(".onnx") || p.exists() {
-        return onnx::load(p).with_context(|| format!("loading {spec}"));
-    }
-    load_zoo(spec)
+    zoo::load(spec).with_context(|| format!("loading {spec}"))
 }
 
-/// Calibration inputs: seeded inputs, plus the bundled images when the model takes 28×28.
+/// Calibration inputs (`zoo::calibration`: seeded inputs, plus the bundled images for 28×28
+/// models), shared with the enclave binary.
 fn calibration(model: &Model, n: usize) -> Result<Vec<Tensor>> {
-    let mut v: Vec<Tensor> = (0..n as u64)
-        .map(|s| zoo::seeded_input(model, 0xca11b + s))
-        .collect();
-    // The bundled images as raw pixels: the enclave binary, which has no image decoder,
-    // calibrates on exactly these.
-    v.extend(input::bundled_calibration(model));
+    let v = zoo::calibration(model, n);
     if v.is_empty() {
         bail!("--calib must be at least 1");
     }
     Ok(v)
-}
-
-/// The enclave process's plan: for `origami --split K` a head-only plan (the tail's weights are
-/// freed once calibrated: the enclave never runs them), otherwise the full plan.
-fn served_enclave(
-    model: &str,
-    mode: &str,
-    split: Option<usize>,
-    calib: usize,
-) -> Result<(Placement, Arc<Plan>)> {
-    let m = load_model(model)?;
-    let placement = served_placement(&m, mode, split)?;
-    let c = calibration(&m, calib)?;
-    let plan = match placement {
-        Placement::Origami { split } => {
-            Plan::build_head_only(m, &c, QuantConfig::default(), split)?
-        }
-        _ => Plan::build(&m, &c, QuantConfig::default())?,
-    };
-    Ok((placement, Arc::new(plan)))
 }
 
 fn build_plan(model: &Model, calib: usize) -> Result<Arc<Plan>> {
@@ -917,7 +894,7 @@ fn infer_once(
 }
 
 fn demo(name: &str, image_index: usize) -> Result<()> {
-    let model = load_zoo(name)?;
+    let model = load_model(name)?;
     if image_index >= BUNDLED.len() {
         bail!("--image must be 0–{}", BUNDLED.len() - 1);
     }
@@ -1382,11 +1359,17 @@ fn served_placement(m: &Model, mode: &str, split: Option<usize>) -> Result<Place
     Ok(Placement::parse(mode, split)?)
 }
 
-/// Where `origami enclave` listens.
-enum EnclaveListen {
-    Unix(PathBuf),
-    /// Loopback TCP: a host must present the link token first.
-    Tcp(String, origami_proto::link::LinkToken),
+/// The enclave binary (`origami-enclave`), installed next to this one.
+fn enclave_binary() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating the origami binary")?;
+    let bin = exe.with_file_name("origami-enclave");
+    if !bin.is_file() {
+        bail!(
+            "the enclave binary {} is missing: build it next to origami (cargo build --release -p origami-cli -p origami-enclave-bin)",
+            bin.display()
+        );
+    }
+    Ok(bin)
 }
 
 /// The link token of `--enclave-token-file`, if given.
@@ -1394,21 +1377,6 @@ fn link_token(path: Option<PathBuf>) -> Result<Option<Arc<origami_proto::link::L
     Ok(match path {
         Some(p) => Some(Arc::new(origami_proto::link::LinkToken::read(&p)?)),
         None => None,
-    })
-}
-
-/// The platform that attests the enclave.
-fn attester(
-    platform: &str,
-    attestation_dir: &Path,
-) -> Result<Box<dyn origami_proto::evidence::Attester>> {
-    use origami_proto::evidence::SimulatedPlatform;
-    Ok(match platform {
-        "simulated" => Box::new(SimulatedPlatform::new(
-            origami_enclave::service::self_code_id()?,
-        )?),
-        "sgx-gramine" => Box::new(origami_proto::sgx::GraminePlatform::open(attestation_dir)?),
-        other => bail!("unknown platform {other:?}: simulated | sgx-gramine"),
     })
 }
 
@@ -1427,95 +1395,6 @@ fn read_collateral(path: &Path) -> Result<String> {
     serde_json::from_str::<serde_json::Value>(&text)
         .with_context(|| format!("{}: not JSON DCAP collateral", path.display()))?;
     Ok(text)
-}
-
-fn enclave_process(
-    listen: &EnclaveListen,
-    attester: Box<dyn origami_proto::evidence::Attester>,
-    model: &str,
-    mode: &str,
-    split: Option<usize>,
-    verify: bool,
-    calib: usize,
-) -> Result<()> {
-    use origami_enclave::service::EnclaveService;
-    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-    let (placement, plan) = served_enclave(model, mode, split, calib)?;
-    let (name, model_hash) = (plan.model.name.clone(), plan.model_hash);
-    let cfg = CoreConfig {
-        placement,
-        verify,
-        threads: 1,
-    };
-    let mut service = EnclaveService::new(plan, cfg, attester)?;
-    let ev = service.evidence();
-    let banner = |at: String| {
-        println!(
-            "enclave process: platform {}; model {} ({}…), placement {}; code id {}…; session key {}…; listening on {at}",
-            ev.platform.name(),
-            name,
-            &hex(&model_hash)[..16],
-            placement.name(),
-            &hex(&ev.measurement.code_id)[..16],
-            &hex(&ev.enclave_key)[..16],
-        )
-    };
-    fn serve_one(service: &mut EnclaveService, stream: &mut (impl std::io::Read + std::io::Write)) {
-        if let Err(e) = origami_enclave::process::serve(
-            stream,
-            service,
-            origami_proto::frame::DEFAULT_MAX_FRAME,
-        ) {
-            eprintln!("enclave: connection ended: {e}");
-        }
-    }
-    match listen {
-        EnclaveListen::Unix(socket) => {
-            if let Ok(meta) = std::fs::symlink_metadata(socket) {
-                if !meta.file_type().is_socket() {
-                    bail!("{} exists and is not a socket", socket.display());
-                }
-                std::fs::remove_file(socket)
-                    .with_context(|| format!("removing stale {}", socket.display()))?;
-            }
-            let listener = std::os::unix::net::UnixListener::bind(socket)
-                .with_context(|| format!("listening on {}", socket.display()))?;
-            std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
-            banner(socket.display().to_string());
-            for conn in listener.incoming() {
-                match conn {
-                    Ok(mut s) => serve_one(&mut service, &mut s),
-                    Err(e) => eprintln!("enclave: accept failed: {e}"),
-                }
-            }
-        }
-        EnclaveListen::Tcp(addr, token) => {
-            let listener = std::net::TcpListener::bind(addr)
-                .with_context(|| format!("listening on {addr}"))?;
-            banner(format!("tcp:{}", listener.local_addr()?));
-            for conn in listener.incoming() {
-                match conn {
-                    Ok(mut s) => {
-                        let _ = s.set_nodelay(true);
-                        // The token must come promptly: one connection is served at a time.
-                        let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
-                        match origami_proto::link::accept(&mut s, token) {
-                            Ok(true) => {
-                                let _ = s.set_read_timeout(None);
-                                serve_one(&mut service, &mut s)
-                            }
-                            Ok(false) => {
-                                eprintln!("enclave: refused a connection: wrong link token")
-                            }
-                            Err(e) => eprintln!("enclave: refused a connection: {e}"),
-                        }
-                    }
-                    Err(e) => eprintln!("enclave: accept failed: {e}"),
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 /// `origami precompute`: sealed pads from a running enclave into a file, with progress.
@@ -1609,9 +1488,7 @@ fn spawn_enclave(
     static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let sock = dir.join(format!("enclave-{n}.sock"));
-    let exe = std::env::current_exe().context("locating the origami binary")?;
-    let child = std::process::Command::new(exe)
-        .arg("enclave")
+    let child = std::process::Command::new(enclave_binary()?)
         .arg("--socket")
         .arg(&sock)
         .args(args)
@@ -1707,8 +1584,9 @@ fn serve(
             "--calib".into(),
             calib.to_string(),
         ];
-        if let Some(k) = split {
-            args.extend(["--split".into(), k.to_string()]);
+        // The resolved split (the audited default when none was given).
+        if let Placement::Origami { split } = placement {
+            args.extend(["--split".into(), split.to_string()]);
         }
         if !verify {
             args.push("--no-verify".into());

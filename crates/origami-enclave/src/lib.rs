@@ -2,6 +2,7 @@
 //! and the enclave core — an I/O-free state machine holding every secret.
 
 pub mod core;
+pub mod listen;
 pub mod plan;
 pub mod process;
 pub mod qops;

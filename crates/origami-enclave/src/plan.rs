@@ -149,6 +149,28 @@ impl Plan {
         Self::build_inner(model.fold_batchnorm(), calib, cfg, None)
     }
 
+    /// The plan an enclave serves `placement` with, calibrated on `zoo::calibration(model,
+    /// calib)` (the host builds its own from the same inputs, so both agree): for `origami
+    /// --split K` head-only (`build_head_only`), otherwise the full plan.
+    pub fn served(
+        model: Model,
+        placement: crate::Placement,
+        calib: usize,
+    ) -> Result<Self, EnclaveError> {
+        let c = origami_model::zoo::calibration(&model, calib);
+        if c.is_empty() {
+            return Err(EnclaveError::Plan(
+                "calibration needs at least one input".into(),
+            ));
+        }
+        match placement {
+            crate::Placement::Origami { split } => {
+                Self::build_head_only(model, &c, QuantConfig::default(), split)
+            }
+            _ => Self::build(&model, &c, QuantConfig::default()),
+        }
+    }
+
     /// The enclave's plan for `origami --split k`: identical scales and hashes (the whole model
     /// is still calibrated), but the tail's weights, float and quantized, are never kept — the
     /// enclave holds only the head it runs, which bounds its memory (VGG-16: the tail is >99%

@@ -291,6 +291,49 @@ pub fn seeded_input(model: &Model, seed: u64) -> crate::Tensor {
     crate::Tensor { shape, data }
 }
 
+/// A model by its command-line spec: an ONNX file (a path ending in `.onnx`, or any existing
+/// path), `vgg16@N` / `vgg19@N` (input size N, a multiple of 32 up to 1024), or a built-in name
+/// (`NAMES`).
+pub fn load(spec: &str) -> Result<Model, crate::ModelError> {
+    let p = std::path::Path::new(spec);
+    if spec.ends_with(".onnx") || p.exists() {
+        return crate::onnx::load(p);
+    }
+    let bad = |m: String| crate::ModelError::Input(m);
+    if let Some((base, size)) = spec.split_once('@') {
+        let n: usize = size
+            .parse()
+            .map_err(|_| bad(format!("bad size in '{spec}'")))?;
+        if n == 0 || !n.is_multiple_of(32) || n > 1024 {
+            return Err(bad(format!(
+                "VGG input size must be a multiple of 32 between 32 and 1024, got {n}"
+            )));
+        }
+        return match base {
+            "vgg16" => Ok(vgg16(n)),
+            "vgg19" => Ok(vgg19(n)),
+            _ => Err(bad("only vgg16@N and vgg19@N take a size".into())),
+        };
+    }
+    by_name(spec).ok_or_else(|| {
+        bad(format!(
+            "unknown model '{spec}' (built-in: {})",
+            NAMES.join(", ")
+        ))
+    })
+}
+
+/// Calibration inputs for `model`: `n` seeded inputs, plus the bundled images when it takes
+/// 28×28 inputs (`input::bundled_calibration`). The enclave and the host calibrate on exactly
+/// these, so their plans agree.
+pub fn calibration(model: &Model, n: usize) -> Vec<crate::Tensor> {
+    let mut v: Vec<crate::Tensor> = (0..n as u64)
+        .map(|s| seeded_input(model, 0xca11b + s))
+        .collect();
+    v.extend(crate::input::bundled_calibration(model));
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,7 +22,10 @@ fn pngs() -> Vec<image::DynamicImage> {
 
 #[test]
 fn bundled_pixels_are_the_pngs_decoded() {
-    let raw: Vec<u8> = pngs().iter().flat_map(|i| i.to_luma8().into_raw()).collect();
+    let raw: Vec<u8> = pngs()
+        .iter()
+        .flat_map(|i| i.to_luma8().into_raw())
+        .collect();
     if std::env::var("ORIGAMI_WRITE_ASSETS").as_deref() == Ok("1") {
         let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/bundled-28x28.u8");
         std::fs::write(out, &raw).unwrap();
@@ -38,7 +41,11 @@ fn bundled_pixels_are_the_pngs_decoded() {
         assert_eq!(got.len(), want.len());
         for (g, w) in got.iter().zip(&want) {
             assert_eq!(g.shape, w.shape);
-            assert!(g.data.iter().zip(&w.data).all(|(a, b)| a.to_bits() == b.to_bits()));
+            assert!(g
+                .data
+                .iter()
+                .zip(&w.data)
+                .all(|(a, b)| a.to_bits() == b.to_bits()));
         }
     }
     let mut big = fashion.clone();
