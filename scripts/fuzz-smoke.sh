@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Smoke-runs the fuzz targets (frame and wire decoding, evidence parsing, SGX quotes, ONNX import)
+# Smoke-runs the fuzz targets (frame and wire decoding, evidence parsing, SGX quotes, ONNX import,
+# the enclave process under an adversarial host's byte stream)
 # for a short time each.
 # Needs the nightly toolchain and cargo-fuzz (`rustup toolchain install nightly`,
 # `cargo install cargo-fuzz`). Usage: scripts/fuzz-smoke.sh [seconds per target, default 30]
@@ -13,7 +14,7 @@ cp ../crates/origami-proto/tests/data/sgx_quote corpus/sgx_quote/sample
 # Seed the ONNX target with real model files, so it starts from graphs that import.
 mkdir -p corpus/onnx
 for f in ../crates/origami-model/tests/fixtures/*.onnx; do cp "$f" corpus/onnx/; done
-for t in frame wire evidence sgx_quote onnx; do
+for t in frame wire evidence sgx_quote onnx enclave; do
   echo "== $t (${secs}s)"
   # Bounded: inputs up to 64 KiB, 512 MiB of memory, 5 s per input.
   # onnx runs small models: faer's GEMM reserves ~520 MiB of scratch on first use (not a model

@@ -8,6 +8,7 @@ fuzz_target!(|data: &[u8]| {
     let policy = Policy {
         allow_simulated: true,
         measurements: vec![AllowedMeasurement {
+            platform: "simulated".into(),
             code_id: "*".into(),
             model_hash: "00".repeat(32),
             min_split: None,
