@@ -17,9 +17,9 @@ for f in ../crates/origami-model/tests/fixtures/*.onnx; do cp "$f" corpus/onnx/;
 for t in frame wire evidence sgx_quote onnx enclave; do
   echo "== $t (${secs}s)"
   # Bounded: inputs up to 64 KiB, 512 MiB of memory, 5 s per input.
-  # onnx runs small models: faer's GEMM reserves ~520 MiB of scratch on first use (not a model
-  # bomb; see fuzz/regressions/onnx/README.md), so that target gets a larger limit.
+  # onnx and enclave run small models: faer's GEMM reserves ~520 MiB of scratch on first use
+  # (not a model bomb; see fuzz/regressions/onnx/README.md), so they get a larger limit.
   mem=512
-  if [ "$t" = onnx ]; then mem=2048; fi
+  if [ "$t" = onnx ] || [ "$t" = enclave ]; then mem=2048; fi
   cargo +nightly fuzz run "$t" -- -max_total_time="$secs" -max_len=65536 -rss_limit_mb="$mem" -malloc_limit_mb="$mem" -timeout=5
 done
