@@ -265,6 +265,9 @@ impl Worker {
                 )
             }
             Err(Fail::KeyRetired) => {
+                // Serve the current evidence before the client, told to, fetches it again.
+                self.follow_key_rotation();
+                let m = &self.metrics;
                 m.bad_request.fetch_add(1, Ordering::Relaxed);
                 error(
                     StatusCode::CONFLICT,
