@@ -11,8 +11,10 @@ use origami_enclave::{reference, CoreConfig, EnclaveError, Placement, Plan, Quan
 use origami_host::{drive, field_layers, PadStore};
 use origami_model::{zoo, Tensor};
 use origami_proto::evidence::{hex, verify, AllowedMeasurement, Policy};
+use origami_proto::rejection::Rejection;
 use origami_proto::session::{seal_request, Failure, SealedAnswer, SealedRequest};
 use origami_proto::tensor::WireTensor;
+use origami_proto::ProtoError;
 
 struct Host {
     service: EnclaveService,
@@ -105,8 +107,12 @@ fn sealed_request_and_answer_match_the_reference() {
         let mut host = Host::new(&plan, placement);
         let ev = host.service.evidence().clone();
         // The default policy refuses a simulated enclave, with a clear message.
-        let e = verify(&ev, &Policy::default()).unwrap_err().to_string();
-        assert!(e.contains("SIMULATED"), "{e}");
+        let e = verify(&ev, &Policy::default()).unwrap_err();
+        assert!(
+            matches!(e, ProtoError::Evidence(Rejection::Simulated)),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("SIMULATED"), "{e}");
         let binding = verify(&ev, &policy(&plan, true)).unwrap();
         // Full privacy by policy: only slalom.
         let only_slalom = Policy {

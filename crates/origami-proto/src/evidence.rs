@@ -11,6 +11,7 @@ use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::rejection::Rejection;
 use crate::ProtoError;
 
 /// The identity the client checks.
@@ -286,41 +287,33 @@ pub fn verify(ev: &Evidence, policy: &Policy) -> Result<[u8; 32], ProtoError> {
 
 /// `verify` at a given time (seconds since the Unix epoch).
 pub fn verify_at(ev: &Evidence, policy: &Policy, now_secs: u64) -> Result<[u8; 32], ProtoError> {
-    let reject = |m: String| Err(ProtoError::Evidence(m));
+    let reject = |r: Rejection| Err(ProtoError::Evidence(r));
     for m in &policy.measurements {
         if !Platform::ALL.iter().any(|p| p.id() == m.platform) {
-            return reject(format!(
-                "policy: unknown platform {:?} in [[measurements]] (simulated | sgx-gramine)",
-                m.platform
-            ));
+            return reject(Rejection::UnknownPolicyPlatform(m.platform.clone()));
         }
         if m.code_id == "*" && m.platform != Platform::Simulated.id() {
-            return reject(format!(
-                "policy: code_id = \"*\" on platform {}: any code is accepted for simulated evidence only",
-                m.platform
-            ));
+            return reject(Rejection::AnyCodeOnRealPlatform(m.platform.clone()));
         }
     }
     let digest = ev.digest();
     match ev.platform {
         Platform::Simulated => {
             if !policy.allow_simulated {
-                return reject(
-                    "the server's enclave is SIMULATED (no TEE): refused by policy (set allow_simulated = true only for development)".into(),
-                );
+                return reject(Rejection::Simulated);
             }
+            let bad = |what| ProtoError::Evidence(Rejection::BadSimulatedProof(what));
             let key = VerifyingKey::from_bytes(&ev.platform_key)
-                .map_err(|_| ProtoError::Evidence("bad simulated platform key".into()))?;
+                .map_err(|_| bad("bad simulated platform key"))?;
             let sig = Signature::from_slice(&ev.proof)
-                .map_err(|_| ProtoError::Evidence("bad simulated signature encoding".into()))?;
-            key.verify(&digest, &sig).map_err(|_| {
-                ProtoError::Evidence("the simulated signature does not match the evidence".into())
-            })?;
+                .map_err(|_| bad("bad simulated signature encoding"))?;
+            key.verify(&digest, &sig)
+                .map_err(|_| bad("the simulated signature does not match the evidence"))?;
         }
         Platform::SgxGramine => crate::sgx::verify_quote(ev, &digest, policy, now_secs)?,
     }
     if ev.host_sees != host_sees(&ev.measurement.placement, ev.measurement.split) {
-        return reject("the evidence misstates what the host sees".into());
+        return reject(Rejection::HostSeesMisstated);
     }
     let placements: Vec<&str> = if policy.placements.is_empty() {
         DEFAULT_PLACEMENTS.to_vec()
@@ -328,19 +321,17 @@ pub fn verify_at(ev: &Evidence, policy: &Policy, now_secs: u64) -> Result<[u8; 3
         policy.placements.iter().map(String::as_str).collect()
     };
     if !placements.contains(&ev.measurement.placement.as_str()) {
-        return reject(format!(
-            "placement {} is not allowed by policy (allowed: {}); the host would see: {}",
-            ev.measurement.placement,
-            placements.join(", "),
-            ev.host_sees
-        ));
+        return reject(Rejection::PlacementNotAllowed {
+            placement: ev.measurement.placement.clone(),
+            allowed: placements.join(", "),
+            host_sees: ev.host_sees.clone(),
+        });
     }
     let blinded = ev.measurement.placement != "enclave";
     if blinded && !ev.measurement.verify && !policy.allow_unverified {
-        return reject(format!(
-            "the enclave runs {} without integrity checks (--no-verify): the host could alter what it computes; refused by policy (allow_unverified = true only for benchmarks)",
-            ev.measurement.placement
-        ));
+        return reject(Rejection::Unverified {
+            placement: ev.measurement.placement.clone(),
+        });
     }
     let code = hex(&ev.measurement.code_id);
     let model = hex(&ev.measurement.model_hash);
@@ -350,18 +341,12 @@ pub fn verify_at(ev: &Evidence, policy: &Policy, now_secs: u64) -> Result<[u8; 3
             .measurements
             .iter()
             .any(|m| m.platform != ev.platform.id() && m.code_id == code);
-        let hint = if other_platform {
-            format!(
-                " (an entry with this code is for another platform; this evidence is {})",
-                ev.platform.id()
-            )
-        } else {
-            String::new()
-        };
-        return reject(format!(
-            "measurement not allowed by policy: platform {}, code {code}, model {model}{hint}",
-            ev.platform.id()
-        ));
+        return reject(Rejection::MeasurementNotAllowed {
+            platform: ev.platform.id(),
+            code,
+            model,
+            other_platform,
+        });
     }
     if let Some(split) = ev.measurement.split {
         if !entries
@@ -373,9 +358,7 @@ pub fn verify_at(ev: &Evidence, policy: &Policy, now_secs: u64) -> Result<[u8; 3
                 .filter_map(|m| m.min_split)
                 .min()
                 .unwrap_or(0);
-            return reject(format!(
-                "origami split {split} is earlier than the policy's minimum {min} for model {model}: the host would see features closer to the input than audited"
-            ));
+            return reject(Rejection::SplitTooEarly { split, min, model });
         }
     }
     Ok(digest)
@@ -392,6 +375,14 @@ mod tests {
             placement: "slalom".into(),
             split: None,
             verify: true,
+        }
+    }
+
+    /// Why `ev` is refused under `p`: always a typed rejection, never only a text.
+    fn refused(ev: &Evidence, p: &Policy) -> Rejection {
+        match verify(ev, p) {
+            Err(ProtoError::Evidence(r)) => r,
+            other => panic!("expected an evidence rejection, got {other:?}"),
         }
     }
 
@@ -417,8 +408,7 @@ mod tests {
             allow_simulated: false,
             ..policy()
         };
-        let e = verify(&ev, &strict).unwrap_err().to_string();
-        assert!(e.contains("SIMULATED"), "{e}");
+        assert_eq!(refused(&ev, &strict), Rejection::Simulated);
     }
 
     #[test]
@@ -450,8 +440,10 @@ mod tests {
         let ev = p.attest(m, [9; 32], [3; 16]).unwrap();
         assert!(ev.host_sees.contains("plain features at split 4"));
         // The default policy accepts the placements that show the host no features only.
-        let e = verify(&ev, &policy()).unwrap_err().to_string();
-        assert!(e.contains("placement origami is not allowed"), "{e}");
+        match refused(&ev, &policy()) {
+            Rejection::PlacementNotAllowed { placement, .. } => assert_eq!(placement, "origami"),
+            e => panic!("{e:?}"),
+        }
         let with_origami = Policy {
             placements: vec!["slalom".into(), "origami".into()],
             ..policy()
@@ -459,10 +451,11 @@ mod tests {
         verify(&ev, &with_origami).unwrap();
         let mut other = measurement();
         other.model_hash = [5; 32];
-        let e = verify(&p.attest(other, [9; 32], [3; 16]).unwrap(), &policy())
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("measurement not allowed"), "{e}");
+        let e = refused(&p.attest(other, [9; 32], [3; 16]).unwrap(), &policy());
+        assert!(
+            matches!(e, Rejection::MeasurementNotAllowed { ref model, other_platform: false, .. } if *model == hex(&[5; 32])),
+            "{e:?}"
+        );
     }
 
     /// A host that restarts the enclave at an earlier split than the operator audited is
@@ -477,14 +470,14 @@ mod tests {
             let mut m = measurement();
             m.placement = "origami".into();
             m.split = Some(split);
-            let r = verify(&p.attest(m, [9; 32], [3; 16]).unwrap(), &pol);
-            assert_eq!(r.is_ok(), ok, "split {split}: {r:?}");
-            if let Err(e) = r {
-                assert!(
-                    e.to_string()
-                        .contains("earlier than the policy's minimum 4"),
-                    "{e}"
-                );
+            let ev = p.attest(m, [9; 32], [3; 16]).unwrap();
+            if ok {
+                verify(&ev, &pol).unwrap();
+            } else {
+                assert!(matches!(
+                    refused(&ev, &pol),
+                    Rejection::SplitTooEarly { split: s, min: 4, .. } if s == split
+                ));
             }
         }
     }
@@ -496,8 +489,10 @@ mod tests {
         let mut m = measurement();
         m.verify = false;
         let ev = p.attest(m, [9; 32], [3; 16]).unwrap();
-        let e = verify(&ev, &policy()).unwrap_err().to_string();
-        assert!(e.contains("without integrity checks"), "{e}");
+        assert!(matches!(
+            refused(&ev, &policy()),
+            Rejection::Unverified { .. }
+        ));
         let bench = Policy {
             allow_unverified: true,
             ..policy()
@@ -525,8 +520,8 @@ mod tests {
         assert!(allowed_entries(&pol, Platform::SgxGramine, &code, &model).is_empty());
         // "*" on an SGX entry is a policy error, not a silent wildcard.
         pol.measurements[0].platform = "sgx-gramine".into();
-        let e = verify(&p.attest(measurement(), [9; 32], [3; 16]).unwrap(), &pol).unwrap_err();
-        assert!(e.to_string().contains("simulated evidence only"), "{e}");
+        let e = refused(&p.attest(measurement(), [9; 32], [3; 16]).unwrap(), &pol);
+        assert_eq!(e, Rejection::AnyCodeOnRealPlatform("sgx-gramine".into()));
         // An exact code id matches on SGX, for an SGX entry.
         pol.measurements[0].code_id = code.clone();
         assert_eq!(
@@ -544,11 +539,19 @@ mod tests {
         let mut pol = policy();
         verify(&ev, &pol).unwrap();
         pol.measurements[0].platform = "sgx-gramine".into();
-        let e = verify(&ev, &pol).unwrap_err().to_string();
-        assert!(e.contains("another platform"), "{e}");
+        assert!(matches!(
+            refused(&ev, &pol),
+            Rejection::MeasurementNotAllowed {
+                platform: "simulated",
+                other_platform: true,
+                ..
+            }
+        ));
         pol.measurements[0].platform = "sev-snp".into();
-        let e = verify(&ev, &pol).unwrap_err().to_string();
-        assert!(e.contains("unknown platform"), "{e}");
+        assert_eq!(
+            refused(&ev, &pol),
+            Rejection::UnknownPolicyPlatform("sev-snp".into())
+        );
         // A policy without the platform is refused when read.
         let json =
             r#"{"allow_simulated": true, "measurements": [{"code_id": "01", "model_hash": "02"}]}"#;

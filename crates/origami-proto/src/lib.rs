@@ -7,6 +7,7 @@
 pub mod evidence;
 pub mod frame;
 pub mod link;
+pub mod rejection;
 pub mod session;
 pub mod sgx;
 pub mod tensor;
@@ -38,7 +39,10 @@ pub enum ProtoError {
     #[error("the enclave refused the link token (give both sides the same token file)")]
     TokenRefused,
     #[error("evidence rejected: {0}")]
-    Evidence(String),
+    Evidence(#[from] rejection::Rejection),
+    /// The enclave's own attestation interface failed (e.g. no Gramine `/dev/attestation`).
+    #[error("attestation: {0}")]
+    Attestation(String),
 }
 
 /// Decodes a postcard message that must use every byte of `bytes` and be in canonical form

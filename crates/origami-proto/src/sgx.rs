@@ -24,6 +24,7 @@ use dcap_qvl::quote::{EnclaveReport, Quote};
 use dcap_qvl::QuoteCollateralV3;
 
 use crate::evidence::{Attester, Evidence, Measurement, Platform, Policy};
+use crate::rejection::Rejection;
 use crate::ProtoError;
 
 /// Largest quote accepted (real ones are about 4.6 KiB with the PCK chain).
@@ -33,8 +34,13 @@ pub const MAX_COLLATERAL: usize = 1 << 20;
 /// The DEBUG bit of the SGX attributes' flags (bit 1 of the first byte).
 const SGX_FLAGS_DEBUG: u8 = 0x02;
 
-fn evidence_err(m: impl Into<String>) -> ProtoError {
-    ProtoError::Evidence(m.into())
+fn reject(r: Rejection) -> ProtoError {
+    ProtoError::Evidence(r)
+}
+
+/// A failure of this enclave's own attestation interface (not a client's rejection).
+fn attestation_err(m: impl Into<String>) -> ProtoError {
+    ProtoError::Attestation(m.into())
 }
 
 /// The report data an SGX quote must carry for evidence with this digest.
@@ -47,15 +53,15 @@ pub fn report_data(digest: &[u8; 32]) -> [u8; 64] {
 /// Parses a DCAP quote (bounded; SGX enclave reports only) and returns its enclave report.
 pub fn parse_sgx_quote(quote: &[u8]) -> Result<EnclaveReport, ProtoError> {
     if quote.len() > MAX_QUOTE {
-        return Err(evidence_err(format!(
-            "SGX quote of {} bytes exceeds {MAX_QUOTE}",
-            quote.len()
-        )));
+        return Err(reject(Rejection::QuoteTooLarge {
+            len: quote.len(),
+            max: MAX_QUOTE,
+        }));
     }
-    let q = Quote::parse(quote).map_err(|e| evidence_err(format!("malformed SGX quote: {e}")))?;
+    let q = Quote::parse(quote).map_err(|e| reject(Rejection::QuoteMalformed(e.to_string())))?;
     match q.report.as_sgx() {
         Some(r) => Ok(*r),
-        None => Err(evidence_err("the quote is not an SGX enclave quote (TDX?)")),
+        None => Err(reject(Rejection::NotSgxQuote)),
     }
 }
 
@@ -68,26 +74,19 @@ pub fn check_report(
     policy: &Policy,
 ) -> Result<(), ProtoError> {
     if report.attributes[0] & SGX_FLAGS_DEBUG != 0 && !policy.sgx_allow_debug {
-        return Err(evidence_err(
-            "the SGX enclave runs in DEBUG mode (the host can read its memory): refused by policy (sgx_allow_debug)",
-        ));
+        return Err(reject(Rejection::DebugEnclave));
     }
     if report.mr_enclave != ev.measurement.code_id {
-        return Err(evidence_err(format!(
-            "the quote's MRENCLAVE {} differs from the evidence's code id {}",
-            crate::evidence::hex(&report.mr_enclave),
-            crate::evidence::hex(&ev.measurement.code_id)
-        )));
+        return Err(reject(Rejection::CodeIdMismatch {
+            quote: crate::evidence::hex(&report.mr_enclave),
+            evidence: crate::evidence::hex(&ev.measurement.code_id),
+        }));
     }
     if report.report_data != report_data(digest) {
-        return Err(evidence_err(
-            "the quote's report data does not bind this evidence (session key, measurement, instance)",
-        ));
+        return Err(reject(Rejection::ReportDataMismatch));
     }
     if ev.platform_key != [0; 32] {
-        return Err(evidence_err(
-            "sgx-gramine evidence must not carry a platform key",
-        ));
+        return Err(reject(Rejection::PlatformKeyPresent));
     }
     Ok(())
 }
@@ -111,22 +110,20 @@ pub fn verify_quote(
 ) -> Result<(), ProtoError> {
     let report = parse_sgx_quote(&ev.proof)?;
     if ev.collateral.is_empty() {
-        return Err(evidence_err(
-            "sgx-gramine evidence without DCAP collateral: start the server with --sgx-collateral FILE",
-        ));
+        return Err(reject(Rejection::NoCollateral));
     }
     if ev.collateral.len() > MAX_COLLATERAL {
-        return Err(evidence_err(format!(
-            "DCAP collateral of {} bytes exceeds {MAX_COLLATERAL}",
-            ev.collateral.len()
-        )));
+        return Err(reject(Rejection::CollateralTooLarge {
+            len: ev.collateral.len(),
+            max: MAX_COLLATERAL,
+        }));
     }
     let collateral: QuoteCollateralV3 = serde_json::from_str(&ev.collateral)
-        .map_err(|e| evidence_err(format!("malformed DCAP collateral: {e}")))?;
+        .map_err(|e| reject(Rejection::CollateralMalformed(e.to_string())))?;
     let verifier = dcap_qvl::verify::QuoteVerifier::new_prod().allow_debug(policy.sgx_allow_debug);
     let verified = verifier
         .verify(&ev.proof, &collateral, now_secs)
-        .map_err(|e| evidence_err(format!("the SGX quote failed DCAP verification: {e:#}")))?;
+        .map_err(|e| reject(Rejection::DcapFailed(format!("{e:#}"))))?;
     if let Some(min) = policy.sgx_min_tcb_eval_data_number {
         // The claims API reports the collateral's evaluation data number; the claims-only
         // policy applies no checks of its own (ours follow below).
@@ -137,32 +134,31 @@ pub fn verify_quote(
                 now_secs,
                 &dcap_qvl::QuotePolicy::claims_only(now_secs),
             )
-            .map_err(|e| evidence_err(format!("the SGX quote failed DCAP verification: {e:#}")))?;
+            .map_err(|e| reject(Rejection::DcapFailed(format!("{e:#}"))))?;
         if claims.tcb.eval_data_number < min {
-            return Err(evidence_err(format!(
-                "the DCAP collateral's TCB evaluation data number is {}, below the policy's minimum {min}: the host serves collateral from before a TCB recovery (fetch current collateral)",
-                claims.tcb.eval_data_number
-            )));
+            return Err(reject(Rejection::CollateralTooOld {
+                got: claims.tcb.eval_data_number,
+                min,
+            }));
         }
     }
     let allowed = allowed_status(policy);
     if verified.status == "Revoked" || !allowed.contains(&verified.status.as_str()) {
-        return Err(evidence_err(format!(
-            "the SGX platform's TCB status is {} (advisories: {}); the policy accepts {}",
-            verified.status,
-            if verified.advisory_ids.is_empty() {
+        return Err(reject(Rejection::TcbStatus {
+            status: verified.status.clone(),
+            advisories: if verified.advisory_ids.is_empty() {
                 "none".to_string()
             } else {
                 verified.advisory_ids.join(", ")
             },
-            allowed.join(", ")
-        )));
+            allowed: allowed.join(", "),
+        }));
     }
     // The report dcap-qvl verified, not a second parse of the bytes.
     let verified_report = verified
         .report
         .as_sgx()
-        .ok_or_else(|| evidence_err("the verified quote is not an SGX enclave quote"))?;
+        .ok_or_else(|| reject(Rejection::NotSgxQuote))?;
     debug_assert_eq!(verified_report, &report);
     check_report(verified_report, ev, digest, policy)
 }
@@ -178,13 +174,13 @@ impl GraminePlatform {
     /// attestation type is DCAP and reads this enclave's MRENCLAVE from a first quote.
     pub fn open(dir: &Path) -> Result<Self, ProtoError> {
         let kind = std::fs::read_to_string(dir.join("attestation_type")).map_err(|e| {
-            evidence_err(format!(
+            attestation_err(format!(
                 "no Gramine attestation interface at {} ({e}): run the enclave under gramine-sgx with sgx.remote_attestation = \"dcap\", or use --platform simulated for development",
                 dir.display()
             ))
         })?;
         if kind.trim() != "dcap" {
-            return Err(evidence_err(format!(
+            return Err(attestation_err(format!(
                 "Gramine attestation type is {:?}; origami needs \"dcap\" (sgx.remote_attestation = \"dcap\" in the manifest)",
                 kind.trim()
             )));
@@ -203,7 +199,7 @@ impl GraminePlatform {
         std::fs::write(self.dir.join("user_report_data"), report_data)?;
         let q = std::fs::read(self.dir.join("quote"))?;
         if q.len() > MAX_QUOTE {
-            return Err(evidence_err(format!(
+            return Err(attestation_err(format!(
                 "quote of {} bytes from Gramine",
                 q.len()
             )));
@@ -228,7 +224,7 @@ impl Attester for GraminePlatform {
         instance: [u8; 16],
     ) -> Result<Evidence, ProtoError> {
         if measurement.code_id != self.mr_enclave {
-            return Err(evidence_err(
+            return Err(attestation_err(
                 "the measurement's code id is not this enclave's MRENCLAVE",
             ));
         }
@@ -242,7 +238,7 @@ impl Attester for GraminePlatform {
         let quote = self.quote(&report_data(&ev.digest()))?;
         let report = parse_sgx_quote(&quote)?;
         if report.report_data != report_data(&ev.digest()) {
-            return Err(evidence_err(
+            return Err(attestation_err(
                 "Gramine returned a quote over other report data (concurrent attestation?)",
             ));
         }
@@ -359,10 +355,10 @@ mod tests {
         v[0] = 9;
         assert!(parse_sgx_quote(&v).is_err());
         // Oversized input is refused before parsing.
-        assert!(parse_sgx_quote(&vec![0; MAX_QUOTE + 1])
-            .unwrap_err()
-            .to_string()
-            .contains("exceeds"));
+        assert!(matches!(
+            parse_sgx_quote(&vec![0; MAX_QUOTE + 1]),
+            Err(ProtoError::Evidence(Rejection::QuoteTooLarge { .. }))
+        ));
     }
 
     #[test]
@@ -382,21 +378,23 @@ mod tests {
         // Another session key (or measurement, or instance) changes the digest.
         let mut other = ev.clone();
         other.enclave_key = [8; 32];
-        let e = check_report(&ok, &other, &other.digest(), &p)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("report data does not bind"), "{e}");
+        assert!(matches!(
+            check_report(&ok, &other, &other.digest(), &p),
+            Err(ProtoError::Evidence(Rejection::ReportDataMismatch))
+        ));
         // Another enclave binary.
         let wrong_mr =
             parse_sgx_quote(&build_quote_v3([0x43; 32], report_data(&d), false)).unwrap();
-        let e = check_report(&wrong_mr, &ev, &d, &p)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("MRENCLAVE"), "{e}");
+        assert!(matches!(
+            check_report(&wrong_mr, &ev, &d, &p),
+            Err(ProtoError::Evidence(Rejection::CodeIdMismatch { .. }))
+        ));
         // DEBUG enclaves only when the policy says so.
         let dbg = parse_sgx_quote(&build_quote_v3(mr, report_data(&d), true)).unwrap();
-        let e = check_report(&dbg, &ev, &d, &p).unwrap_err().to_string();
-        assert!(e.contains("DEBUG"), "{e}");
+        assert!(matches!(
+            check_report(&dbg, &ev, &d, &p),
+            Err(ProtoError::Evidence(Rejection::DebugEnclave))
+        ));
         let lax = Policy {
             sgx_allow_debug: true,
             ..p.clone()

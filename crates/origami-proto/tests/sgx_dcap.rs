@@ -6,7 +6,9 @@
 use origami_proto::evidence::{
     hex, verify_at, AllowedMeasurement, Evidence, Measurement, Platform, Policy,
 };
+use origami_proto::rejection::Rejection;
 use origami_proto::sgx::parse_sgx_quote;
+use origami_proto::ProtoError;
 
 const QUOTE: &[u8] = include_bytes!("data/sgx_quote");
 const COLLATERAL: &str = include_str!("data/sgx_quote_collateral.json");
@@ -42,19 +44,28 @@ fn policy(status: &[&str]) -> Policy {
     }
 }
 
-fn err(ev: &Evidence, p: &Policy, now: u64) -> String {
-    verify_at(ev, p, now).unwrap_err().to_string()
+/// Why `ev` is refused; every refusal here must be a typed evidence rejection.
+fn err(ev: &Evidence, p: &Policy, now: u64) -> Rejection {
+    match verify_at(ev, p, now) {
+        Err(ProtoError::Evidence(r)) => r,
+        other => panic!("expected an evidence rejection, got {other:?}"),
+    }
 }
 
 #[test]
 fn the_chain_verifies_and_the_default_policy_wants_up_to_date() {
-    let e = err(&evidence(), &policy(&[]), NOW);
-    assert!(
-        e.contains("TCB status is ConfigurationAndSWHardeningNeeded")
-            && e.contains("INTEL-SA-00615")
-            && e.contains("accepts UpToDate"),
-        "{e}"
-    );
+    match err(&evidence(), &policy(&[]), NOW) {
+        Rejection::TcbStatus {
+            status,
+            advisories,
+            allowed,
+        } => {
+            assert_eq!(status, "ConfigurationAndSWHardeningNeeded");
+            assert!(advisories.contains("INTEL-SA-00615"), "{advisories}");
+            assert_eq!(allowed, "UpToDate");
+        }
+        e => panic!("{e:?}"),
+    }
 }
 
 #[test]
@@ -64,7 +75,7 @@ fn with_the_status_allowed_the_binding_is_still_enforced() {
         &policy(&["ConfigurationAndSWHardeningNeeded"]),
         NOW,
     );
-    assert!(e.contains("report data does not bind"), "{e}");
+    assert_eq!(e, Rejection::ReportDataMismatch);
 }
 
 #[test]
@@ -73,27 +84,30 @@ fn tampered_quotes_collateral_and_stale_time_are_rejected() {
     // A bit flipped in the signed report body (ISV SVN).
     let mut ev = evidence();
     ev.proof[48 + 258] ^= 1;
-    let e = err(&ev, &p, NOW);
-    assert!(e.contains("failed DCAP verification"), "{e}");
+    let dcap_failed = |r: Rejection| matches!(r, Rejection::DcapFailed(_));
+    assert!(dcap_failed(err(&ev, &p, NOW)));
     // A bit flipped in the ECDSA signature.
     let mut ev = evidence();
     ev.proof[48 + 384 + 4 + 10] ^= 1;
-    assert!(err(&ev, &p, NOW).contains("failed DCAP verification"));
+    assert!(dcap_failed(err(&ev, &p, NOW)));
     // Collateral edited (TCB info no longer matches Intel's signature).
     let mut ev = evidence();
     ev.collateral = COLLATERAL.replacen("UpToDate", "UpToDatf", 1);
-    assert!(err(&ev, &p, NOW).contains("failed DCAP verification"));
+    assert!(dcap_failed(err(&ev, &p, NOW)));
     // Collateral expired: a year later.
-    assert!(err(&evidence(), &p, NOW + 365 * 86_400).contains("failed DCAP verification"));
+    assert!(dcap_failed(err(&evidence(), &p, NOW + 365 * 86_400)));
     // No collateral; malformed collateral; not a quote.
     let mut ev = evidence();
     ev.collateral.clear();
-    assert!(err(&ev, &p, NOW).contains("--sgx-collateral"));
+    assert_eq!(err(&ev, &p, NOW), Rejection::NoCollateral);
     ev.collateral = "{".into();
-    assert!(err(&ev, &p, NOW).contains("malformed DCAP collateral"));
+    assert!(matches!(
+        err(&ev, &p, NOW),
+        Rejection::CollateralMalformed(_)
+    ));
     let mut ev = evidence();
     ev.proof.truncate(100);
-    assert!(err(&ev, &p, NOW).contains("malformed SGX quote"));
+    assert!(matches!(err(&ev, &p, NOW), Rejection::QuoteMalformed(_)));
 }
 
 /// Review finding 8: a policy's minimum TCB evaluation data number refuses collateral older
@@ -105,8 +119,12 @@ fn a_minimum_tcb_evaluation_data_number_refuses_older_collateral() {
         sgx_min_tcb_eval_data_number: Some(min),
         ..policy(&["ConfigurationAndSWHardeningNeeded"])
     };
-    let refused =
-        |min: u32| err(&evidence(), &with_min(min), NOW).contains("evaluation data number");
+    let refused = |min: u32| {
+        matches!(
+            err(&evidence(), &with_min(min), NOW),
+            Rejection::CollateralTooOld { .. }
+        )
+    };
     assert!(!refused(0), "every collateral has a number of at least 0");
     assert!(refused(u32::MAX));
     let (mut lo, mut hi) = (0u32, u32::MAX);
@@ -119,11 +137,12 @@ fn a_minimum_tcb_evaluation_data_number_refuses_older_collateral() {
         }
     }
     // At its own number the collateral passes this check and fails later, at the binding.
-    let e = err(&evidence(), &with_min(lo), NOW);
-    assert!(e.contains("report data does not bind"), "{e}");
-    let e = err(&evidence(), &with_min(hi), NOW);
-    assert!(
-        e.contains(&format!("is {lo}, below the policy's minimum {hi}")),
-        "{e}"
+    assert_eq!(
+        err(&evidence(), &with_min(lo), NOW),
+        Rejection::ReportDataMismatch
+    );
+    assert_eq!(
+        err(&evidence(), &with_min(hi), NOW),
+        Rejection::CollateralTooOld { got: lo, min: hi }
     );
 }

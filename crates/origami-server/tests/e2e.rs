@@ -6,11 +6,13 @@
 
 use std::sync::Arc;
 
-use origami_client::Client;
+use origami_client::{Client, ClientError};
 use origami_enclave::service::{self_code_id, EnclaveService};
 use origami_enclave::{reference, CoreConfig, EnclaveError, Placement, Plan, QuantConfig};
 use origami_model::{zoo, Tensor};
 use origami_proto::evidence::{hex, AllowedMeasurement, Policy};
+use origami_proto::rejection::Rejection;
+use origami_proto::ProtoError;
 use origami_server::{cpu_accelerator, start, ServerConfig};
 
 fn plan() -> Arc<Plan> {
@@ -79,11 +81,14 @@ async fn serve_attest_infer_under_load() {
         let plan = p;
         let base = b;
         // The default policy refuses a simulated enclave.
-        let e = Client::connect(&base, &Policy::default())
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(e.contains("SIMULATED"), "{e}");
+        let e = Client::connect(&base, &Policy::default()).err().unwrap();
+        assert!(
+            matches!(
+                e,
+                ClientError::Proto(ProtoError::Evidence(Rejection::Simulated))
+            ),
+            "{e:?}"
+        );
         let mut client = Client::connect(&base, &policy(&plan)).unwrap();
         assert!(client.evidence().host_sees.contains("not the answer"));
         let head_end = placement.head_end(&plan).unwrap();

@@ -1,0 +1,77 @@
+//! Why a client refused evidence: one variant per cause, so callers match on the cause and
+//! never on wording (`ProtoError::Evidence`). The texts say what to do about it.
+
+/// Why evidence was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Rejection {
+    // The policy itself.
+    #[error("policy: unknown platform {0:?} in [[measurements]] (simulated | sgx-gramine)")]
+    UnknownPolicyPlatform(String),
+    #[error(
+        "policy: code_id = \"*\" on platform {0}: any code is accepted for simulated evidence only"
+    )]
+    AnyCodeOnRealPlatform(String),
+
+    // The platform's proof.
+    #[error("the server's enclave is SIMULATED (no TEE): refused by policy (set allow_simulated = true only for development)")]
+    Simulated,
+    #[error("{0}")]
+    BadSimulatedProof(&'static str),
+    #[error("SGX quote of {len} bytes exceeds {max}")]
+    QuoteTooLarge { len: usize, max: usize },
+    #[error("malformed SGX quote: {0}")]
+    QuoteMalformed(String),
+    #[error("the quote is not an SGX enclave quote (TDX?)")]
+    NotSgxQuote,
+    #[error(
+        "sgx-gramine evidence without DCAP collateral: start the server with --sgx-collateral FILE"
+    )]
+    NoCollateral,
+    #[error("DCAP collateral of {len} bytes exceeds {max}")]
+    CollateralTooLarge { len: usize, max: usize },
+    #[error("malformed DCAP collateral: {0}")]
+    CollateralMalformed(String),
+    #[error("the SGX quote failed DCAP verification: {0}")]
+    DcapFailed(String),
+    #[error("the DCAP collateral's TCB evaluation data number is {got}, below the policy's minimum {min}: the host serves collateral from before a TCB recovery (fetch current collateral)")]
+    CollateralTooOld { got: u32, min: u32 },
+    #[error("the SGX platform's TCB status is {status} (advisories: {advisories}); the policy accepts {allowed}")]
+    TcbStatus {
+        status: String,
+        advisories: String,
+        allowed: String,
+    },
+    #[error("the SGX enclave runs in DEBUG mode (the host can read its memory): refused by policy (sgx_allow_debug)")]
+    DebugEnclave,
+    #[error("the quote's MRENCLAVE {quote} differs from the evidence's code id {evidence}")]
+    CodeIdMismatch { quote: String, evidence: String },
+    #[error(
+        "the quote's report data does not bind this evidence (session key, measurement, instance)"
+    )]
+    ReportDataMismatch,
+    #[error("sgx-gramine evidence must not carry a platform key")]
+    PlatformKeyPresent,
+
+    // The claims against the policy.
+    #[error("the evidence misstates what the host sees")]
+    HostSeesMisstated,
+    #[error("placement {placement} is not allowed by policy (allowed: {allowed}); the host would see: {host_sees}")]
+    PlacementNotAllowed {
+        placement: String,
+        allowed: String,
+        host_sees: String,
+    },
+    #[error("the enclave runs {placement} without integrity checks (--no-verify): the host could alter what it computes; refused by policy (allow_unverified = true only for benchmarks)")]
+    Unverified { placement: String },
+    #[error("measurement not allowed by policy: platform {platform}, code {code}, model {model}{}", if *.other_platform { format!(" (an entry with this code is for another platform; this evidence is {platform})") } else { String::new() })]
+    MeasurementNotAllowed {
+        platform: &'static str,
+        code: String,
+        model: String,
+        /// An entry with this code exists for another platform.
+        other_platform: bool,
+    },
+    #[error("origami split {split} is earlier than the policy's minimum {min} for model {model}: the host would see features closer to the input than audited")]
+    SplitTooEarly { split: u32, min: u32, model: String },
+}
