@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fetches NVIDIA's NVRTC library and ptxas assembler (CUDA 13.0, the GPU machine's version) from
 # PyPI's official nvidia-* wheels into target/cuda-tools/, for the test that compiles the CUDA
-# kernels without a GPU (crates/origami-cuda/tests/nvrtc.rs). No GPU, driver or CUDA install is
+# kernels without a GPU (crates/host/origami-cuda/tests/nvrtc.rs). No GPU, driver or CUDA install is
 # needed. Prints the two exports the test needs; use as
 #     eval "$(scripts/cuda-tools.sh)"
 # Idempotent: an existing download is reused. Needs python3 with pip and network access to

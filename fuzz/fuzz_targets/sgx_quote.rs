@@ -4,7 +4,7 @@
 use libfuzzer_sys::fuzz_target;
 use origami_proto::evidence::{verify_at, Evidence, Measurement, Platform, Policy};
 
-const COLLATERAL: &str = include_str!("../../crates/origami-proto/tests/data/sgx_quote_collateral.json");
+const COLLATERAL: &str = include_str!("../../crates/common/origami-proto/tests/data/sgx_quote_collateral.json");
 
 fuzz_target!(|data: &[u8]| {
     let _ = origami_proto::sgx::parse_sgx_quote(data);

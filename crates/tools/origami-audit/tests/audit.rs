@@ -47,8 +47,8 @@ fn ssim_and_psnr_match_scikit_image() {
 }
 
 fn ankle_boot(model: &origami_model::Model) -> Tensor {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../origami-cli/assets/0_ankle_boot.png");
-    input::image_to_tensor(&image::open(p).unwrap(), model)
+    let png = image::load_from_memory(input::SAMPLE_PNGS[0].1).unwrap();
+    input::image_to_tensor(&png, model)
 }
 
 fn plan(model: &origami_model::Model) -> Arc<Plan> {
@@ -124,14 +124,10 @@ fn fashion_train(n: usize) -> Option<origami_train::Dataset> {
 
 /// Mean SSIM of `attack` over the ten bundled test images (never used for training).
 fn bundled_ssim(model: &origami_model::Model, attack: impl Fn(&[f32]) -> Vec<f32>) -> f64 {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../origami-cli/assets");
     let mut scores = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.extension().is_some_and(|x| x == "png") {
-            let x = input::image_to_tensor(&image::open(&p).unwrap(), model);
-            scores.push(ssim(&attack(&x.data), &x.data, 28, 28));
-        }
+    for (_, png) in input::SAMPLE_PNGS {
+        let x = input::image_to_tensor(&image::load_from_memory(png).unwrap(), model);
+        scores.push(ssim(&attack(&x.data), &x.data, 28, 28));
     }
     assert_eq!(scores.len(), 10);
     scores.iter().sum::<f64>() / scores.len() as f64
@@ -225,12 +221,8 @@ fn folder_data_is_validated() {
         .to_string();
     assert!(e.contains("32×32") && e.contains("28×28"), "{e}");
     let good = tmpdir("good");
-    let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("../origami-cli/assets");
-    for e in std::fs::read_dir(&assets).unwrap() {
-        let p = e.unwrap().path();
-        if p.extension().is_some_and(|x| x == "png") {
-            std::fs::copy(&p, good.join(p.file_name().unwrap())).unwrap();
-        }
+    for (name, png) in input::SAMPLE_PNGS {
+        std::fs::write(good.join(name), png).unwrap();
     }
     let d = AuditData::folder(&good, &model, 100, 10).unwrap();
     assert_eq!((d.n_train(), d.n_eval()), (8, 2));

@@ -84,7 +84,7 @@ fn residual_net_every_placement_matches_the_reference() {
 #[test]
 fn residual_net_from_an_onnx_tool_matches_the_reference() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../origami-model/tests/fixtures/residual.onnx");
+        .join("../../common/origami-model/tests/fixtures/residual.onnx");
     let m = origami_model::onnx::load(&path).unwrap();
     assert_bit_identical(&m, &[zoo::seeded_input(&m, 2)]);
 }

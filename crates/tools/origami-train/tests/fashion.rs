@@ -67,13 +67,7 @@ fn quantized_top1_agrees_with_float_on_real_images() {
         "quantized accuracy {correct_q}/{n}"
     );
     // The PNG path gives the same tensor as the IDX path for a bundled image.
-    let png = image::load_from_memory(
-        &std::fs::read(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../origami-cli/assets/0_ankle_boot.png"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let png = image::load_from_memory(input::SAMPLE_PNGS[0].1).unwrap();
     assert_eq!(
         input::image_to_tensor(&png, &model).data,
         test.image(0).to_vec()

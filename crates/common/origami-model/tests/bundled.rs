@@ -5,18 +5,33 @@
 
 use std::path::Path;
 
-use origami_model::input::{bundled_calibration, image_to_tensor, BUNDLED_28X28};
+use origami_model::input::{bundled_calibration, image_to_tensor, BUNDLED_28X28, SAMPLE_PNGS};
 use origami_model::{zoo, Model};
 
+/// The sample PNGs, read from `assets/samples` (every PNG there, in name order): the embedded
+/// `SAMPLE_PNGS` must be exactly these files.
 fn pngs() -> Vec<image::DynamicImage> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../origami-cli/assets");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/samples");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "png"))
         .collect();
     files.sort();
-    assert_eq!(files.len(), 10, "{files:?}");
+    let embedded: Vec<_> = SAMPLE_PNGS
+        .iter()
+        .map(|(n, b)| (n.to_string(), b.to_vec()))
+        .collect();
+    let on_disk: Vec<_> = files
+        .iter()
+        .map(|f| {
+            (
+                f.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(f).unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(embedded, on_disk);
     files.iter().map(|f| image::open(f).unwrap()).collect()
 }
 

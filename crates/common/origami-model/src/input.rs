@@ -116,8 +116,49 @@ pub fn image_to_tensor(img: &image::DynamicImage, model: &Model) -> Tensor {
     }
 }
 
-/// The ten bundled Fashion-MNIST test images (28×28 grayscale, one per class, in class order;
-/// `origami-cli/assets/*.png`), decoded to raw pixels so that code without an image decoder
+/// The first ten Fashion-MNIST test images as 8-bit grayscale PNGs (`assets/samples`, written by
+/// its `extract_fashion.py`), named `<index>_<label>.png`: the CLI's demo inputs, and test data.
+pub const SAMPLE_PNGS: [(&str, &[u8]); 10] = [
+    (
+        "0_ankle_boot.png",
+        include_bytes!("../assets/samples/0_ankle_boot.png"),
+    ),
+    (
+        "1_pullover.png",
+        include_bytes!("../assets/samples/1_pullover.png"),
+    ),
+    (
+        "2_trouser.png",
+        include_bytes!("../assets/samples/2_trouser.png"),
+    ),
+    (
+        "3_trouser.png",
+        include_bytes!("../assets/samples/3_trouser.png"),
+    ),
+    (
+        "4_shirt.png",
+        include_bytes!("../assets/samples/4_shirt.png"),
+    ),
+    (
+        "5_trouser.png",
+        include_bytes!("../assets/samples/5_trouser.png"),
+    ),
+    ("6_coat.png", include_bytes!("../assets/samples/6_coat.png")),
+    (
+        "7_shirt.png",
+        include_bytes!("../assets/samples/7_shirt.png"),
+    ),
+    (
+        "8_sandal.png",
+        include_bytes!("../assets/samples/8_sandal.png"),
+    ),
+    (
+        "9_sneaker.png",
+        include_bytes!("../assets/samples/9_sneaker.png"),
+    ),
+];
+
+/// The ten sample images (`SAMPLE_PNGS`, in that order), decoded to raw pixels so that code without an image decoder
 /// (the enclave binary) calibrates on exactly what the host does. A test checks it equals the
 /// PNGs' decoding.
 pub const BUNDLED_28X28: &[u8] = include_bytes!("../assets/bundled-28x28.u8");

@@ -29,22 +29,8 @@ fn keep_freed_memory() {
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
 }
 
-/// Bundled Fashion-MNIST test images, the first ten of the test set (see assets/extract_fashion.py).
-const BUNDLED: [(&str, &[u8]); 10] = [
-    (
-        "0_ankle_boot.png",
-        include_bytes!("../assets/0_ankle_boot.png"),
-    ),
-    ("1_pullover.png", include_bytes!("../assets/1_pullover.png")),
-    ("2_trouser.png", include_bytes!("../assets/2_trouser.png")),
-    ("3_trouser.png", include_bytes!("../assets/3_trouser.png")),
-    ("4_shirt.png", include_bytes!("../assets/4_shirt.png")),
-    ("5_trouser.png", include_bytes!("../assets/5_trouser.png")),
-    ("6_coat.png", include_bytes!("../assets/6_coat.png")),
-    ("7_shirt.png", include_bytes!("../assets/7_shirt.png")),
-    ("8_sandal.png", include_bytes!("../assets/8_sandal.png")),
-    ("9_sneaker.png", include_bytes!("../assets/9_sneaker.png")),
-];
+/// Bundled Fashion-MNIST test images, the first ten of the test set.
+const BUNDLED: [(&str, &[u8]); 10] = origami_model::input::SAMPLE_PNGS;
 
 #[derive(Parser)]
 #[command(
@@ -734,7 +720,7 @@ fn build_plan(model: &Model, calib: usize) -> Result<Arc<Plan>> {
 }
 
 /// The recorded audit of the built-in model (`origami audit` with its defaults).
-const RECORDED_AUDIT: &str = include_str!("../../../docs/audit/audit.json");
+const RECORDED_AUDIT: &str = include_str!("../../../../docs/audit/audit.json");
 
 fn recorded_audit() -> Result<AuditReport> {
     serde_json::from_str(RECORDED_AUDIT).context("the recorded audit (docs/audit/audit.json)")

@@ -129,7 +129,8 @@ fn zoo_export_import_gives_identical_outputs() {
         assert_eq!(a, b);
     }
     // And the CLI runs the exported file with an image input.
-    let img = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/1_pullover.png");
+    let img = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../common/origami-model/assets/samples/1_pullover.png");
     let text = run_ok(&[
         "run",
         "--model",
@@ -150,8 +151,10 @@ fn zoo_export_import_gives_identical_outputs() {
 #[test]
 fn bad_inputs_fail_with_clear_errors() {
     let d = tmpdir("bad");
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../origami-model/tests/fixtures");
-    let img = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/0_ankle_boot.png");
+    let fixtures =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../common/origami-model/tests/fixtures");
+    let img = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../common/origami-model/assets/samples/0_ankle_boot.png");
     let img = img.to_str().unwrap();
     // Platforms and accelerators: clear refusals, never a panic.
     let nowhere = d.join("no-attestation");
@@ -348,7 +351,7 @@ fn origami_cuda_absent() -> bool {
 
 fn ankle_boot_png() -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("assets/0_ankle_boot.png")
+        .join("../../common/origami-model/assets/samples/0_ankle_boot.png")
         .display()
         .to_string()
 }
@@ -359,7 +362,8 @@ fn ankle_boot_png() -> String {
 fn split_auto_follows_the_audit() {
     let dir = tmpdir("auto");
     let img = ankle_boot_png();
-    let recorded_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/audit/audit.json");
+    let recorded_path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../docs/audit/audit.json");
     let recorded: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(recorded_path).unwrap()).unwrap();
     // The recorded audit of the built-in model is what `--split auto` uses by default.
@@ -601,7 +605,8 @@ fn serve_and_infer_with_a_policy() {
         format!("allow_simulated = true\nplacements = [\"slalom\"]\n[[measurements]]\n{code}\n{model}\n"),
     )
     .unwrap();
-    let img = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/6_coat.png");
+    let img = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../common/origami-model/assets/samples/6_coat.png");
     let args = |p: &Path| {
         vec![
             "infer".to_string(),
@@ -810,7 +815,8 @@ fn pad_files_from_precompute_with_an_attached_enclave() {
     ]);
     assert!(out.contains("wrote 4 pads"), "{out}");
     assert!(!dir.join("pads.tmp").exists(), "temporary file left behind");
-    let img = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/6_coat.png");
+    let img = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../common/origami-model/assets/samples/6_coat.png");
     let img = img.display().to_string();
     let infer = |url: &str, policy: &Path, ok: bool| {
         let p = policy.display().to_string();
