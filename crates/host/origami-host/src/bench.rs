@@ -5,11 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use origami_accel::{AccelError, Accelerator};
-use origami_enclave::{CoreConfig, Placement, Plan};
+use origami_enclave::CoreConfig;
 use origami_model::Tensor;
+use origami_plan::{Placement, Plan};
 use serde::Serialize;
 
-use crate::{Engine, HostError, StageTimes};
+use crate::local::Engine;
+use crate::{HostError, StageTimes};
 
 /// Benchmark settings.
 #[derive(Clone, Debug)]

@@ -1,17 +1,19 @@
-//! One interface to the enclave wherever it runs: in-process (`EnclaveService`) or as its own
-//! process behind a socket (`RemoteEnclave`). The server drives either the same way.
+//! One interface to the enclave wherever it runs: as its own process behind a socket
+//! (`RemoteEnclave`, what the server serves) or in-process (`crate::local`, tests and
+//! development). The server drives either the same way.
 
 use std::io::{Read, Write};
 
-use origami_enclave::service::EnclaveService;
-use origami_enclave::{EnclaveError, Reply, Step};
 use origami_field::SealedPad;
 use origami_model::Tensor;
+use origami_plan::{EnclaveError, Reply, Step};
 use origami_proto::evidence::Evidence;
 use origami_proto::session::{SealedAnswer, SealedRequest};
 
 use crate::remote::RemoteEnclave;
 
+/// What the host asks of an enclave, wherever it runs (`local`: in this process; `remote`: its
+/// own process).
 pub trait EnclaveHandle: Send {
     fn evidence(&mut self) -> Result<Evidence, EnclaveError>;
     /// Rotations of the enclave's session key so far (`EnclaveService::key_epoch`): when it
@@ -31,37 +33,6 @@ pub trait EnclaveHandle: Send {
     fn park(&mut self) -> Result<u64, EnclaveError>;
     /// Seals the tail output of a parked request.
     fn finish(&mut self, ticket: u64, output: Tensor) -> Result<SealedAnswer, EnclaveError>;
-}
-
-impl EnclaveHandle for EnclaveService {
-    fn evidence(&mut self) -> Result<Evidence, EnclaveError> {
-        Ok(EnclaveService::evidence(self).clone())
-    }
-    fn key_epoch(&mut self) -> Result<u64, EnclaveError> {
-        Ok(EnclaveService::key_epoch(self))
-    }
-    fn precompute(&mut self, count: usize) -> Result<Vec<SealedPad>, EnclaveError> {
-        self.core_mut().precompute(count)
-    }
-    fn begin(
-        &mut self,
-        req: &SealedRequest,
-        pad: Option<u64>,
-    ) -> Result<Step<SealedAnswer>, EnclaveError> {
-        EnclaveService::begin_with_pad(self, req, pad)
-    }
-    fn resume(&mut self, reply: Reply) -> Result<Step<SealedAnswer>, EnclaveError> {
-        EnclaveService::resume(self, reply)
-    }
-    fn abort(&mut self) {
-        EnclaveService::abort(self)
-    }
-    fn park(&mut self) -> Result<u64, EnclaveError> {
-        EnclaveService::park(self)
-    }
-    fn finish(&mut self, ticket: u64, output: Tensor) -> Result<SealedAnswer, EnclaveError> {
-        EnclaveService::finish(self, ticket, output)
-    }
 }
 
 impl<S: Read + Write + Send> EnclaveHandle for RemoteEnclave<S> {

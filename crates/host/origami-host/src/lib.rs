@@ -1,19 +1,21 @@
 //! The untrusted host: the one place where the enclave core and the accelerator meet.
 //!
-//! `Engine` owns a core, an accelerator and the store of sealed pads, and drives one request
-//! through `begin`/`resume`, timing each stage. `bench` runs the four placements side by side.
+//! `drive` serves one request's steps (offloads from the pad store and the accelerator, the
+//! plain tail) for any enclave side: a remote enclave process (`remote`, what the server uses)
+//! or, in `local`, a core in this very process (`Engine`: keys in the host's memory, for
+//! development, audits and benchmarks only). `bench` runs the four placements side by side.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use origami_accel::{AccelError, Accelerator, FieldLayer};
-use origami_enclave::{CoreConfig, EnclaveCore, EnclaveError, Plan, Reply, Step};
 use origami_field::SealedPad;
 use origami_model::Tensor;
+use origami_plan::{EnclaveError, Plan, Reply, Step};
 
 pub mod bench;
 pub mod handle;
+pub mod local;
 pub mod padfile;
 pub mod remote;
 
@@ -100,13 +102,6 @@ pub struct StageTimes {
     pub bytes_in: usize,
 }
 
-/// One enclave core, one accelerator, one pad store.
-pub struct Engine {
-    pub core: EnclaveCore,
-    pub accel: Box<dyn Accelerator>,
-    pub pads: PadStore,
-}
-
 /// The field layers the accelerator needs for `core`'s placement.
 pub fn field_layers(plan: &Plan, head_end: usize) -> Vec<FieldLayer> {
     plan.linears
@@ -118,150 +113,6 @@ pub fn field_layers(plan: &Plan, head_end: usize) -> Vec<FieldLayer> {
             weight: l.weights_i32(),
         })
         .collect()
-}
-
-impl Engine {
-    /// Creates a core with fresh OS keys and prepares the accelerator.
-    pub fn new(
-        plan: Arc<Plan>,
-        cfg: CoreConfig,
-        accel: Box<dyn Accelerator>,
-    ) -> Result<Self, HostError> {
-        let core = EnclaveCore::new(plan, cfg)?;
-        Self::with_core(core, accel)
-    }
-
-    /// Wraps an existing core and prepares the accelerator for it.
-    pub fn with_core(
-        core: EnclaveCore,
-        mut accel: Box<dyn Accelerator>,
-    ) -> Result<Self, HostError> {
-        let plan = core.plan().clone();
-        let layers = if core.needs_pads() {
-            field_layers(&plan, core.head_end())
-        } else {
-            Vec::new()
-        };
-        accel.prepare(plan.model.clone(), &layers)?;
-        Ok(Self {
-            core,
-            accel,
-            pads: PadStore::default(),
-        })
-    }
-
-    /// Offline precompute of `count` pads; returns the time taken.
-    pub fn precompute(&mut self, count: usize) -> Result<Duration, HostError> {
-        let threads = self.core.config().threads;
-        self.precompute_with_threads(count, threads)
-    }
-
-    /// [`precompute`](Self::precompute) on `threads` enclave threads.
-    pub fn precompute_with_threads(
-        &mut self,
-        count: usize,
-        threads: usize,
-    ) -> Result<Duration, HostError> {
-        if !self.core.needs_pads() {
-            return Ok(Duration::ZERO);
-        }
-        let t = Instant::now();
-        let sealed = self.core.precompute_with_threads(count, threads)?;
-        self.pads.insert_all(sealed);
-        Ok(t.elapsed())
-    }
-
-    /// One private inference.
-    pub fn infer(&mut self, input: Tensor) -> Result<(Tensor, StageTimes), HostError> {
-        let r = self.infer_inner(input);
-        if r.is_err() {
-            self.core.abort();
-        }
-        r
-    }
-
-    /// A batch of private inferences, as the server runs one: the heads one by one through the
-    /// enclave (it is one thread), then — placements with a tail — ONE tail call on the
-    /// accelerator for the whole batch, each output checked by the enclave core. Times are for
-    /// the whole batch.
-    pub fn infer_batch(
-        &mut self,
-        inputs: &[Tensor],
-    ) -> Result<(Vec<Tensor>, StageTimes), HostError> {
-        let r = self.infer_batch_inner(inputs);
-        if r.is_err() {
-            self.core.abort();
-        }
-        r
-    }
-
-    fn infer_batch_inner(
-        &mut self,
-        inputs: &[Tensor],
-    ) -> Result<(Vec<Tensor>, StageTimes), HostError> {
-        let bad = |e: String| HostError::Accel(AccelError::BadInput(e));
-        let mut st = StageTimes::default();
-        let t0 = Instant::now();
-        let mut outs: Vec<Option<Tensor>> = vec![None; inputs.len()];
-        let mut handoffs = Vec::new();
-        for (i, x) in inputs.iter().enumerate() {
-            let t = Instant::now();
-            let step = self.core.begin(x.clone())?;
-            st.enclave += t.elapsed();
-            let core = &mut self.core;
-            match drive_head(
-                self.accel.as_mut(),
-                &mut self.pads,
-                step,
-                |r| core.resume(r),
-                &mut st,
-            )? {
-                Headed::Done(out) => outs[i] = Some(out),
-                Headed::Handoff(h) => {
-                    // The head is done; the enclave only checks the tail's output later.
-                    self.core.abort();
-                    handoffs.push((i, h));
-                }
-            }
-        }
-        if !handoffs.is_empty() {
-            let t = Instant::now();
-            let refs: Vec<&origami_enclave::core::Handoff> =
-                handoffs.iter().map(|(_, h)| h).collect();
-            let parts = run_tails(self.accel.as_mut(), &refs)?;
-            st.tail += t.elapsed();
-            let t = Instant::now();
-            for ((i, _), o) in handoffs.iter().zip(parts) {
-                self.core.check_tail_output(&o)?;
-                outs[*i] = Some(o);
-            }
-            st.enclave += t.elapsed();
-        }
-        st.total = t0.elapsed();
-        let outs = outs
-            .into_iter()
-            .map(|o| o.ok_or_else(|| bad("an image of the batch got no answer".into())))
-            .collect::<Result<_, _>>()?;
-        Ok((outs, st))
-    }
-
-    fn infer_inner(&mut self, input: Tensor) -> Result<(Tensor, StageTimes), HostError> {
-        let mut st = StageTimes::default();
-        let t0 = Instant::now();
-        let t = Instant::now();
-        let step = self.core.begin(input)?;
-        st.enclave += t.elapsed();
-        let core = &mut self.core;
-        let out = drive(
-            self.accel.as_mut(),
-            &mut self.pads,
-            step,
-            |r| core.resume(r),
-            &mut st,
-        )?;
-        st.total = t0.elapsed();
-        Ok((out, st))
-    }
 }
 
 /// The host loop, the one place where the enclave and the accelerator meet: serves `Offload`
@@ -298,9 +149,7 @@ pub fn drive<T>(
 
 /// Stacks the handoffs of several requests along the batch axis (they share `start` and value
 /// ids: one placement, one plan).
-pub fn stack_handoffs(
-    hs: &[&origami_enclave::core::Handoff],
-) -> Result<Vec<(usize, Tensor)>, String> {
+pub fn stack_handoffs(hs: &[&origami_plan::Handoff]) -> Result<Vec<(usize, Tensor)>, String> {
     let first = hs.first().ok_or("no handoff")?;
     let mut out = Vec::with_capacity(first.values.len());
     for (j, (id, t0)) in first.values.iter().enumerate() {
@@ -340,7 +189,7 @@ pub fn unstack(t: Tensor, n: usize) -> Result<Vec<Tensor>, String> {
 /// returns one output per handoff, in order.
 pub fn run_tails(
     accel: &mut dyn Accelerator,
-    handoffs: &[&origami_enclave::core::Handoff],
+    handoffs: &[&origami_plan::Handoff],
 ) -> Result<Vec<Tensor>, HostError> {
     let bad = |e: String| HostError::Accel(AccelError::BadInput(e));
     let start = handoffs
@@ -357,7 +206,7 @@ pub enum Headed<T> {
     /// The enclave answered (no tail: the enclave and slalom placements).
     Done(T),
     /// The head handed off: the tail is the host's to run (alone, or batched with others).
-    Handoff(origami_enclave::core::Handoff),
+    Handoff(origami_plan::Handoff),
 }
 
 /// The offload part of `drive`: serves `Offload` steps until the enclave answers or hands off.

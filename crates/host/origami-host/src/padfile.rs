@@ -14,8 +14,8 @@
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use origami_enclave::process::{pad_from_wire, pad_to_wire};
 use origami_field::SealedPad;
+use origami_plan::convert::{pad_from_wire, pad_to_wire};
 use origami_proto::evidence::{hex, Evidence};
 use origami_proto::frame::{read_frame, write_frame, DEFAULT_MAX_FRAME};
 use origami_proto::wire::WirePad;

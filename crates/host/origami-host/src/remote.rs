@@ -4,11 +4,11 @@
 
 use std::io::{Read, Write};
 
-use origami_enclave::core::{Handoff, Offload};
-use origami_enclave::process::{pad_from_wire, pad_to_wire, tensor_from_wire, tensor_to_wire};
-use origami_enclave::{EnclaveError, Reply, Step};
 use origami_field::SealedPad;
 use origami_model::Tensor;
+use origami_plan::convert::{pad_from_wire, pad_to_wire, tensor_from_wire, tensor_to_wire};
+use origami_plan::{EnclaveError, Reply, Step};
+use origami_plan::{Handoff, Offload};
 use origami_proto::evidence::Evidence;
 use origami_proto::frame::{read_frame, write_frame, DEFAULT_MAX_FRAME};
 use origami_proto::session::{SealedAnswer, SealedRequest};

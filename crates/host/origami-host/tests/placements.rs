@@ -9,7 +9,8 @@ use origami_enclave::{
     reference, CoreConfig, EnclaveCore, EnclaveError, Placement, Plan, QuantConfig,
 };
 use origami_field::P;
-use origami_host::{Engine, HostError};
+use origami_host::local::Engine;
+use origami_host::HostError;
 use origami_model::{exec, zoo, Model, Tensor};
 
 fn plan_for(model: &Model) -> Arc<Plan> {

@@ -36,9 +36,9 @@ use http_body_util::BodyExt;
 use tokio::sync::oneshot;
 
 use origami_accel::{Accelerator, CpuAccelerator};
-use origami_enclave::{EnclaveError, Placement, Plan};
 use origami_host::handle::EnclaveHandle;
 use origami_host::{field_layers, PadStore};
+use origami_plan::{EnclaveError, Placement, Plan};
 use origami_proto::evidence::Evidence;
 use origami_proto::session::SealedRequest;
 
@@ -100,7 +100,7 @@ impl Default for ServerConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error(transparent)]
-    Enclave(#[from] origami_enclave::EnclaveError),
+    Enclave(#[from] origami_plan::EnclaveError),
     #[error(transparent)]
     Accel(#[from] origami_accel::AccelError),
     #[error(transparent)]

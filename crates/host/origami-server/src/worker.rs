@@ -12,10 +12,10 @@ use axum::http::StatusCode;
 use tokio::sync::oneshot;
 
 use origami_accel::Accelerator;
-use origami_enclave::core::Handoff;
-use origami_enclave::EnclaveError;
 use origami_host::handle::EnclaveHandle;
 use origami_host::{drive_head, Headed, PadStore};
+use origami_plan::EnclaveError;
+use origami_plan::Handoff;
 use origami_proto::evidence::Evidence;
 use origami_proto::session::{SealedAnswer, SealedRequest};
 

@@ -9,8 +9,8 @@ use std::time::Instant;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use origami_enclave::Plan;
 use origami_model::{exec, input, Model, Tensor};
+use origami_plan::Plan;
 
 use crate::capture::capture;
 use crate::decoder::{feature_shape, features, Decoder, TrainBudget};

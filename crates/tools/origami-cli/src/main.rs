@@ -11,8 +11,9 @@ use origami_accel::CpuAccelerator;
 use origami_audit::audit::{AuditConfig, AuditData, AuditReport};
 use origami_enclave::{CoreConfig, Placement, Plan, QuantConfig};
 use origami_host::bench::{self, BenchConfig, PlacementResult};
+use origami_host::local::Engine;
 use origami_host::remote::Endpoint;
-use origami_host::{Engine, StageTimes};
+use origami_host::StageTimes;
 use origami_model::{exec, input, npy, onnx, zoo, Model, Op, Tensor};
 
 // Large tensors are allocated per layer; glibc returns them to the OS each time, and the kernel

@@ -5,47 +5,14 @@
 
 use std::io::{Read, Write};
 
-use origami_field::SealedPad;
-use origami_model::Tensor;
 use origami_proto::frame::{read_frame, write_frame};
-use origami_proto::tensor::WireTensor;
-use origami_proto::wire::{ErrorKind, FromEnclave, ToEnclave, WirePad, MAX_PRECOMPUTE};
+use origami_proto::wire::{ErrorKind, FromEnclave, ToEnclave, MAX_PRECOMPUTE};
 use origami_proto::ProtoError;
 
-use crate::core::{Reply, Step};
 use crate::service::EnclaveService;
-use crate::EnclaveError;
-
-pub fn pad_to_wire(p: SealedPad) -> WirePad {
-    WirePad {
-        pad_id: p.pad_id,
-        layer: p.layer,
-        len: p.len as u64,
-        ciphertext: p.ciphertext,
-    }
-}
-
-pub fn pad_from_wire(p: WirePad) -> SealedPad {
-    SealedPad {
-        pad_id: p.pad_id,
-        layer: p.layer,
-        len: p.len as usize,
-        ciphertext: p.ciphertext,
-    }
-}
-
-pub fn tensor_to_wire(t: Tensor) -> WireTensor {
-    WireTensor {
-        shape: t.shape.iter().map(|&d| d as u32).collect(),
-        data: t.data,
-    }
-}
-
-/// A wire tensor whose size matches its shape (the core checks the shape against the plan).
-pub fn tensor_from_wire(t: WireTensor) -> Result<Tensor, EnclaveError> {
-    let shape: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
-    Tensor::new(shape, t.data).map_err(|e| EnclaveError::BadRequest(e.to_string()))
-}
+pub use origami_plan::convert::{pad_from_wire, pad_to_wire, tensor_from_wire, tensor_to_wire};
+use origami_plan::step::{Reply, Step};
+use origami_plan::EnclaveError;
 
 fn step_to_wire(step: Step<origami_proto::session::SealedAnswer>) -> FromEnclave {
     match step {
