@@ -111,6 +111,7 @@ pub enum ServerError {
 
 mod listen;
 mod metrics;
+pub mod supervise;
 mod worker;
 pub use metrics::Metrics;
 use worker::{with_collateral, Job, Outcome, SharedEvidence, Worker};

@@ -1,0 +1,114 @@
+//! The audit-driven split policy: which split `--split auto` and the default `origami`
+//! placement take for a model, and what the recorded audit says of a split. The recorded audit
+//! of the built-in model (`origami audit` with its defaults, the run docs/AUDIT.md shows) is an
+//! asset of this crate.
+
+use std::path::Path;
+
+use origami_model::{Model, Op};
+
+use crate::audit::{hex, AuditReport};
+use crate::AuditError;
+
+/// `assets/recorded-audit.json`: the recorded audit of the built-in model.
+pub const RECORDED_AUDIT: &str = include_str!("../assets/recorded-audit.json");
+
+/// Where the recorded audit comes from, as error messages and output name it.
+pub const RECORDED_NAME: &str = "the recorded audit of the built-in model";
+
+/// The recorded audit of the built-in model.
+pub fn recorded() -> Result<AuditReport, AuditError> {
+    serde_json::from_str(RECORDED_AUDIT)
+        .map_err(|e| AuditError::Report(format!("{RECORDED_NAME}: {e}")))
+}
+
+/// The split the audit recommended for `model`: from `path` (default ./audit/audit.json when it
+/// exists), else from the recorded audit. Returns the split and where it came from.
+pub fn audited_split(model: &Model, path: Option<&Path>) -> Result<(usize, String), AuditError> {
+    let default = Path::new("audit/audit.json");
+    let (report, from) = match path {
+        Some(p) => (crate::report::load(p)?, p.display().to_string()),
+        None if default.exists() => (crate::report::load(default)?, default.display().to_string()),
+        None => (recorded()?, format!("{RECORDED_NAME} (docs/AUDIT.md)")),
+    };
+    Ok((recommended(&report, model, &from)?, from))
+}
+
+/// The recommended split of `report`, checked to be an audit of `model`.
+pub fn recommended(report: &AuditReport, model: &Model, from: &str) -> Result<usize, AuditError> {
+    let hash = hex(&model.hash());
+    if report.model_hash != hash {
+        return Err(AuditError::WrongModel {
+            from: from.to_string(),
+            audited: report.model.clone(),
+            audited_hash: report.model_hash.chars().take(16).collect(),
+            model: model.name.clone(),
+            hash: hash[..16].to_string(),
+        });
+    }
+    report.recommended_split.ok_or_else(|| AuditError::NoSplit {
+        from: from.to_string(),
+        model: model.name.clone(),
+        max_ssim: report.policy.max_ssim,
+        max_accuracy: report.policy.max_accuracy,
+    })
+}
+
+/// What the recorded audit says about `split` of `model`, as one line for the user.
+pub fn verdict(model: &Model, split: usize) -> String {
+    let report = match recorded() {
+        Ok(r) if r.model_hash == hex(&model.hash()) => r,
+        _ => {
+            return format!(
+                "privacy: {} has no recorded audit; run `origami audit --model …` before trusting a split",
+                model.name
+            )
+        }
+    };
+    let at = report
+        .layers
+        .iter()
+        .find(|l| l.split == split)
+        .map(|l| {
+            let s = l.strongest();
+            format!(
+                "at split {split} the strongest attack ({}) rebuilds the input with SSIM {:.2}",
+                s.attack, s.ssim
+            )
+        })
+        .unwrap_or_else(|| format!("split {split} was not audited"));
+    let verdict = match report.recommended_split {
+        Some(k) => format!("recommended split {k}"),
+        None => format!(
+            "no split passes the default policy (SSIM ≤ {}); for full privacy use --mode slalom",
+            report.policy.max_ssim
+        ),
+    };
+    format!("privacy (audit, docs/AUDIT.md): {at}; {verdict}")
+}
+
+/// The split `origami` takes when none is given: the recorded audit's recommendation when it
+/// covers this model and found one; else after the second pooling block (VGG-16: block 2,
+/// split 4). That fallback shows the mechanism and is not a privacy claim: on the built-in
+/// model the audit finds no private split (docs/AUDIT.md), and the demo prints that verdict.
+pub fn default_split(model: &Model) -> usize {
+    if let Some(k) = recorded()
+        .ok()
+        .and_then(|r| recommended(&r, model, "").ok())
+    {
+        return k;
+    }
+    let pools: Vec<usize> = model
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| matches!(n.op, Op::MaxPool(_) | Op::AvgPool(_) | Op::GlobalAvgPool))
+        .map(|(i, _)| i)
+        .collect();
+    let lin = model.linear_nodes().len();
+    let before = |i: usize| model.nodes[..i].iter().filter(|n| n.op.is_linear()).count();
+    match pools.get(1).or(pools.first()) {
+        Some(&i) if before(i) > 0 && before(i) < lin => before(i),
+        _ => (lin / 2).max(1),
+    }
+}

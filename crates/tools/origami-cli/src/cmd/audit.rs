@@ -1,0 +1,200 @@
+//! `origami audit`: per candidate split, three attacks rebuild the input from what the host
+//! receives; writes audit.json, grid.png and chart.png and recommends a split.
+
+use std::path::Path;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use origami_audit::audit::{AuditConfig, AuditData};
+
+use crate::common::*;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// A .onnx file or a built-in model (single-channel 28×28, sequential).
+    #[arg(long, default_value = "fashion")]
+    pub model: String,
+    /// `fashion-mnist` (Debian's dataset-fashion-mnist) or a folder of PNG/JPEG images of
+    /// the model's input size.
+    #[arg(long, default_value = "fashion-mnist")]
+    pub data: String,
+    /// `all` or a comma-separated list of splits (linear layers in the enclave).
+    #[arg(long, default_value = "all")]
+    pub layers: String,
+    #[arg(long, default_value = "audit")]
+    pub out: PathBuf,
+    /// A small budget (1 500 training images, 20 scored, 2 epochs): a first look.
+    #[arg(long)]
+    pub quick: bool,
+    /// Attacker's training images (default: 10 000; --quick: 1 500).
+    #[arg(long)]
+    pub train_images: Option<usize>,
+    /// Images scored, never used for training (default: 100; --quick: 20).
+    #[arg(long)]
+    pub eval_images: Option<usize>,
+    /// Training epochs of the decoder and the cGAN (default: 3; --quick: 2).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Policy: highest mean SSIM of the strongest attack at a recommended split.
+    #[arg(long)]
+    pub max_ssim: Option<f64>,
+    /// Policy: highest accuracy of the model on the strongest reconstructions.
+    #[arg(long)]
+    pub max_accuracy: Option<f64>,
+    #[arg(long, default_value_t = 4)]
+    pub calib: usize,
+}
+
+pub fn main(a: Args) -> Result<()> {
+    let mut cfg = if a.quick {
+        AuditConfig::quick()
+    } else {
+        AuditConfig::full()
+    };
+    cfg.layers = parse_layers(&a.layers)?;
+    if let Some(n) = a.train_images {
+        cfg.n_train = n;
+    }
+    if let Some(n) = a.eval_images {
+        cfg.n_eval = n;
+    }
+    if let Some(e) = a.epochs {
+        cfg.decoder.epochs = e;
+        cfg.gan.epochs = e;
+    }
+    if let Some(v) = a.max_ssim {
+        cfg.policy.max_ssim = v;
+    }
+    if let Some(v) = a.max_accuracy {
+        cfg.policy.max_accuracy = v;
+    }
+    let (model, data, out, cfg, calib) = (
+        a.model.as_str(),
+        a.data.as_str(),
+        a.out.as_path(),
+        &cfg,
+        a.calib,
+    );
+    let m = load_model(model)?;
+    let ds = if data == "fashion-mnist" {
+        AuditData::fashion_mnist(
+            Path::new(origami_train::data::DEFAULT_DIR),
+            cfg.n_train,
+            cfg.n_eval,
+        )
+        .context("Fashion-MNIST (apt-get install dataset-fashion-mnist, or --data DIR)")?
+    } else {
+        AuditData::folder(Path::new(data), &m, cfg.n_train, cfg.n_eval)?
+    };
+    let plan = build_plan(&m, calib)?;
+    println!(
+        "auditing {} on {}: {} training images, {} scored, {} threads",
+        m.name,
+        ds.source,
+        ds.n_train(),
+        ds.n_eval(),
+        rayon::current_num_threads()
+    );
+    let bars = AuditBars {
+        bar: std::sync::Mutex::new(None),
+    };
+    let (report, gallery) = origami_audit::audit::run(&plan, &ds, cfg, &bars)?;
+    if let Some(b) = bars.bar.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        b.finish();
+    }
+    println!(
+        "baselines: blank image SSIM {:.3}, class-mean image (label only) SSIM {:.3}",
+        report.baselines.blank_ssim, report.baselines.class_mean_ssim
+    );
+    println!("split  last node    strongest   ssim   psnr dB  accuracy  (decoder / cgan / white-box ssim)  policy");
+    for l in &report.layers {
+        let s = l.strongest();
+        let per: Vec<String> = l.attacks.iter().map(|a| format!("{:.3}", a.ssim)).collect();
+        println!(
+            "{:>5}  {:<11}  {:<9}  {:.3}  {:>7.1}  {:>8.2}  ({})  {}",
+            l.split,
+            l.last_node,
+            s.attack,
+            s.ssim,
+            s.psnr,
+            s.accuracy,
+            per.join(" / "),
+            if l.split == 0 {
+                "sanity row"
+            } else if l.passes {
+                "passes"
+            } else {
+                "fails"
+            }
+        );
+    }
+    match report.recommended_split {
+        Some(k) => println!(
+            "recommended split: {k} (max SSIM {}, max accuracy {})",
+            report.policy.max_ssim, report.policy.max_accuracy
+        ),
+        None => println!(
+            "no split passes the policy (max SSIM {}, max accuracy {}): keep the whole network in the enclave (--mode slalom)",
+            report.policy.max_ssim, report.policy.max_accuracy
+        ),
+    }
+    let paths = origami_audit::report::write(&report, &gallery, out)?;
+    let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    println!(
+        "audit took {:.0} s; wrote {}",
+        report.seconds,
+        names.join(", ")
+    );
+    Ok(())
+}
+
+fn parse_layers(s: &str) -> Result<Option<Vec<usize>>> {
+    if s == "all" {
+        return Ok(None);
+    }
+    let v = s
+        .split(',')
+        .map(|k| {
+            k.trim()
+                .parse::<usize>()
+                .with_context(|| format!("--layers takes `all` or numbers like 1,2,4; got '{k}'"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if v.is_empty() {
+        bail!("--layers is empty");
+    }
+    Ok(Some(v))
+}
+
+/// Progress bars for the audit: one per stage.
+struct AuditBars {
+    bar: std::sync::Mutex<Option<ProgressBar>>,
+}
+
+impl origami_audit::audit::Progress for AuditBars {
+    fn stage(&self, name: &str, total: usize) {
+        let mut b = self.bar.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = b.take() {
+            old.finish();
+        }
+        let bar = ProgressBar::new(total as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix:<20} {bar:30} {pos}/{len} {msg} [{elapsed} < {eta}]",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.set_prefix(name.to_string());
+        *b = Some(bar);
+    }
+    fn advance(&self, done: usize, message: &str) {
+        let b = self.bar.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(bar) = b.as_ref() {
+            bar.set_position(done as u64);
+            if !message.is_empty() {
+                bar.set_message(message.to_string());
+            }
+        }
+    }
+}
