@@ -39,6 +39,8 @@ for d in /usr/local/nvidia/lib64 /usr/local/nvidia/lib /usr/lib/x86_64-linux-gnu
     [ -d "$d" ] && LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$d"
 done
 export RUST_BACKTRACE=1
+# A GPU test that cannot find the GPU (or NVRTC) fails here instead of skipping.
+export ORIGAMI_REQUIRE_GPU=1
 summary="$OUTD/summary.txt"
 : >"$summary"
 

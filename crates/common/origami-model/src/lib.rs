@@ -10,6 +10,7 @@ pub mod linalg;
 pub mod npy;
 pub mod onnx;
 mod shape;
+pub mod skip;
 pub mod tensor;
 pub mod zoo;
 

@@ -1,6 +1,7 @@
 //! The CUDA accelerator against the conformance suite and the CPU accelerator. Every test first
-//! asks `origami_cuda::available()`; with no GPU it prints one `skipped: …` line and returns
-//! (except the test of that very path, which runs everywhere).
+//! asks `origami_cuda::available()`; with no GPU it prints one `SKIPPED: …` line and returns
+//! (except the test of that very path, which runs everywhere), or fails where
+//! `ORIGAMI_REQUIRE_GPU=1` (scripts/gpu-check.sh sets it).
 
 use std::sync::Arc;
 
@@ -23,7 +24,10 @@ fn gpu(test: &str) -> Option<CudaAccelerator> {
 fn gpu_with(test: &str, opts: CudaOptions) -> Option<CudaAccelerator> {
     match available() {
         Err(reason) => {
-            println!("skipped: no CUDA GPU ({reason})");
+            origami_model::skip::missing(
+                origami_model::skip::REQUIRE_GPU,
+                &format!("no CUDA GPU ({reason})"),
+            );
             None
         }
         Ok(dev) => {

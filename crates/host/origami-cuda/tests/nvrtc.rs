@@ -24,9 +24,10 @@ fn ptxas() -> Option<PathBuf> {
 #[test]
 fn nvrtc_compiles_the_kernels_and_ptxas_assembles_them_for_hopper() {
     if !nvrtc_present() {
-        eprintln!(
-            "skipped: NVRTC (libnvrtc.so.13) not found on LD_LIBRARY_PATH; \
-             run scripts/cuda-tools.sh and export what it prints"
+        origami_model::skip::missing(
+            origami_model::skip::REQUIRE_GPU,
+            "NVRTC (libnvrtc.so.13) not found on LD_LIBRARY_PATH; \
+             run scripts/cuda-tools.sh and export what it prints",
         );
         return;
     }

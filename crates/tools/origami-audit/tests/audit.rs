@@ -109,9 +109,12 @@ fn whitebox_attack_passes_its_sanity_checks() {
 fn fashion_train(n: usize) -> Option<origami_train::Dataset> {
     let dir = Path::new(origami_train::data::DEFAULT_DIR);
     if !dir.exists() {
-        eprintln!(
-            "SKIPPED: {} not found (apt-get install dataset-fashion-mnist)",
-            dir.display()
+        origami_model::skip::missing(
+            origami_model::skip::REQUIRE_DATA,
+            &format!(
+                "{} not found (apt-get install dataset-fashion-mnist)",
+                dir.display()
+            ),
         );
         return None;
     }
@@ -238,9 +241,12 @@ fn audit_runs_end_to_end_and_writes_its_report() {
     use origami_audit::decoder::TrainBudget;
     let dir = Path::new(origami_train::data::DEFAULT_DIR);
     if !dir.exists() {
-        eprintln!(
-            "SKIPPED: {} not found (apt-get install dataset-fashion-mnist)",
-            dir.display()
+        origami_model::skip::missing(
+            origami_model::skip::REQUIRE_DATA,
+            &format!(
+                "{} not found (apt-get install dataset-fashion-mnist)",
+                dir.display()
+            ),
         );
         return;
     }

@@ -11,9 +11,12 @@ use origami_train::{accuracy, data, train, TrainConfig};
 fn dataset(split: data::Split) -> Option<data::Dataset> {
     let dir = Path::new(data::DEFAULT_DIR);
     if !dir.exists() {
-        eprintln!(
-            "SKIPPED: {} not found (apt-get install dataset-fashion-mnist)",
-            dir.display()
+        origami_model::skip::missing(
+            origami_model::skip::REQUIRE_DATA,
+            &format!(
+                "{} not found (apt-get install dataset-fashion-mnist)",
+                dir.display()
+            ),
         );
         return None;
     }
