@@ -164,23 +164,52 @@ fn layers(rng: &mut Lcg) -> Vec<(FieldLayer, Vec<Vec<u32>>)> {
         .collect()
 }
 
-/// Runs every check; `Err` names the first failure.
-pub fn check_all(accel: &mut dyn Accelerator, tail_tolerance: f32) -> Result<(), String> {
-    let name = accel.name();
-    let fail = |what: String| format!("accelerator {name}: {what}");
-    let mut rng = Lcg(0x5eed);
-    let cases = layers(&mut rng);
-    let model: Arc<Model> = Arc::new(zoo::resnet_small());
+/// The suite's fixed data: the field layers with their inputs, and the model for the tail.
+struct Fixture {
+    cases: Vec<(FieldLayer, Vec<Vec<u32>>)>,
+    layers: Vec<FieldLayer>,
+    model: Arc<Model>,
+}
 
-    if accel.field_linear(1, &[0]).is_ok() {
-        return Err(fail("field_linear before prepare must fail".into()));
+fn fixture() -> Fixture {
+    let cases = layers(&mut Lcg(0x5eed));
+    let layers = cases.iter().map(|(l, _)| l.clone()).collect();
+    Fixture {
+        cases,
+        layers,
+        model: Arc::new(zoo::resnet_small()),
     }
-    let fl: Vec<FieldLayer> = cases.iter().map(|(l, _)| l.clone()).collect();
-    accel
-        .prepare(model.clone(), &fl)
-        .map_err(|e| fail(format!("prepare: {e}")))?;
+}
 
-    for (l, inputs) in &cases {
+/// Names the accelerator in a failure.
+fn failure(accel: &dyn Accelerator) -> impl Fn(String) -> String {
+    let name = accel.name();
+    move |what| format!("accelerator {name}: {what}")
+}
+
+fn prepared(accel: &mut dyn Accelerator) -> Result<Fixture, String> {
+    let f = fixture();
+    accel
+        .prepare(f.model.clone(), &f.layers)
+        .map_err(|e| failure(accel)(format!("prepare: {e}")))?;
+    Ok(f)
+}
+
+/// Property: a field layer before any `prepare` is an error.
+pub fn unprepared_calls_fail(accel: &mut dyn Accelerator) -> Result<(), String> {
+    if accel.field_linear(1, &[0]).is_ok() {
+        return Err(failure(accel)(
+            "field_linear before prepare must fail".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Property: every field layer is exact mod p (worst-case magnitudes, zeros, random inputs).
+pub fn field_layers_are_exact(accel: &mut dyn Accelerator) -> Result<(), String> {
+    let f = prepared(accel)?;
+    let fail = failure(accel);
+    for (l, inputs) in &f.cases {
         for (ii, x) in inputs.iter().enumerate() {
             let got = accel
                 .field_linear(l.layer, x)
@@ -198,8 +227,15 @@ pub fn check_all(accel: &mut dyn Accelerator, tail_tolerance: f32) -> Result<(),
             }
         }
     }
-    // Misuse and malformed input.
-    let (l0, x0) = (&cases[0].0, &cases[0].1[2]);
+    Ok(())
+}
+
+/// Property: bad calls are errors (unknown layer, wrong length, unreduced input, weights past
+/// the exactness bound), and the accelerator still prepares afterwards.
+pub fn bad_calls_are_rejected(accel: &mut dyn Accelerator) -> Result<(), String> {
+    let f = prepared(accel)?;
+    let fail = failure(accel);
+    let (l0, x0) = (&f.cases[0].0, &f.cases[0].1[2]);
     if accel.field_linear(999, x0).is_ok() {
         return Err(fail("an unknown layer must be rejected".into()));
     }
@@ -211,23 +247,33 @@ pub fn check_all(accel: &mut dyn Accelerator, tail_tolerance: f32) -> Result<(),
     if accel.field_linear(l0.layer, &unreduced).is_ok() {
         return Err(fail("an input not reduced mod p must be rejected".into()));
     }
-    let mut too_big = fl.clone();
+    let mut too_big = f.layers.clone();
     too_big[0].weight[0] = 1 << 20;
-    if accel.prepare(model.clone(), &too_big).is_ok() {
+    if accel.prepare(f.model.clone(), &too_big).is_ok() {
         return Err(fail(
             "weights beyond the exactness bound must be rejected".into(),
         ));
     }
     accel
-        .prepare(model.clone(), &fl)
-        .map_err(|e| fail(format!("prepare: {e}")))?;
+        .prepare(f.model.clone(), &f.layers)
+        .map_err(|e| fail(format!("prepare after a refused prepare: {e}")))?;
+    Ok(())
+}
 
-    // The plain tail, from several split points, against the float reference.
-    let input = zoo::seeded_input(&model, 3);
+/// Property: the plain tail, from several split points, matches the float reference within
+/// `tail_tolerance`.
+pub fn tail_matches_the_reference(
+    accel: &mut dyn Accelerator,
+    tail_tolerance: f32,
+) -> Result<(), String> {
+    let f = prepared(accel)?;
+    let fail = failure(accel);
+    let model = &f.model;
+    let input = zoo::seeded_input(model, 3);
     for start in [0, 3, 8, model.nodes.len() - 2] {
         let mut env: Vec<Option<Tensor>> = vec![None; model.num_values()];
         env[0] = Some(input.clone());
-        let full = exec::run_from(&model, 0, env).map_err(|e| fail(e.to_string()))?;
+        let full = exec::run_from(model, 0, env).map_err(|e| fail(e.to_string()))?;
         // Values crossing the split, computed by the reference head.
         let mut vals = vec![None; model.num_values()];
         vals[0] = Some(input.clone());
@@ -239,7 +285,7 @@ pub fn check_all(accel: &mut dyn Accelerator, tail_tolerance: f32) -> Result<(),
                 .collect();
             vals[i + 1] = Some(exec::eval_node(n, &ins, 1).map_err(|e| fail(e.to_string()))?);
         }
-        let handoff = exec::live_across(&model, start)
+        let handoff = exec::live_across(model, start)
             .into_iter()
             .map(|v| (v, vals[v].clone().expect("computed")))
             .collect();
@@ -253,9 +299,19 @@ pub fn check_all(accel: &mut dyn Accelerator, tail_tolerance: f32) -> Result<(),
             )));
         }
     }
-    // A batched tail (the server batches requests' tails): image i of the batch answers as
-    // image i alone would.
-    let batch: Vec<Tensor> = (0..3).map(|s| zoo::seeded_input(&model, 40 + s)).collect();
+    accel.synchronize().map_err(|e| fail(e.to_string()))
+}
+
+/// Property: a batched tail (the server batches requests' tails) answers image i of the batch
+/// as image i alone would.
+pub fn batched_tail_matches_each_image(
+    accel: &mut dyn Accelerator,
+    tail_tolerance: f32,
+) -> Result<(), String> {
+    let f = prepared(accel)?;
+    let fail = failure(accel);
+    let model = &f.model;
+    let batch: Vec<Tensor> = (0..3).map(|s| zoo::seeded_input(model, 40 + s)).collect();
     let mut stacked = batch[0].clone();
     stacked.shape[0] = batch.len();
     stacked.data = batch.iter().flat_map(|t| t.data.clone()).collect();
@@ -269,7 +325,7 @@ pub fn check_all(accel: &mut dyn Accelerator, tail_tolerance: f32) -> Result<(),
     for (i, x) in batch.iter().enumerate() {
         let mut env: Vec<Option<Tensor>> = vec![None; model.num_values()];
         env[0] = Some(x.clone());
-        let want = exec::run_from(&model, 0, env).map_err(|e| fail(e.to_string()))?;
+        let want = exec::run_from(model, 0, env).map_err(|e| fail(e.to_string()))?;
         let diff = want
             .data
             .iter()
@@ -281,6 +337,58 @@ pub fn check_all(accel: &mut dyn Accelerator, tail_tolerance: f32) -> Result<(),
             )));
         }
     }
-    accel.synchronize().map_err(|e| fail(e.to_string()))?;
-    Ok(())
+    accel.synchronize().map_err(|e| fail(e.to_string()))
+}
+
+/// Runs every property in turn on one accelerator (unprepared first); `Err` names the first
+/// failure.
+pub fn check_all(accel: &mut dyn Accelerator, tail_tolerance: f32) -> Result<(), String> {
+    unprepared_calls_fail(accel)?;
+    field_layers_are_exact(accel)?;
+    bad_calls_are_rejected(accel)?;
+    tail_matches_the_reference(accel, tail_tolerance)?;
+    batched_tail_matches_each_image(accel, tail_tolerance)
+}
+
+/// One `#[test]` per conformance property, so a failure names its property. `$make` is an
+/// expression giving `Option<accelerator>` (`None`: skip, e.g. no GPU here); each test makes a
+/// fresh one. Use it at a test file's top level:
+///
+/// ```text
+/// origami_accel::conformance_tests!(Some(CpuAccelerator::new()), 0.0);
+/// ```
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make:expr, $tolerance:expr) => {
+        #[test]
+        fn conformance_unprepared_calls_fail() {
+            if let Some(mut a) = $make {
+                $crate::conformance::unprepared_calls_fail(&mut a).unwrap();
+            }
+        }
+        #[test]
+        fn conformance_field_layers_are_exact() {
+            if let Some(mut a) = $make {
+                $crate::conformance::field_layers_are_exact(&mut a).unwrap();
+            }
+        }
+        #[test]
+        fn conformance_bad_calls_are_rejected() {
+            if let Some(mut a) = $make {
+                $crate::conformance::bad_calls_are_rejected(&mut a).unwrap();
+            }
+        }
+        #[test]
+        fn conformance_tail_matches_the_reference() {
+            if let Some(mut a) = $make {
+                $crate::conformance::tail_matches_the_reference(&mut a, $tolerance).unwrap();
+            }
+        }
+        #[test]
+        fn conformance_batched_tail_matches_each_image() {
+            if let Some(mut a) = $make {
+                $crate::conformance::batched_tail_matches_each_image(&mut a, $tolerance).unwrap();
+            }
+        }
+    };
 }

@@ -77,15 +77,18 @@ fn without_a_gpu_the_constructor_says_unavailable() {
     }
 }
 
+// One test per conformance property, each on a fresh accelerator.
+origami_accel::conformance_tests!(gpu("conformance"), TAIL_TOLERANCE);
+
+/// The whole suite twice on one accelerator: buffers are reused across prepares and calls.
 #[test]
-fn conformance_suite_passes() {
+fn conformance_suite_passes_twice_on_one_accelerator() {
     let Some(mut acc) = gpu("conformance") else {
         return;
     };
     if let Err(e) = check_all(&mut acc, TAIL_TOLERANCE) {
         panic!("{e}");
     }
-    // Once more on the same accelerator: buffers are reused across prepares and calls.
     if let Err(e) = check_all(&mut acc, TAIL_TOLERANCE) {
         panic!("second run: {e}");
     }
