@@ -22,9 +22,13 @@ pub enum EnclaveError {
     /// Bad input from outside (the client's request).
     #[error("bad request: {0}")]
     BadRequest(String),
-    /// The accelerator returned something that is not the correct result.
-    #[error("the accelerator misbehaved at layer {layer}: {detail}")]
-    AcceleratorMisbehaved { layer: u16, detail: String },
+    /// The accelerator returned something that is not the correct result (`layer` is the
+    /// blinded layer, `None` for the plain tail).
+    #[error("the accelerator misbehaved {}: {what}", at_layer(*.layer))]
+    AcceleratorMisbehaved {
+        layer: Option<u16>,
+        what: Misbehaviour,
+    },
     /// A sealed pad was tampered with, replayed or belongs to another instance.
     #[error("pad rejected: {0}")]
     PadRejected(origami_field::FieldError),
@@ -63,6 +67,35 @@ pub enum EnclaveError {
     /// The caller used the core out of order.
     #[error("misuse: {0}")]
     Misuse(String),
+}
+
+/// How an accelerator's answer failed the enclave's checks. Every field is a size the host
+/// itself chose, never a value derived from the client's data.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Misbehaviour {
+    /// A blinded layer's result has the wrong number of values.
+    #[error("returned {got} values, expected {expected}")]
+    WrongLength { got: usize, expected: usize },
+    /// A blinded layer's result holds a value that is not reduced mod p.
+    #[error("returned values not reduced mod p")]
+    NotReduced,
+    /// A blinded layer's result failed the Freivalds check: it is not `W·x̄`.
+    #[error("Freivalds check failed: the result is not W·x̄")]
+    FreivaldsFailed,
+    /// The tail's output does not have the model's output shape.
+    #[error("tail output has shape {got:?}, expected {expected:?}")]
+    TailShape {
+        got: Vec<usize>,
+        expected: Vec<usize>,
+    },
+}
+
+fn at_layer(layer: Option<u16>) -> String {
+    match layer {
+        Some(l) => format!("at layer {l}"),
+        None => "in the tail".into(),
+    }
 }
 
 impl EnclaveError {

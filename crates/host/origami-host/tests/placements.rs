@@ -344,8 +344,9 @@ fn verify_catches_tampering_at_every_blinded_layer() {
         let mut e = engine(&plan, Placement::Slalom, true, Box::new(bad));
         e.precompute(1).unwrap();
         match e.infer(x.clone()) {
-            Err(HostError::Enclave(EnclaveError::AcceleratorMisbehaved { layer, .. })) => {
-                assert_eq!(layer, l.layer)
+            Err(HostError::Enclave(EnclaveError::AcceleratorMisbehaved { layer, what })) => {
+                assert_eq!(layer, Some(l.layer));
+                assert_eq!(what, origami_plan::Misbehaviour::FreivaldsFailed);
             }
             other => panic!("layer {}: tampering not caught: {other:?}", l.layer),
         }

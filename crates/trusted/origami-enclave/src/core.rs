@@ -26,7 +26,7 @@ use origami_plan::qops::{
     eval_nonlinear, finish_unblinded, linear_local, requantize, requantize_blind, QVal,
 };
 pub use origami_plan::step::{Handoff, Offload, Placement, Reply, Step};
-use origami_plan::EnclaveError;
+use origami_plan::{EnclaveError, Misbehaviour};
 
 /// Core settings.
 #[derive(Clone, Debug)]
@@ -314,8 +314,11 @@ impl EnclaveCore {
         let want = &self.plan.shapes[self.plan.model.output];
         if &t.shape != want || t.data.len() != want.iter().product::<usize>() {
             return Err(EnclaveError::AcceleratorMisbehaved {
-                layer: u16::MAX,
-                detail: format!("tail output has shape {:?}, expected {want:?}", t.shape),
+                layer: None,
+                what: Misbehaviour::TailShape {
+                    got: t.shape.clone(),
+                    expected: want.clone(),
+                },
             });
         }
         Ok(())
@@ -380,20 +383,20 @@ impl EnclaveCore {
                 let l = &self.plan.linears[li];
                 let node = &self.plan.model.nodes[l.node];
                 let out_len = l.shape.out_len();
-                let misbehaved = |detail: String| EnclaveError::AcceleratorMisbehaved {
-                    layer: l.layer,
-                    detail,
+                let misbehaved = |what: Misbehaviour| EnclaveError::AcceleratorMisbehaved {
+                    layer: Some(l.layer),
+                    what,
                 };
                 if result.len() != out_len {
-                    return Err(misbehaved(format!(
-                        "returned {} values, expected {out_len}",
-                        result.len()
-                    )));
+                    return Err(misbehaved(Misbehaviour::WrongLength {
+                        got: result.len(),
+                        expected: out_len,
+                    }));
                 }
                 // A branch-free maximum (vectorized) rather than an early-exit scan: this runs
                 // over every output of every blinded layer.
                 if result.iter().fold(0u32, |m, &v| m.max(v)) >= P {
-                    return Err(misbehaved("returned values not reduced mod p".into()));
+                    return Err(misbehaved(Misbehaviour::NotReduced));
                 }
                 let pad_id = s
                     .pad_id
@@ -403,9 +406,7 @@ impl EnclaveCore {
                     .open_in_place(pad_id, l.layer, out_len, sealed_u)?;
                 if let (Some(probe), Some(x)) = (&self.probes[li], &blinded) {
                     if !freivalds_ok(probe, x, &result, self.cfg.threads) {
-                        return Err(misbehaved(
-                            "Freivalds check failed: the result is not W·x̄".into(),
-                        ));
+                        return Err(misbehaved(Misbehaviour::FreivaldsFailed));
                     }
                 }
                 let held =

@@ -10,4 +10,6 @@ pub use crate::core::{
     CoreConfig, CoreStats, EnclaveCore, Handoff, Offload, Placement, Reply, Step,
 };
 // The shared planning vocabulary, re-exported so the core's users need one import.
-pub use origami_plan::{plan, qops, reference, reference_handoff, EnclaveError, Plan, QuantConfig};
+pub use origami_plan::{
+    plan, qops, reference, reference_handoff, EnclaveError, Misbehaviour, Plan, QuantConfig,
+};

@@ -105,7 +105,16 @@ fn wrong_replies_end_the_request_and_its_pad_stays_used() {
         })
         .unwrap_err();
     assert!(
-        matches!(e, EnclaveError::AcceleratorMisbehaved { layer: 0, .. }),
+        matches!(
+            e,
+            EnclaveError::AcceleratorMisbehaved {
+                layer: Some(0),
+                what: origami_enclave::Misbehaviour::WrongLength {
+                    got: 3,
+                    ..
+                }
+            }
+        ),
         "{e}"
     );
     assert!(!c.pad_is_ready(o.pad_id));
@@ -130,6 +139,9 @@ fn only_a_handed_off_request_waits_for_its_tail() {
     // A tail output of the wrong shape is refused by the check the service applies.
     assert!(matches!(
         c.check_tail_output(&input(1)),
-        Err(EnclaveError::AcceleratorMisbehaved { .. })
+        Err(EnclaveError::AcceleratorMisbehaved {
+            layer: None,
+            what: origami_enclave::Misbehaviour::TailShape { .. }
+        })
     ));
 }
