@@ -5,15 +5,17 @@
 //!   r itself is never stored.
 //! - `MaskRng` is AES-256-CTR keyed by `PadKey` (AWS-LC, AES-NI), with the 64-bit stream number
 //!   `pad_id << 16 | layer` in the counter block's upper half: every (pad, layer) gets its own
-//!   keystream, never shared. (ChaCha20 through rand_chacha before: ~4x slower per byte here.)
+//!   keystream, never shared. (It replaced ChaCha20 through rand_chacha, several times slower
+//!   per byte here: docs/BENCHMARKS.md, "Measurements behind design decisions".)
 //! - Values are drawn by rejection sampling (24 random bits, rejected when ≥ p), so r is exactly
 //!   uniform over all of Z_p — not the ≈80 % range of Slalom's code.
-//! - `Sealer` encrypts u with AES-256-GCM (AWS-LC through aws-lc-rs: about 10 GB/s on one core
-//!   with AES-NI/VAES, against 0.9 GB/s for the pure-Rust ChaCha20-Poly1305 it replaced; u is
-//!   38 MB per VGG-16 request) under a second OS key. The nonce is `pad_id ‖ layer`, unique
-//!   because the enclave seals each (pad, layer) exactly once per key; the associated data binds
-//!   the model hash, pad id, layer and length, so a sealed u cannot be moved to another pad,
-//!   layer, model or enclave instance. AWS-LC cleanses the key state when the sealer is dropped.
+//! - `Sealer` encrypts u with AES-256-GCM (AWS-LC through aws-lc-rs, with AES-NI/VAES: an order
+//!   of magnitude faster per byte on one core than the pure-Rust ChaCha20-Poly1305 it replaced,
+//!   docs/BENCHMARKS.md; u is 38 MB per VGG-16 request) under a second OS key. The nonce is
+//!   `pad_id ‖ layer`, unique because the enclave seals each (pad, layer) exactly once per key;
+//!   the associated data binds the model hash, pad id, layer and length, so a sealed u cannot be
+//!   moved to another pad, layer, model or enclave instance. AWS-LC cleanses the key state when
+//!   the sealer is dropped.
 
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use aws_lc_rs::cipher::{EncryptingKey, EncryptionContext, UnboundCipherKey, AES_256};

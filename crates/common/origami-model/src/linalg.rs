@@ -357,7 +357,8 @@ pub fn conv2d<T: Scalar>(g: &ConvGeom, input: &[T], weight: &[T], out: &mut [T],
             continue;
         }
         // Tile width: a column buffer K×T of about 256 KiB, but at least 256 columns so the
-        // GEMM's inner dimension stays wide (measured on VGG-16: narrower tiles lose up to 30%).
+        // GEMM's inner dimension stays wide (narrower tiles measured slower on VGG-16's deep
+        // layers; docs/BENCHMARKS.md, "Measurements behind design decisions").
         let budget = TILE_BYTES / std::mem::size_of::<T>();
         let tile = (budget / k.max(1)).max(MIN_TILE).min(npix);
         let ntiles = npix.div_ceil(tile);

@@ -1,10 +1,11 @@
 //! The CPU backend: exact field layers through f64 GEMMs, the float tail through the
 //! reference executor, threads from rayon's pool (`--threads` / `RAYON_NUM_THREADS`).
 //!
-//! Why f64 and not integer limbs: faer's f64 GEMM runs at 56–60 GFLOP/s per core here, while
-//! hand-written i16-limb loops reached 38–71 GOP/s but need 2–3 GEMMs per layer (24-bit values
-//! split into limbs); one exact f64 GEMM is the faster and simpler choice on this CPU
-//! (DEPENDENCIES.md). Exactness: |Σ w·x̄| < 2^53, checked per layer by `FieldLayer::check_exact`.
+//! Why f64 and not integer limbs: hand-written i16-limb loops reached about the throughput per
+//! core of faer's f64 GEMM here, but need 2–3 GEMMs per layer (24-bit values split into limbs);
+//! one exact f64 GEMM is the faster and simpler choice on this CPU (docs/BENCHMARKS.md,
+//! "Measurements behind design decisions"; DEPENDENCIES.md). Exactness: |Σ w·x̄| < 2^53, checked
+//! per layer by `FieldLayer::check_exact`.
 
 use std::collections::HashMap;
 use std::sync::Arc;

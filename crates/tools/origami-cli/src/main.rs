@@ -12,8 +12,9 @@ mod common;
 use common::Accel;
 
 // Large tensors are allocated per layer; glibc returns them to the OS each time, and the kernel
-// then zeroes fresh pages on every request (15–20 % of a VGG-16 run in `perf`). mimalloc with
-// purging disabled keeps them for reuse (VGG-16 origami: enclave time −30 %).
+// then zeroes fresh pages on every request (a sizeable share of a VGG-16 run in `perf`).
+// mimalloc with purging disabled keeps them for reuse, which cut the enclave's time per request
+// markedly (docs/BENCHMARKS.md, "Measurements behind design decisions").
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
