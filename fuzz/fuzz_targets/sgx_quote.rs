@@ -11,8 +11,8 @@ fuzz_target!(|data: &[u8]| {
     let m = Measurement {
         code_id: [0; 32],
         model_hash: [0; 32],
-        placement: "slalom".into(),
-        split: None,
+        plan_hash: [3; 32],
+        placement: origami_proto::Placement::Slalom,
         verify: true,
     };
     let mut ev = Evidence::unsigned(Platform::SgxGramine, m, [0; 32], [0; 16], [0; 32]);

@@ -237,9 +237,8 @@ impl Client {
 /// A measurement in words, for errors.
 fn describe(m: &origami_proto::evidence::Measurement) -> String {
     format!(
-        "{}{}{} (code {}…, model {}…)",
+        "{}{} (code {}…, model {}…)",
         m.placement,
-        m.split.map(|k| format!(" --split {k}")).unwrap_or_default(),
         if m.verify { "" } else { " --no-verify" },
         &origami_proto::evidence::hex(&m.code_id)[..16],
         &origami_proto::evidence::hex(&m.model_hash)[..16],

@@ -61,6 +61,9 @@ pub enum EnclaveError {
     /// The enclave (process) cannot be reached or stopped mid-request (a host-side link error).
     #[error("the enclave is unavailable: {0}")]
     Unavailable(String),
+    /// `--mode` and `--split` name no placement.
+    #[error(transparent)]
+    Placement(#[from] origami_proto::PlacementError),
     /// The plan or configuration is invalid.
     #[error("plan: {0}")]
     Plan(String),

@@ -385,6 +385,16 @@ impl Plan {
     }
 
     /// Index of the first tail node for a split after `k` linear layers.
+    /// First tail node for `placement` on this plan: every node for `enclave` and `slalom`,
+    /// none for `plain`, the node after the `split`-th linear layer for `origami`.
+    pub fn head_end(&self, placement: crate::Placement) -> Result<usize, EnclaveError> {
+        match placement {
+            crate::Placement::Enclave | crate::Placement::Slalom => Ok(self.model.nodes.len()),
+            crate::Placement::Plain => Ok(0),
+            crate::Placement::Origami { split } => self.split_node(split),
+        }
+    }
+
     pub fn split_node(&self, k: usize) -> Result<usize, EnclaveError> {
         self.model
             .split_node(k)

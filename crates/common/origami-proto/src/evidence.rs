@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::rejection::Rejection;
-use crate::ProtoError;
+use crate::{Placement, ProtoError};
 
 /// The identity the client checks.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,10 +21,13 @@ pub struct Measurement {
     pub code_id: [u8; 32],
     /// `Model::hash` of the served model.
     pub model_hash: [u8; 32],
-    /// `enclave`, `slalom` or `origami`.
-    pub placement: String,
-    /// The split of the `origami` placement.
-    pub split: Option<u32>,
+    /// The quantization plan's hash (scales, exponents, field bounds): what sealed pads bind to
+    /// and what a host must plan with to drive this enclave. A host whose plan differs is
+    /// refused when it attaches.
+    pub plan_hash: [u8; 32],
+    /// Where the layers run (`Enclave`, `Slalom` or `Origami { split }`; `Plain` is never
+    /// attested).
+    pub placement: Placement,
     /// Freivalds integrity checks on every blinded layer. Without them a lying accelerator
     /// controls the head's values (it can, for instance, remove the ReLUs before the split), so
     /// privacy against an active host depends on this being on.
@@ -34,18 +37,6 @@ pub struct Measurement {
 /// The placements a policy accepts when it names none: the two in which the host sees no
 /// features (`origami` must be allowed explicitly, with the splits the operator audited).
 pub const DEFAULT_PLACEMENTS: [&str; 2] = ["slalom", "enclave"];
-
-/// What the untrusted host sees in a placement; part of the signed evidence.
-pub fn host_sees(placement: &str, split: Option<u32>) -> String {
-    match (placement, split) {
-        ("slalom", _) => "ciphertext and blinded tensors only: not the input, not the features, not the answer".into(),
-        ("enclave", _) => "ciphertext only".into(),
-        ("origami", Some(k)) => format!(
-            "blinded tensors of the first {k} linear layers, then by design the plain features at split {k}, the rest of the network and the answer"
-        ),
-        _ => "everything, in plain (no privacy)".into(),
-    }
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Platform {
@@ -84,7 +75,7 @@ pub struct Evidence {
     pub enclave_key: [u8; 32],
     /// Random per enclave start: pads and sessions of another instance are never accepted.
     pub instance: [u8; 16],
-    /// `host_sees(placement, split)`.
+    /// `measurement.placement.host_sees()`.
     pub host_sees: String,
     /// `Simulated`: the Ed25519 verifying key of the local platform key.
     pub platform_key: [u8; 32],
@@ -139,7 +130,7 @@ impl Evidence {
     ) -> Self {
         Evidence {
             platform,
-            host_sees: host_sees(&measurement.placement, measurement.split),
+            host_sees: measurement.placement.host_sees(),
             measurement,
             enclave_key,
             instance,
@@ -312,7 +303,7 @@ pub fn verify_at(ev: &Evidence, policy: &Policy, now_secs: u64) -> Result<[u8; 3
         }
         Platform::SgxGramine => crate::sgx::verify_quote(ev, &digest, policy, now_secs)?,
     }
-    if ev.host_sees != host_sees(&ev.measurement.placement, ev.measurement.split) {
+    if ev.host_sees != ev.measurement.placement.host_sees() {
         return reject(Rejection::HostSeesMisstated);
     }
     let placements: Vec<&str> = if policy.placements.is_empty() {
@@ -320,17 +311,17 @@ pub fn verify_at(ev: &Evidence, policy: &Policy, now_secs: u64) -> Result<[u8; 3
     } else {
         policy.placements.iter().map(String::as_str).collect()
     };
-    if !placements.contains(&ev.measurement.placement.as_str()) {
+    let placement = ev.measurement.placement;
+    if !placements.contains(&placement.mode()) || placement == Placement::Plain {
         return reject(Rejection::PlacementNotAllowed {
-            placement: ev.measurement.placement.clone(),
+            placement: placement.name(),
             allowed: placements.join(", "),
             host_sees: ev.host_sees.clone(),
         });
     }
-    let blinded = ev.measurement.placement != "enclave";
-    if blinded && !ev.measurement.verify && !policy.allow_unverified {
+    if placement.needs_pads() && !ev.measurement.verify && !policy.allow_unverified {
         return reject(Rejection::Unverified {
-            placement: ev.measurement.placement.clone(),
+            placement: placement.name(),
         });
     }
     let code = hex(&ev.measurement.code_id);
@@ -348,10 +339,10 @@ pub fn verify_at(ev: &Evidence, policy: &Policy, now_secs: u64) -> Result<[u8; 3
             other_platform,
         });
     }
-    if let Some(split) = ev.measurement.split {
+    if let Some(split) = placement.split() {
         if !entries
             .iter()
-            .any(|m| m.min_split.is_none_or(|min| split >= min))
+            .any(|m| m.min_split.is_none_or(|min| split >= min as usize))
         {
             let min = entries
                 .iter()
@@ -372,8 +363,8 @@ mod tests {
         Measurement {
             code_id: [1; 32],
             model_hash: [2; 32],
-            placement: "slalom".into(),
-            split: None,
+            plan_hash: [3; 32],
+            placement: Placement::Slalom,
             verify: true,
         }
     }
@@ -435,13 +426,14 @@ mod tests {
     fn policy_checks_measurement_and_placement() {
         let p = SimulatedPlatform::new([1; 32]).unwrap();
         let mut m = measurement();
-        m.placement = "origami".into();
-        m.split = Some(4);
+        m.placement = Placement::Origami { split: 4 };
         let ev = p.attest(m, [9; 32], [3; 16]).unwrap();
         assert!(ev.host_sees.contains("plain features at split 4"));
         // The default policy accepts the placements that show the host no features only.
         match refused(&ev, &policy()) {
-            Rejection::PlacementNotAllowed { placement, .. } => assert_eq!(placement, "origami"),
+            Rejection::PlacementNotAllowed { placement, .. } => {
+                assert_eq!(placement, "origami --split 4")
+            }
             e => panic!("{e:?}"),
         }
         let with_origami = Policy {
@@ -468,8 +460,7 @@ mod tests {
         pol.measurements[0].min_split = Some(4);
         for (split, ok) in [(1, false), (3, false), (4, true), (6, true)] {
             let mut m = measurement();
-            m.placement = "origami".into();
-            m.split = Some(split);
+            m.placement = Placement::Origami { split };
             let ev = p.attest(m, [9; 32], [3; 16]).unwrap();
             if ok {
                 verify(&ev, &pol).unwrap();
@@ -500,7 +491,7 @@ mod tests {
         verify(&ev, &bench).unwrap();
         // The enclave placement offloads nothing: there is nothing to verify.
         let mut m = measurement();
-        m.placement = "enclave".into();
+        m.placement = Placement::Enclave;
         m.verify = false;
         verify(&p.attest(m, [9; 32], [3; 16]).unwrap(), &policy()).unwrap();
     }

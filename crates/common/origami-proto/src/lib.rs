@@ -2,16 +2,20 @@
 //! client's session crypto (`session`: X25519 + HKDF-SHA256 + ChaCha20-Poly1305, one fresh key
 //! per request, replays rejected) and attestation evidence (`evidence`: a measurement bound to
 //! the enclave's session key; the `simulated` platform signs with a local key and says so;
-//! `sgx` verifies Gramine-SGX DCAP quotes).
+//! `sgx` verifies Gramine-SGX DCAP quotes) and where the layers run (`Placement`, which the
+//! measurement carries).
 
 pub mod evidence;
 pub mod frame;
 pub mod link;
+pub mod placement;
 pub mod rejection;
 pub mod session;
 pub mod sgx;
 pub mod tensor;
 pub mod wire;
+
+pub use placement::{Placement, PlacementError};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

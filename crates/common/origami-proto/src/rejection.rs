@@ -73,5 +73,9 @@ pub enum Rejection {
         other_platform: bool,
     },
     #[error("origami split {split} is earlier than the policy's minimum {min} for model {model}: the host would see features closer to the input than audited")]
-    SplitTooEarly { split: u32, min: u32, model: String },
+    SplitTooEarly {
+        split: usize,
+        min: u32,
+        model: String,
+    },
 }

@@ -310,8 +310,8 @@ mod tests {
         Measurement {
             code_id,
             model_hash: [2; 32],
-            placement: "slalom".into(),
-            split: None,
+            plan_hash: [3; 32],
+            placement: crate::Placement::Slalom,
             verify: true,
         }
     }

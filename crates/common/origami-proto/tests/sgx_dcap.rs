@@ -21,8 +21,8 @@ fn evidence() -> Evidence {
     let m = Measurement {
         code_id: report.mr_enclave,
         model_hash: [2; 32],
-        placement: "slalom".into(),
-        split: None,
+        plan_hash: [3; 32],
+        placement: origami_proto::Placement::Slalom,
         verify: true,
     };
     let mut ev = Evidence::unsigned(Platform::SgxGramine, m, [9; 32], [3; 16], [0; 32]);

@@ -56,7 +56,7 @@ fn one_request(
         ..Policy::default()
     };
     let binding = verify(&ev, &policy).unwrap();
-    let head_end = placement.head_end(&plan).unwrap();
+    let head_end = plan.head_end(placement).unwrap();
     accel
         .prepare(plan.model.clone(), &field_layers(&plan, head_end))
         .unwrap();

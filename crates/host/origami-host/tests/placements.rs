@@ -47,7 +47,7 @@ fn assert_bit_identical(model: &Model, inputs: &[Tensor]) {
             e.precompute(inputs.len()).unwrap();
             for x in inputs {
                 let (got, st) = e.infer(x.clone()).unwrap();
-                let head_end = placement.head_end(&plan).unwrap();
+                let head_end = plan.head_end(placement).unwrap();
                 let want = reference(&plan, x, head_end, 1).unwrap();
                 assert_eq!(got.shape, want.shape);
                 let same = got
@@ -104,7 +104,7 @@ fn vgg16_reduced_resolution_matches_the_reference() {
         let mut e = engine(&plan, placement, true, Box::new(CpuAccelerator::new()));
         e.precompute(1).unwrap();
         let (got, _) = e.infer(x.clone()).unwrap();
-        let want = reference(&plan, &x, placement.head_end(&plan).unwrap(), 1).unwrap();
+        let want = reference(&plan, &x, plan.head_end(placement).unwrap(), 1).unwrap();
         assert_eq!(got, want, "{}", placement.name());
     }
 }
@@ -451,7 +451,7 @@ fn head_only_plan_answers_identically_and_keeps_no_tail_weights() {
     assert_eq!(head.model_hash, full.model_hash);
     assert_eq!(full.model_hash, full.model.hash());
     let h = head.head_only.unwrap();
-    assert_eq!(h, Placement::Origami { split: 4 }.head_end(&full).unwrap());
+    assert_eq!(h, full.head_end(Placement::Origami { split: 4 }).unwrap());
     let kept: usize = head.linears.iter().map(|l| l.wq.len()).sum();
     let all: usize = full.linears.iter().map(|l| l.wq.len()).sum();
     assert!(kept * 50 < all, "head keeps {kept} of {all} weights");
@@ -520,7 +520,7 @@ fn batched_inference_matches_the_reference_per_image() {
         e.precompute_with_threads(inputs.len(), 3).unwrap();
         let (outs, st) = e.infer_batch(&inputs).unwrap();
         assert_eq!(outs.len(), inputs.len());
-        let head_end = placement.head_end(&plan).unwrap();
+        let head_end = plan.head_end(placement).unwrap();
         for (x, got) in inputs.iter().zip(&outs) {
             assert_eq!(
                 got,

@@ -72,7 +72,7 @@ fn requests_through_the_enclave_process_protocol() {
     let ev = remote.evidence().unwrap();
     let binding = verify(&ev, &policy(&plan)).unwrap();
     let mut accel = CpuAccelerator::new();
-    let head_end = placement.head_end(&plan).unwrap();
+    let head_end = plan.head_end(placement).unwrap();
     accel
         .prepare(plan.model.clone(), &field_layers(&plan, head_end))
         .unwrap();

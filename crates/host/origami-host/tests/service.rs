@@ -128,7 +128,7 @@ fn sealed_request_and_answer_match_the_reference() {
             let (req, pending) = seal_request(&ev.enclave_key, &binding, &bytes).unwrap();
             let answer = host.serve(&req).unwrap();
             let got: WireTensor = pending.open_answer(&answer).unwrap();
-            let head_end = placement.head_end(&plan).unwrap();
+            let head_end = plan.head_end(placement).unwrap();
             let want = reference(&plan, &x, head_end, 1).unwrap();
             assert_eq!(
                 got.shape,
@@ -226,7 +226,7 @@ fn parked_requests_finish_out_of_order_and_only_once() {
         let ticket = host.service.park().unwrap();
         parked.push((x, pending, ticket, h));
     }
-    let head_end = placement.head_end(&plan).unwrap();
+    let head_end = plan.head_end(placement).unwrap();
     // Out of order: the second request's tail first, answered; the first's gets a malformed
     // tail output (a misbehaving accelerator): refused, and its ticket is gone.
     for (n, (x, pending, ticket, h)) in parked.into_iter().rev().enumerate() {
@@ -270,7 +270,7 @@ fn session_keys_rotate_and_the_service_goes_on() {
     let calib: Vec<Tensor> = (0..4).map(|s| zoo::seeded_input(&model, 100 + s)).collect();
     let plan = Arc::new(Plan::build(&model, &calib, QuantConfig::default()).unwrap());
     let placement = Placement::Enclave;
-    let head_end = placement.head_end(&plan).unwrap();
+    let head_end = plan.head_end(placement).unwrap();
     let mut host = Host::new(&plan, placement);
     assert!(host.service.set_key_limit(1).is_err());
     host.service.set_key_limit(4).unwrap();

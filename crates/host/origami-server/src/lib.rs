@@ -38,7 +38,7 @@ use tokio::sync::oneshot;
 use origami_accel::{Accelerator, CpuAccelerator};
 use origami_host::handle::EnclaveHandle;
 use origami_host::{field_layers, PadStore};
-use origami_plan::{EnclaveError, Placement, Plan};
+use origami_plan::{Placement, Plan};
 use origami_proto::evidence::Evidence;
 use origami_proto::session::SealedRequest;
 
@@ -107,6 +107,30 @@ pub enum ServerError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     PadFile(#[from] origami_host::padfile::PadFileError),
+    /// The enclave attached to this server was started for another model, quantization plan
+    /// or placement than the host's: refused at attach (its pads and answers would not fit).
+    #[error("the enclave serves another {0} than the host planned: start both with the same model, calibration and --mode/--split")]
+    Mismatch(Mismatch),
+}
+
+/// What differs between an attached enclave's measurement and the host's plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mismatch {
+    Model,
+    /// The quantization (calibration, scales) differs: the enclave's pads and fixed-point
+    /// bounds do not match the host's.
+    Plan,
+    Placement,
+}
+
+impl std::fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mismatch::Model => "model",
+            Mismatch::Plan => "quantization plan",
+            Mismatch::Placement => "placement",
+        })
+    }
 }
 
 mod listen;
@@ -228,15 +252,20 @@ pub async fn start(
     cfg: ServerConfig,
     restart: Option<Restart>,
 ) -> Result<Running, ServerError> {
-    let head_end = placement.head_end(&plan)?;
+    let head_end = plan.head_end(placement)?;
     accel.prepare(plan.model.clone(), &field_layers(&plan, head_end))?;
     let metrics = Arc::new(Metrics::default());
     let evidence = Arc::new(with_collateral(enclave.evidence()?, &cfg));
     let key_epoch = enclave.key_epoch()?;
-    if evidence.measurement.model_hash != plan.model_hash {
-        return Err(ServerError::Enclave(EnclaveError::Plan(
-            "the enclave serves another model than the host's plan".into(),
-        )));
+    let m = &evidence.measurement;
+    if m.model_hash != plan.model_hash {
+        return Err(ServerError::Mismatch(Mismatch::Model));
+    }
+    if m.plan_hash != plan.hash {
+        return Err(ServerError::Mismatch(Mismatch::Plan));
+    }
+    if m.placement != placement {
+        return Err(ServerError::Mismatch(Mismatch::Placement));
     }
     // A sealed request for this model is its input's f32s plus fixed overhead: the body limit
     // follows from the model, so an oversized POST is refused (413) before it is read, and
@@ -246,7 +275,7 @@ pub async fn start(
     let (tx, rx) = mpsc::sync_channel::<Job>(cfg.queue);
     let mut worker = Worker {
         enclave,
-        needs_pads: matches!(placement, Placement::Slalom | Placement::Origami { .. }),
+        needs_pads: placement.needs_pads(),
         restart,
         evidence: shared.clone(),
         restarts: 0,

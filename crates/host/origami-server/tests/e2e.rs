@@ -91,7 +91,7 @@ async fn serve_attest_infer_under_load() {
         );
         let mut client = Client::connect(&base, &policy(&plan)).unwrap();
         assert!(client.evidence().host_sees.contains("not the answer"));
-        let head_end = placement.head_end(&plan).unwrap();
+        let head_end = plan.head_end(placement).unwrap();
         let x = zoo::seeded_input(&plan.model, 1);
         let got = client.infer(&x).unwrap();
         assert!(same(&got, &reference(&plan, &x, head_end, 1).unwrap()));
@@ -196,7 +196,7 @@ async fn graceful_shutdown_answers_requests_in_flight() {
         .await
         .unwrap()
         .expect("the request in flight is answered");
-    let want = reference(&plan, &x, placement.head_end(&plan).unwrap(), 1).unwrap();
+    let want = reference(&plan, &x, plan.head_end(placement).unwrap(), 1).unwrap();
     assert!(same(&y, &want));
 }
 
@@ -228,7 +228,7 @@ async fn origami_tails(batch_tails: bool) {
     let p = plan.clone();
     tokio::task::spawn_blocking(move || {
         let plan = p;
-        let head_end = placement.head_end(&plan).unwrap();
+        let head_end = plan.head_end(placement).unwrap();
         let policy = Policy {
             placements: vec!["origami".into()],
             ..policy(&plan)
@@ -379,7 +379,7 @@ async fn host_faults_and_huge_bodies_fail_alone() {
             other => panic!("expected the injected fault, got {other:?}"),
         }
         assert_eq!(metric(&base, "origami_enclave_restarts_total"), "0");
-        let head_end = placement.head_end(&plan).unwrap();
+        let head_end = plan.head_end(placement).unwrap();
         let got = client.infer(&x).unwrap();
         assert!(same(&got, &reference(&plan, &x, head_end, 1).unwrap()));
         assert_eq!(client.reattested(), 0);
@@ -443,7 +443,7 @@ async fn session_keys_rotate_without_a_restart() {
         };
         let mut client = Client::connect(&base, &pol).unwrap();
         let first = client.evidence().clone();
-        let head_end = placement.head_end(&plan).unwrap();
+        let head_end = plan.head_end(placement).unwrap();
         for seed in 0..13 {
             let x = zoo::seeded_input(&plan.model, 300 + seed);
             let got = match client.infer(&x) {
@@ -562,7 +562,7 @@ async fn a_restart_into_a_weaker_placement_is_refused() {
             ..policy(&plan)
         };
         let mut client = Client::connect(&base, &pol).unwrap();
-        assert_eq!(client.evidence().measurement.placement, "slalom");
+        assert_eq!(client.evidence().measurement.placement, Placement::Slalom);
         let x = zoo::seeded_input(&plan.model, 5);
         match client.infer(&x) {
             Err(origami_client::ClientError::MeasurementChanged { was, now }) => {
@@ -580,7 +580,7 @@ async fn a_restart_into_a_weaker_placement_is_refused() {
             client.infer(&x),
             Err(origami_client::ClientError::MeasurementChanged { .. })
         ));
-        assert_eq!(client.evidence().measurement.placement, "slalom");
+        assert_eq!(client.evidence().measurement.placement, Placement::Slalom);
         assert_eq!(metrics.received(), 2);
     })
     .await
@@ -679,7 +679,7 @@ async fn slow_and_surplus_connections_are_cut_off() {
         assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
     }
     let (b, p) = (base.clone(), pol.clone());
-    let head_end = placement.head_end(&plan).unwrap();
+    let head_end = plan.head_end(placement).unwrap();
     let pl = plan.clone();
     tokio::task::spawn_blocking(move || {
         let mut client = Client::connect(&b, &p).unwrap();

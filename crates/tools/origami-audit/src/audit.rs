@@ -370,8 +370,8 @@ pub fn run(
         rows: Vec::new(),
     };
     for &split in &layers {
-        let head_end = crate::capture::placement(split)
-            .head_end(plan)
+        let head_end = plan
+            .head_end(crate::capture::placement(split))
             .map_err(|e| AuditError::Engine(e.to_string()))?;
         let f = feature_shape(model, head_end)?;
         let last_node = if head_end == 0 {

@@ -64,7 +64,7 @@ fn capture_is_what_the_accelerator_receives() {
     let x = ankle_boot(&model);
     for split in 1..plan.linears.len() {
         let got = capture(&plan, split, &x).unwrap();
-        let head_end = Placement::Origami { split }.head_end(&plan).unwrap();
+        let head_end = plan.head_end(Placement::Origami { split }).unwrap();
         let want = reference_handoff(&plan, &x, head_end, 1).unwrap();
         assert_eq!(got, want, "split {split}");
     }
@@ -96,7 +96,7 @@ fn whitebox_attack_passes_its_sanity_checks() {
     // After the first convolution (and its ReLU), from the captured tensor.
     let feats = capture(&plan, 1, &x).unwrap();
     assert_eq!(feats.len(), 1);
-    let head_end = Placement::Origami { split: 1 }.head_end(&plan).unwrap();
+    let head_end = plan.head_end(Placement::Origami { split: 1 }).unwrap();
     let r1 = invert(&plan.model, head_end, &feats[0].1.data, &cfg).unwrap();
     let s1 = ssim(&r1, &x.data, 28, 28);
     eprintln!(
@@ -176,7 +176,7 @@ fn learned_attacks_pass_their_sanity_checks() {
     .unwrap();
     let s_gan = bundled_ssim(&model, |x| gan0.invert(x).unwrap());
     // After the first block (split 2), from the captured tensor.
-    let head_end = Placement::Origami { split: 2 }.head_end(&plan).unwrap();
+    let head_end = plan.head_end(Placement::Origami { split: 2 }).unwrap();
     let f = feature_shape(&plan.model, head_end).unwrap();
     let feats = features(&plan.model, head_end, &train.images).unwrap();
     let dec2 = Decoder::train(&feats, f, &train.images, img, &budget, |_, _, _| {}).unwrap();

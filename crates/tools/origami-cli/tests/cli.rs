@@ -106,7 +106,7 @@ fn run_npy_in_npy_out_matches_the_reference() {
             .collect();
         let plan = Arc::new(Plan::build(&model, &calib, QuantConfig::default()).unwrap());
         let placement = Placement::parse(mode, split.map(|s| s.parse().unwrap())).unwrap();
-        let want = reference(&plan, &x, placement.head_end(&plan).unwrap(), 1).unwrap();
+        let want = reference(&plan, &x, plan.head_end(placement).unwrap(), 1).unwrap();
         assert_eq!(got, want, "{mode}");
     }
 }

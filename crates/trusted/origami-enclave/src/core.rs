@@ -122,7 +122,7 @@ impl EnclaveCore {
         sealer: Sealer,
         probe_key: PadKey,
     ) -> Result<Self, EnclaveError> {
-        let head_end = cfg.placement.head_end(&plan)?;
+        let head_end = plan.head_end(cfg.placement)?;
         if let Some(h) = plan.head_only {
             if head_end > h {
                 return Err(EnclaveError::Plan(format!(

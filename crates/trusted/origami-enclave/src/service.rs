@@ -93,20 +93,17 @@ impl EnclaveService {
         cfg: CoreConfig,
         platform: Box<dyn Attester>,
     ) -> Result<Self, EnclaveError> {
-        let (placement, split) = match cfg.placement {
-            Placement::Enclave => ("enclave", None),
-            Placement::Slalom => ("slalom", None),
-            Placement::Origami { split } => ("origami", Some(split as u32)),
-            Placement::Plain => return Err(EnclaveError::Plan(
+        if cfg.placement == Placement::Plain {
+            return Err(EnclaveError::Plan(
                 "the plain placement hands the input to the host: it cannot be attested as private"
                     .into(),
-            )),
-        };
+            ));
+        }
         let measurement = Measurement {
             code_id: platform.code_id(),
             model_hash: plan.model_hash,
-            placement: placement.into(),
-            split,
+            plan_hash: plan.hash,
+            placement: cfg.placement,
             verify: cfg.verify,
         };
         let core = EnclaveCore::new(plan, cfg)?;

@@ -109,10 +109,7 @@ fn wrong_replies_end_the_request_and_its_pad_stays_used() {
             e,
             EnclaveError::AcceleratorMisbehaved {
                 layer: Some(0),
-                what: origami_enclave::Misbehaviour::WrongLength {
-                    got: 3,
-                    ..
-                }
+                what: origami_enclave::Misbehaviour::WrongLength { got: 3, .. }
             }
         ),
         "{e}"

@@ -56,7 +56,7 @@ pub fn main(a: Args, accel: Accel) -> Result<()> {
         t.elapsed().as_secs_f64() * 1e3,
         hex(&plan.hash[..8])
     );
-    let head_end = placement.head_end(&plan)?;
+    let head_end = plan.head_end(placement)?;
     println!(
         "placement: {} — enclave runs nodes 0..{head_end} ({}), accelerator runs the rest in plain; blinded layers verified (Freivalds)",
         placement.name(),

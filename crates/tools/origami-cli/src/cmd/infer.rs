@@ -37,13 +37,9 @@ pub fn main(a: Args) -> Result<()> {
     let mut client = origami_client::Client::connect(server, &policy)?;
     let ev = client.evidence();
     println!(
-        "verified evidence: platform {} | placement {}{} | host sees: {}",
+        "verified evidence: platform {} | placement {} | host sees: {}",
         ev.platform.name(),
         ev.measurement.placement,
-        ev.measurement
-            .split
-            .map(|k| format!(" --split {k}"))
-            .unwrap_or_default(),
         ev.host_sees
     );
     let t = Instant::now();
