@@ -29,6 +29,74 @@ impl Tensor {
         }
     }
 
+    /// Batches of one, stacked along the batch axis into one batch of `items.len()`. Every item
+    /// has batch 1 and the same shape.
+    pub fn stack(items: &[&Tensor]) -> Result<Self, ModelError> {
+        let first = items
+            .first()
+            .ok_or_else(|| ModelError::Shape("stack of no tensors".into()))?;
+        if first.shape.first() != Some(&1) {
+            return Err(ModelError::Shape(format!(
+                "stack: items must have batch 1, got shape {:?}",
+                first.shape
+            )));
+        }
+        let mut data = Vec::with_capacity(first.data.len() * items.len());
+        for t in items {
+            if t.shape != first.shape {
+                return Err(ModelError::Shape(format!(
+                    "stack: shape {:?} differs from {:?}",
+                    t.shape, first.shape
+                )));
+            }
+            data.extend_from_slice(&t.data);
+        }
+        let mut shape = first.shape.clone();
+        shape[0] = items.len();
+        Self::new(shape, data)
+    }
+
+    /// The batch size (the first dimension).
+    pub fn batch(&self) -> usize {
+        self.shape.first().copied().unwrap_or(0)
+    }
+
+    /// Image `i` of the batch, as a batch of one.
+    pub fn batch_item(&self, i: usize) -> Result<Self, ModelError> {
+        let n = self.batch();
+        if i >= n {
+            return Err(ModelError::Shape(format!(
+                "batch item {i} of a tensor of shape {:?}",
+                self.shape
+            )));
+        }
+        let per = self.data.len() / n;
+        let mut shape = self.shape.clone();
+        shape[0] = 1;
+        Self::new(shape, self.data[i * per..(i + 1) * per].to_vec())
+    }
+
+    /// The batch split into batches of one, in order (the inverse of `stack`).
+    pub fn unstack(self) -> Vec<Self> {
+        let n = self.batch();
+        if n == 0 {
+            return Vec::new();
+        }
+        let per = self.data.len() / n;
+        let mut shape = self.shape;
+        shape[0] = 1;
+        if per == 0 {
+            return (0..n).map(|_| Self::zeros(shape.clone())).collect();
+        }
+        self.data
+            .chunks(per)
+            .map(|c| Self {
+                shape: shape.clone(),
+                data: c.to_vec(),
+            })
+            .collect()
+    }
+
     pub fn len(&self) -> usize {
         self.data.len()
     }
@@ -62,5 +130,37 @@ impl Tensor {
             .zip(&other.data)
             .map(|(a, b)| (a - b).abs())
             .fold(0.0, f32::max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(v: f32) -> Tensor {
+        Tensor::new(vec![1, 2, 1, 2], vec![v, v + 1.0, v + 2.0, v + 3.0]).unwrap()
+    }
+
+    #[test]
+    fn stack_batch_item_and_unstack_are_inverse() {
+        let items = [image(0.0), image(10.0), image(20.0)];
+        let refs: Vec<&Tensor> = items.iter().collect();
+        let b = Tensor::stack(&refs).unwrap();
+        assert_eq!(b.shape, vec![3, 2, 1, 2]);
+        assert_eq!(b.batch(), 3);
+        for (i, t) in items.iter().enumerate() {
+            assert_eq!(&b.batch_item(i).unwrap(), t);
+        }
+        assert!(b.batch_item(3).is_err());
+        assert_eq!(b.unstack(), items.to_vec());
+    }
+
+    #[test]
+    fn stack_refuses_mixed_shapes_and_batches() {
+        let wide = Tensor::zeros(vec![1, 2, 2, 2]);
+        assert!(Tensor::stack(&[&image(0.0), &wide]).is_err());
+        let two = Tensor::zeros(vec![2, 2, 1, 2]);
+        assert!(Tensor::stack(&[&two]).is_err());
+        assert!(Tensor::stack(&[]).is_err());
     }
 }

@@ -312,9 +312,8 @@ pub fn batched_tail_matches_each_image(
     let fail = failure(accel);
     let model = &f.model;
     let batch: Vec<Tensor> = (0..3).map(|s| zoo::seeded_input(model, 40 + s)).collect();
-    let mut stacked = batch[0].clone();
-    stacked.shape[0] = batch.len();
-    stacked.data = batch.iter().flat_map(|t| t.data.clone()).collect();
+    let stacked = Tensor::stack(&batch.iter().collect::<Vec<_>>())
+        .map_err(|e| fail(format!("stack: {e}")))?;
     let got = accel
         .run_tail(0, vec![(0, stacked)])
         .map_err(|e| fail(format!("batched tail: {e}")))?;

@@ -30,15 +30,6 @@ impl CpuAccelerator {
     }
 }
 
-/// Image `i` of a batch of `n`, as a batch of one.
-fn image(t: &Tensor, i: usize, n: usize) -> Result<Tensor, AccelError> {
-    let per = t.data.len() / n;
-    let mut shape = t.shape.clone();
-    shape[0] = 1;
-    Tensor::new(shape, t.data[i * per..(i + 1) * per].to_vec())
-        .map_err(|e| AccelError::BadInput(e.to_string()))
-}
-
 impl Accelerator for CpuAccelerator {
     fn name(&self) -> String {
         format!("cpu ({} threads)", rayon::current_num_threads())
@@ -135,17 +126,20 @@ impl Accelerator for CpuAccelerator {
         for i in 0..n {
             let one: Vec<Option<Tensor>> = env
                 .iter()
-                .map(|v| v.as_ref().map(|t| image(t, i, n)).transpose())
+                .map(|v| {
+                    v.as_ref()
+                        .map(|t| t.batch_item(i))
+                        .transpose()
+                        .map_err(|e| AccelError::BadInput(e.to_string()))
+                })
                 .collect::<Result<_, _>>()?;
             outs.push(
                 exec::run_from(model, start, one)
                     .map_err(|e| AccelError::BadInput(e.to_string()))?,
             );
         }
-        let mut shape = outs[0].shape.clone();
-        shape[0] = n;
-        let data: Vec<f32> = outs.into_iter().flat_map(|t| t.data).collect();
-        Tensor::new(shape, data).map_err(|e| AccelError::Backend(e.to_string()))
+        let outs: Vec<&Tensor> = outs.iter().collect();
+        Tensor::stack(&outs).map_err(|e| AccelError::Backend(e.to_string()))
     }
 
     fn synchronize(&mut self) -> Result<(), AccelError> {

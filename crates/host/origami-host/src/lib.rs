@@ -152,37 +152,28 @@ pub fn drive<T>(
 pub fn stack_handoffs(hs: &[&origami_plan::Handoff]) -> Result<Vec<(usize, Tensor)>, String> {
     let first = hs.first().ok_or("no handoff")?;
     let mut out = Vec::with_capacity(first.values.len());
-    for (j, (id, t0)) in first.values.iter().enumerate() {
-        let mut data = Vec::with_capacity(t0.data.len() * hs.len());
+    for (j, (id, _)) in first.values.iter().enumerate() {
+        let mut items = Vec::with_capacity(hs.len());
         for h in hs {
-            let (vid, t) = h.values.get(j).ok_or("handoffs of different shapes")?;
-            if vid != id || t.shape != t0.shape || h.start != first.start || t.shape[0] != 1 {
-                return Err("handoffs of different shapes".into());
+            match h.values.get(j) {
+                Some((vid, t)) if vid == id && h.start == first.start => items.push(t),
+                _ => return Err("handoffs of different shapes".into()),
             }
-            data.extend_from_slice(&t.data);
         }
-        let mut shape = t0.shape.clone();
-        shape[0] = hs.len();
-        out.push((*id, Tensor::new(shape, data).map_err(|e| e.to_string())?));
+        out.push((*id, Tensor::stack(&items).map_err(|e| e.to_string())?));
     }
     Ok(out)
 }
 
 /// Splits a batched tail output into one tensor per request.
 pub fn unstack(t: Tensor, n: usize) -> Result<Vec<Tensor>, String> {
-    if t.shape.first() != Some(&n) || !t.data.len().is_multiple_of(n) {
+    if t.batch() != n || !t.data.len().is_multiple_of(n) {
         return Err(format!(
             "tail output of shape {:?} for {n} requests",
             t.shape
         ));
     }
-    let per = t.data.len() / n;
-    let mut shape = t.shape.clone();
-    shape[0] = 1;
-    t.data
-        .chunks(per)
-        .map(|c| Tensor::new(shape.clone(), c.to_vec()).map_err(|e| e.to_string()))
-        .collect()
+    Ok(t.unstack())
 }
 
 /// One accelerator call for the tails of several handoffs (stacked along the batch axis);

@@ -323,9 +323,8 @@ impl Progress for Silent {
     fn advance(&self, _: usize, _: &str) {}
 }
 
-pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
+/// Hex as the evidence and policies write hashes (one encoder for the project).
+pub use origami_proto::evidence::hex;
 
 /// Images kept per split for the grid.
 pub const GALLERY: usize = 8;
