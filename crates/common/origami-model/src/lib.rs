@@ -3,6 +3,7 @@
 //! Pipeline: `Model` (this crate) → `Plan` (quantized, calibrated, split; `origami-enclave`) →
 //! prepared on an accelerator (`origami-accel`) → one session per request.
 
+pub mod atomic;
 pub mod exec;
 pub mod input;
 pub mod ir;

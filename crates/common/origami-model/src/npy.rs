@@ -1,7 +1,6 @@
 //! Reading and writing `.npy` files (NumPy format 1.0–3.0), float32 C-order, with bounded and
 //! validated headers: a malformed file gives an error, never a panic or a huge allocation.
 
-use std::io::Write;
 use std::path::Path;
 
 use crate::{ModelError, Tensor};
@@ -132,17 +131,17 @@ pub fn to_npy_bytes(t: &Tensor) -> Vec<u8> {
     out
 }
 
-/// Writes a tensor as `.npy`, through a temporary file renamed into place (never half-written).
+/// Writes a tensor as `.npy`, atomically (`crate::atomic`: never half-written).
 pub fn write_npy(path: &Path, t: &Tensor) -> Result<(), ModelError> {
-    let io = |source| ModelError::Io {
-        path: path.display().to_string(),
+    let io = |p: &Path, source| ModelError::Io {
+        path: p.display().to_string(),
         source,
     };
-    let tmp = path.with_extension("npy.tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(&to_npy_bytes(t)).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    crate::atomic::write_with(
+        path,
+        |tmp| std::fs::write(tmp, to_npy_bytes(t)).map_err(|e| io(tmp, e)),
+        io,
+    )
 }
 
 #[cfg(test)]

@@ -15,7 +15,6 @@ mod export;
 mod import;
 pub mod proto;
 
-use std::io::Write;
 use std::path::Path;
 
 use prost::Message;
@@ -56,36 +55,16 @@ pub fn to_bytes(model: &Model) -> Vec<u8> {
     export::export(model).encode_to_vec()
 }
 
-/// Writes a model as an ONNX file, atomically: the bytes go to a temporary file next to `path`
-/// (`<name>.tmp`), which is flushed and then renamed over `path`, so a crash or a full disk never
+/// Writes a model as an ONNX file, atomically (`crate::atomic`): a crash or a full disk never
 /// leaves a half-written model under the final name.
 pub fn save(model: &Model, path: &Path) -> Result<(), ModelError> {
-    let io_err = |p: &Path, source| ModelError::Io {
+    let io = |p: &Path, source| ModelError::Io {
         path: p.display().to_string(),
         source,
     };
-    let Some(file_name) = path.file_name() else {
-        return Err(ModelError::Invalid(format!(
-            "{}: not a file path",
-            path.display()
-        )));
-    };
-    let mut tmp_name = file_name.to_os_string();
-    tmp_name.push(".tmp");
-    let tmp = path.with_file_name(tmp_name);
-    let bytes = to_bytes(model);
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()
-    };
-    if let Err(e) = write() {
-        // Best effort: the temporary file is garbage either way; the write error is what matters.
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io_err(&tmp, e));
-    }
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        io_err(path, e)
-    })
+    crate::atomic::write_with(
+        path,
+        |tmp| std::fs::write(tmp, to_bytes(model)).map_err(|e| io(tmp, e)),
+        io,
+    )
 }

@@ -8,8 +8,9 @@
 //!
 //! Format: the 16-byte magic `ORIGAMI-PADS/v1\n`, the evidence digest (32 bytes), the instance
 //! id (16), then one length-prefixed frame per sealed pad layer (postcard `WirePad`, bounded like
-//! every frame). The file is written to `FILE.tmp`, synced, then renamed: a crash never leaves a
-//! half-written file under the final name.
+//! every frame). The file is written atomically (`origami_model::atomic`: a temporary file
+//! next to it, synced, then renamed): a crash never leaves a half-written file under the final
+//! name.
 
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -57,38 +58,30 @@ pub fn write(
     evidence: &Evidence,
     pads: impl IntoIterator<Item = Result<SealedPad, PadFileError>>,
 ) -> Result<usize, PadFileError> {
-    let tmp = path.with_extension("tmp");
-    let f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-    let mut w = BufWriter::new(f);
-    let r = (|| {
-        w.write_all(MAGIC).map_err(io(&tmp))?;
-        w.write_all(&evidence.digest()).map_err(io(&tmp))?;
-        w.write_all(&evidence.instance).map_err(io(&tmp))?;
-        let mut n = 0;
-        for p in pads {
-            let bytes = origami_proto::encode(&pad_to_wire(p?));
-            write_frame(&mut w, &bytes, DEFAULT_MAX_FRAME).map_err(|e| {
-                PadFileError::Malformed {
-                    path: tmp.clone(),
-                    detail: e.to_string(),
-                }
-            })?;
-            n += 1;
-        }
-        let f = w.into_inner().map_err(|e| io(&tmp)(e.into_error()))?;
-        f.sync_all().map_err(io(&tmp))?;
-        Ok(n)
-    })();
-    match r {
-        Ok(n) => {
-            std::fs::rename(&tmp, path).map_err(io(path))?;
+    origami_model::atomic::write_with(
+        path,
+        |tmp| {
+            let f = std::fs::File::create(tmp).map_err(io(tmp))?;
+            let mut w = BufWriter::new(f);
+            w.write_all(MAGIC).map_err(io(tmp))?;
+            w.write_all(&evidence.digest()).map_err(io(tmp))?;
+            w.write_all(&evidence.instance).map_err(io(tmp))?;
+            let mut n = 0;
+            for p in pads {
+                let bytes = origami_proto::encode(&pad_to_wire(p?));
+                write_frame(&mut w, &bytes, DEFAULT_MAX_FRAME).map_err(|e| {
+                    PadFileError::Malformed {
+                        path: tmp.to_path_buf(),
+                        detail: e.to_string(),
+                    }
+                })?;
+                n += 1;
+            }
+            w.into_inner().map_err(|e| io(tmp)(e.into_error()))?;
             Ok(n)
-        }
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(e)
-        }
-    }
+        },
+        |p, e| io(p)(e),
+    )
 }
 
 /// Reads a pad file made for the enclave that gave `evidence`.

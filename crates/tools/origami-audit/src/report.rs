@@ -51,9 +51,7 @@ pub fn write(
     let grid = grid(report, gallery)?;
     let chart = chart(report)?;
     let write = |p: &Path, f: &dyn Fn(&Path) -> Result<(), AuditError>| {
-        let tmp = p.with_extension("tmp");
-        f(&tmp)?;
-        std::fs::rename(&tmp, p).map_err(|e| err(format!("{}: {e}", p.display())))
+        origami_model::atomic::write_with(p, f, |p, e| err(format!("{}: {e}", p.display())))
     };
     write(&paths[0], &|p| {
         std::fs::write(p, &json).map_err(|e| err(format!("{}: {e}", p.display())))

@@ -812,7 +812,12 @@ fn pad_files_from_precompute_with_an_attached_enclave() {
         &pads_s,
     ]);
     assert!(out.contains("wrote 4 pads"), "{out}");
-    assert!(!dir.join("pads.tmp").exists(), "temporary file left behind");
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "temporary files left behind: {left:?}");
     let img = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../common/origami-model/assets/samples/6_coat.png");
     let img = img.display().to_string();
