@@ -17,6 +17,55 @@ use zeroize::Zeroizing;
 use crate::frame::{read_frame, write_frame};
 use crate::ProtoError;
 
+/// Where a long-lived enclave process listens and where the host connects: `unix:PATH` (or a
+/// bare path) or `tcp:HOST:PORT`. TCP is for Gramine-SGX, whose Unix sockets do not reach the
+/// host; bind it to loopback (everything on it is sealed or blinded) and give both sides the same
+/// link token, so no other local process can drive the enclave. One type for both ends: the
+/// enclave's accept loop binds it, the host's `origami_host::remote::connect` dials it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    Unix(std::path::PathBuf),
+    Tcp(String),
+}
+
+/// Why a string names no endpoint.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EndpointError {
+    #[error("{0}: expected tcp:HOST:PORT")]
+    BadTcp(String),
+    #[error("empty enclave socket path")]
+    EmptyPath,
+}
+
+impl std::str::FromStr for Endpoint {
+    type Err = EndpointError;
+    fn from_str(s: &str) -> Result<Self, EndpointError> {
+        if let Some(addr) = s.strip_prefix("tcp:") {
+            if addr
+                .rsplit_once(':')
+                .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+            {
+                return Err(EndpointError::BadTcp(s.into()));
+            }
+            return Ok(Endpoint::Tcp(addr.to_string()));
+        }
+        let path = s.strip_prefix("unix:").unwrap_or(s);
+        if path.is_empty() {
+            return Err(EndpointError::EmptyPath);
+        }
+        Ok(Endpoint::Unix(path.into()))
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Unix(p) => write!(f, "unix:{}", p.display()),
+            Endpoint::Tcp(a) => write!(f, "tcp:{a}"),
+        }
+    }
+}
+
 /// Shortest accepted token (bytes of the file, surrounding whitespace trimmed).
 pub const MIN_TOKEN: usize = 16;
 /// Longest accepted token.

@@ -178,44 +178,7 @@ fn kind(m: &FromEnclave) -> &'static str {
     }
 }
 
-/// Where a long-lived enclave process listens: `unix:PATH` (or a bare path) or
-/// `tcp:HOST:PORT`. TCP is for Gramine-SGX, whose Unix sockets do not reach the host; bind it
-/// to loopback (everything on it is sealed or blinded) and give both sides the same link token
-/// (`origami_proto::link`), so no other local process can drive the enclave.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Endpoint {
-    Unix(std::path::PathBuf),
-    Tcp(String),
-}
-
-impl std::str::FromStr for Endpoint {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        if let Some(addr) = s.strip_prefix("tcp:") {
-            if addr
-                .rsplit_once(':')
-                .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
-            {
-                return Err(format!("{s}: expected tcp:HOST:PORT"));
-            }
-            return Ok(Endpoint::Tcp(addr.to_string()));
-        }
-        let path = s.strip_prefix("unix:").unwrap_or(s);
-        if path.is_empty() {
-            return Err("empty enclave socket path".into());
-        }
-        Ok(Endpoint::Unix(path.into()))
-    }
-}
-
-impl std::fmt::Display for Endpoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Endpoint::Unix(p) => write!(f, "unix:{}", p.display()),
-            Endpoint::Tcp(a) => write!(f, "tcp:{a}"),
-        }
-    }
-}
+pub use origami_proto::link::{Endpoint, EndpointError};
 
 /// A connection to an enclave process over either kind of endpoint.
 pub enum Conn {
@@ -223,35 +186,36 @@ pub enum Conn {
     Tcp(std::net::TcpStream),
 }
 
-impl Endpoint {
-    /// Connects, with `REPLY_TIMEOUT` on every read and write. A TCP link is opened with the
-    /// link token (`origami_proto::link`), which it requires; a Unix socket is guarded by its
-    /// file permissions and takes none.
-    pub fn connect(&self, token: Option<&origami_proto::link::LinkToken>) -> std::io::Result<Conn> {
-        let conn = match self {
-            Endpoint::Unix(p) => Conn::Unix(std::os::unix::net::UnixStream::connect(p)?),
-            Endpoint::Tcp(a) => {
-                let token = token.ok_or_else(|| {
-                    std::io::Error::other(
-                        "a TCP enclave link needs the link token (--enclave-token-file)",
-                    )
-                })?;
-                let s = std::net::TcpStream::connect(a)?;
-                // Frames are request/response: no Nagle delay.
-                s.set_nodelay(true)?;
-                s.set_read_timeout(Some(REPLY_TIMEOUT))?;
-                s.set_write_timeout(Some(REPLY_TIMEOUT))?;
-                let mut s = Conn::Tcp(s);
-                origami_proto::link::present(&mut s, token).map_err(|e| match e {
-                    ProtoError::Io(e) => e,
-                    other => std::io::Error::other(other.to_string()),
-                })?;
-                s
-            }
-        };
-        conn.set_timeout(Some(REPLY_TIMEOUT))?;
-        Ok(conn)
-    }
+/// Connects to `endpoint`, with `REPLY_TIMEOUT` on every read and write. A TCP link is opened
+/// with the link token (`origami_proto::link`), which it requires; a Unix socket is guarded by
+/// its file permissions and takes none.
+pub fn connect(
+    endpoint: &Endpoint,
+    token: Option<&origami_proto::link::LinkToken>,
+) -> std::io::Result<Conn> {
+    let conn = match endpoint {
+        Endpoint::Unix(p) => Conn::Unix(std::os::unix::net::UnixStream::connect(p)?),
+        Endpoint::Tcp(a) => {
+            let token = token.ok_or_else(|| {
+                std::io::Error::other(
+                    "a TCP enclave link needs the link token (--enclave-token-file)",
+                )
+            })?;
+            let s = std::net::TcpStream::connect(a)?;
+            // Frames are request/response: no Nagle delay.
+            s.set_nodelay(true)?;
+            s.set_read_timeout(Some(REPLY_TIMEOUT))?;
+            s.set_write_timeout(Some(REPLY_TIMEOUT))?;
+            let mut s = Conn::Tcp(s);
+            origami_proto::link::present(&mut s, token).map_err(|e| match e {
+                ProtoError::Io(e) => e,
+                other => std::io::Error::other(other.to_string()),
+            })?;
+            s
+        }
+    };
+    conn.set_timeout(Some(REPLY_TIMEOUT))?;
+    Ok(conn)
 }
 
 impl Conn {

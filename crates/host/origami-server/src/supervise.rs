@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use origami_host::handle::EnclaveHandle;
-use origami_host::remote::{Conn, Endpoint, RemoteEnclave, REPLY_TIMEOUT};
+use origami_host::remote::{connect, Conn, Endpoint, RemoteEnclave, REPLY_TIMEOUT};
 use origami_proto::link::LinkToken;
 
 use crate::Restart;
@@ -177,11 +177,11 @@ pub fn attach(
     endpoint: Endpoint,
     token: Option<Arc<LinkToken>>,
 ) -> Result<Supervised, std::io::Error> {
-    let conn = endpoint.connect(token.as_deref())?;
+    let conn = connect(&endpoint, token.as_deref())?;
     let restart: Restart = Box::new(move || {
         let t = Instant::now();
         loop {
-            match endpoint.connect(token.as_deref()) {
+            match connect(&endpoint, token.as_deref()) {
                 Ok(c) => return Ok(Box::new(RemoteEnclave::new(c)) as Box<dyn EnclaveHandle>),
                 Err(e) if t.elapsed() > RECONNECT_TIMEOUT => {
                     return Err(format!("reconnecting to the enclave at {endpoint}: {e}"))

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use origami_enclave::listen::{run, Listen};
+use origami_enclave::listen::{run, Endpoint};
 use origami_enclave::service::{self_code_id, EnclaveService};
 use origami_enclave::{CoreConfig, Placement, Plan};
 use origami_proto::evidence::{hex, Attester, SimulatedPlatform};
@@ -76,11 +76,12 @@ fn main() {
 
 fn real_main() -> Result<()> {
     let a = Args::parse();
-    let listen = match (a.socket, a.tcp) {
-        (Some(p), None) => Listen::Unix(p),
+    let (listen, token) = match (a.socket, a.tcp) {
+        (Some(p), None) => (Endpoint::Unix(p), None),
         (None, Some(addr)) => {
             let path = a.token_file.context("--tcp needs --token-file")?;
-            Listen::Tcp(addr, origami_proto::link::LinkToken::read(&path)?)
+            let token = origami_proto::link::LinkToken::read(&path)?;
+            (Endpoint::Tcp(addr), Some(token))
         }
         _ => bail!("give exactly one of --socket PATH and --tcp ADDR"),
     };
@@ -103,7 +104,7 @@ fn real_main() -> Result<()> {
     };
     let mut service = EnclaveService::new(plan, cfg, attester)?;
     let ev = service.evidence().clone();
-    let banner = |at: String| {
+    let banner = |at: Endpoint| {
         println!(
             "enclave process: platform {}; model {} ({}…), placement {}; code id {}…; session key {}…; listening on {at}",
             ev.platform.name(),
@@ -114,8 +115,6 @@ fn real_main() -> Result<()> {
             &hex(&ev.enclave_key)[..16],
         )
     };
-    run(&listen, &mut service, banner).with_context(|| match &listen {
-        Listen::Unix(p) => format!("listening on {}", p.display()),
-        Listen::Tcp(addr, _) => format!("listening on {addr}"),
-    })
+    run(&listen, token.as_ref(), &mut service, banner)
+        .with_context(|| format!("listening on {listen}"))
 }

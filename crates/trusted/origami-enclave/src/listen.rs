@@ -3,30 +3,25 @@
 //! stay valid across host reconnections, for as long as the process lives.
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::path::PathBuf;
 
+pub use origami_proto::link::Endpoint;
 use origami_proto::link::LinkToken;
 
 use crate::service::EnclaveService;
 
-/// Where the enclave listens.
-pub enum Listen {
-    /// A Unix socket, created with mode 0600 (a stale socket at the path is replaced; any
-    /// other file there is an error).
-    Unix(PathBuf),
-    /// Loopback TCP: a host must present the link token first.
-    Tcp(String, LinkToken),
-}
-
-/// Binds `listen`, calls `ready` with where it listens (`PATH` or `tcp:ADDR`), then serves
-/// host connections one after another, forever. Errors only when it cannot bind.
+/// Binds `at`, calls `ready` with where it listens (for TCP the bound address, so port 0
+/// works), then serves host connections one after another, forever. A Unix socket is created
+/// with mode 0600 (a stale socket at the path is replaced; any other file there is an error);
+/// on TCP a host must present `token` first, so TCP requires one. Errors only when it cannot
+/// bind.
 pub fn run(
-    listen: &Listen,
+    at: &Endpoint,
+    token: Option<&LinkToken>,
     service: &mut EnclaveService,
-    ready: impl FnOnce(String),
+    ready: impl FnOnce(Endpoint),
 ) -> std::io::Result<()> {
-    match listen {
-        Listen::Unix(socket) => {
+    match at {
+        Endpoint::Unix(socket) => {
             if let Ok(meta) = std::fs::symlink_metadata(socket) {
                 if !meta.file_type().is_socket() {
                     return Err(std::io::Error::other(format!(
@@ -38,7 +33,7 @@ pub fn run(
             }
             let listener = std::os::unix::net::UnixListener::bind(socket)?;
             std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
-            ready(socket.display().to_string());
+            ready(at.clone());
             for conn in listener.incoming() {
                 match conn {
                     Ok(mut s) => serve_one(service, &mut s),
@@ -46,9 +41,12 @@ pub fn run(
                 }
             }
         }
-        Listen::Tcp(addr, token) => {
+        Endpoint::Tcp(addr) => {
+            let token = token.ok_or_else(|| {
+                std::io::Error::other("a TCP enclave endpoint needs a link token (--token-file)")
+            })?;
             let listener = std::net::TcpListener::bind(addr)?;
-            ready(format!("tcp:{}", listener.local_addr()?));
+            ready(Endpoint::Tcp(listener.local_addr()?.to_string()));
             for conn in listener.incoming() {
                 match conn {
                     Ok(mut s) => {

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use origami_host::remote::Endpoint;
+use origami_host::remote::{connect, Endpoint};
 
 use crate::common::*;
 
@@ -33,12 +33,11 @@ pub fn main(a: Args) -> Result<()> {
         a.out.as_path(),
     );
     use origami_host::remote::RemoteEnclave;
-    let endpoint: Endpoint = enclave.parse().map_err(anyhow::Error::msg)?;
+    let endpoint: Endpoint = enclave.parse()?;
     if count == 0 {
         bail!("--count must be at least 1");
     }
-    let conn = endpoint
-        .connect(token)
+    let conn = connect(&endpoint, token)
         .with_context(|| format!("connecting to the enclave at {endpoint}"))?;
     let mut remote = RemoteEnclave::new(conn);
     let ev = remote.evidence()?;

@@ -94,7 +94,7 @@ pub fn main(a: Args, accel: Accel) -> Result<()> {
     let attach = a
         .enclave
         .as_ref()
-        .map(|e| e.parse::<Endpoint>().map_err(anyhow::Error::msg))
+        .map(|e| e.parse::<Endpoint>())
         .transpose()?;
     let token = link_token(a.enclave_token_file.clone())?;
     let (listen, model, mode, split, verify, in_process, calib) = (
