@@ -77,8 +77,8 @@ pub fn run_observed(
 /// A callback after each node: `(node index, output)`.
 type Observer<'a> = &'a mut dyn FnMut(usize, &Tensor);
 
-/// Without an observer, a Conv whose only reader is the next node, a ReLU, runs fused with it
-/// (the same bits as two passes: max(x + b, 0) either way).
+/// Without an observer, a linear node marked by the fusion pass (`Model::relu_fusions`) runs
+/// with the ReLU after it in one pass (the same bits as two: max(x + b, 0) either way).
 fn run_impl(
     model: &Model,
     start: usize,
@@ -92,39 +92,31 @@ fn run_impl(
     }
     let last = last_uses(model);
     let threads = rayon::current_num_threads();
-    let mut readers = vec![0usize; model.num_values()];
-    for n in &model.nodes {
-        for &v in &n.inputs {
-            readers[v] += 1;
-        }
-    }
+    let fusions = model.relu_fusions();
     let mut skip = false;
     for (i, node) in model.nodes.iter().enumerate().skip(start) {
         if skip {
             skip = false;
             continue;
         }
-        let fuse = observe.is_none()
-            && matches!(node.op, Op::Conv(_))
-            && readers[node.output] == 1
-            && node.output != model.output
-            && model
-                .nodes
-                .get(i + 1)
-                .is_some_and(|r| matches!(r.op, Op::Relu) && r.inputs == [node.output]);
-        if fuse {
-            if let Op::Conv(c) = &node.op {
-                let x = env[node.inputs[0]].as_ref().ok_or_else(|| {
-                    ModelError::Invalid(format!("value needed by node {} is missing", node.name))
-                })?;
-                let out = conv(c, x, threads, true).map_err(|e| in_node(e, &node.name))?;
-                if last[node.inputs[0]] <= i + 1 {
-                    env[node.inputs[0]] = None;
+        if observe.is_none() && fusions[i] {
+            let x = env[node.inputs[0]].as_ref().ok_or_else(|| {
+                ModelError::Invalid(format!("value needed by node {} is missing", node.name))
+            })?;
+            let out = match &node.op {
+                Op::Conv(c) => conv(c, x, threads, true).map_err(|e| in_node(e, &node.name))?,
+                _ => {
+                    let mut y = eval_node(node, &[x], threads)?;
+                    y.data.iter_mut().for_each(|v| *v = v.max(0.0));
+                    y
                 }
-                env[node.output + 1] = Some(out);
-                skip = true;
-                continue;
+            };
+            if last[node.inputs[0]] <= i + 1 {
+                env[node.inputs[0]] = None;
             }
+            env[node.output + 1] = Some(out);
+            skip = true;
+            continue;
         }
         let out = {
             let ins: Vec<&Tensor> = node

@@ -205,6 +205,35 @@ pub const MAX_VALUE_ELEMENTS: usize = 1 << 31;
 pub const MAX_TOTAL_ELEMENTS: usize = 1 << 32;
 
 impl Model {
+    /// The fusion pass: for each node, whether it is a linear layer (Conv or Gemm) that absorbs
+    /// the ReLU right after it, i.e. that ReLU is the node's only reader, reads nothing else,
+    /// and the node's output is not the model's. Every executor (the float executor, the CUDA
+    /// tail, the quantized plan) reads these marks, so all fuse the same nodes; a fused pair
+    /// computes max(x + b, 0) in one pass, the same bits as two.
+    pub fn relu_fusions(&self) -> Vec<bool> {
+        let mut readers = vec![0usize; self.num_values()];
+        for n in &self.nodes {
+            for &v in &n.inputs {
+                if let Some(r) = readers.get_mut(v) {
+                    *r += 1;
+                }
+            }
+        }
+        self.nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                n.op.is_linear()
+                    && readers.get(n.output) == Some(&1)
+                    && n.output != self.output
+                    && self
+                        .nodes
+                        .get(i + 1)
+                        .is_some_and(|r| matches!(r.op, Op::Relu) && r.inputs == [n.output])
+            })
+            .collect()
+    }
+
     /// Number of values (input + one per node).
     pub fn num_values(&self) -> usize {
         self.nodes.len() + 1

@@ -76,8 +76,8 @@ pub struct QLinear {
     pub est_max: f64,
     /// Provable worst case Σ|w̃|·clamp + |b̃| over output rows.
     pub worst_case: u128,
-    /// The next node is a ReLU that is the only reader of this layer's output: the enclave
-    /// applies it in the unblinding pass and skips the node.
+    /// Marked by the fusion pass (`Model::relu_fusions`): the next node is a ReLU that only
+    /// this layer feeds; the enclave applies it in the unblinding pass and skips the node.
     pub fused_relu: bool,
 }
 
@@ -248,12 +248,7 @@ impl Plan {
         let half = HALF as f64;
         let mut linears = Vec::new();
         let mut by_node = vec![None; model.nodes.len()];
-        let mut readers = vec![0usize; model.num_values()];
-        for n in &model.nodes {
-            for &v in &n.inputs {
-                readers[v] += 1;
-            }
-        }
+        let fusions = model.relu_fusions();
         for (i, n) in model.nodes.iter().enumerate() {
             let (shape, w, b) = match &n.op {
                 Op::Conv(c) => {
@@ -332,12 +327,7 @@ impl Plan {
                 bias_q,
                 est_max: out_max * 2f64.powi(in_exp + w_exp),
                 worst_case,
-                fused_relu: model
-                    .nodes
-                    .get(i + 1)
-                    .is_some_and(|r| matches!(r.op, Op::Relu) && r.inputs == [n.output])
-                    && readers[n.output] == 1
-                    && model.output != n.output,
+                fused_relu: fusions[i],
             });
         }
         let model_hash = model.hash();

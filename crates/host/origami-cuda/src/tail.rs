@@ -167,12 +167,7 @@ impl Tail {
                 buf: v,
             });
         }
-        let mut readers = vec![0usize; model.num_values()];
-        for n in &model.nodes {
-            for &v in &n.inputs {
-                readers[v] += 1;
-            }
-        }
+        let fusions = model.relu_fusions();
         let mut skip = false;
         for (i, node) in model.nodes.iter().enumerate().skip(start) {
             if skip {
@@ -190,15 +185,9 @@ impl Tail {
                 .collect::<Result<_, _>>()?;
             let shape = out_shape(&node.op, &ins[0].shape, ins.get(1).map(|v| &v.shape[..]))
                 .map_err(|e| bad(format!("node {} ({}): {e}", node.name, node.op.kind())))?;
-            // A convolution or dense layer whose only reader is the next node, a ReLU, applies
-            // the ReLU in its bias pass (max(v + b, 0) either way, as the CPU executor fuses).
-            let fuse_relu = node.op.is_linear()
-                && readers[node.output] == 1
-                && node.output != model.output
-                && model
-                    .nodes
-                    .get(i + 1)
-                    .is_some_and(|r| matches!(r.op, Op::Relu) && r.inputs == [node.output]);
+            // A node marked by the fusion pass (`Model::relu_fusions`) applies the ReLU after it
+            // in its bias pass (max(v + b, 0) either way, as the CPU executor fuses).
+            let fuse_relu = fusions[i];
             let out = self
                 .node(dev, i, &node.op, &ins, &shape, fuse_relu)
                 .map_err(|e| match e {
