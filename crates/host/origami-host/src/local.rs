@@ -124,20 +124,20 @@ impl Engine {
             )? {
                 Headed::Done(out) => outs[i] = Some(out),
                 Headed::Handoff(h) => {
-                    // The head is done; the enclave only checks the tail's output later.
-                    self.core.abort();
-                    handoffs.push((i, h));
+                    // The head is done: park the request, finish it with its tail's output.
+                    let parked = self.core.park()?;
+                    handoffs.push((i, parked.ticket, h));
                 }
             }
         }
         if !handoffs.is_empty() {
             let t = Instant::now();
-            let refs: Vec<&origami_plan::Handoff> = handoffs.iter().map(|(_, h)| h).collect();
+            let refs: Vec<&origami_plan::Handoff> = handoffs.iter().map(|(_, _, h)| h).collect();
             let parts = run_tails(self.accel.as_mut(), &refs)?;
             st.tail += t.elapsed();
             let t = Instant::now();
-            for ((i, _), o) in handoffs.iter().zip(parts) {
-                self.core.check_tail_output(&o)?;
+            for ((i, ticket, _), o) in handoffs.iter().zip(parts) {
+                self.core.finish(*ticket, &o)?;
                 outs[*i] = Some(o);
             }
             st.enclave += t.elapsed();

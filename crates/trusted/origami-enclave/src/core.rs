@@ -103,7 +103,23 @@ pub struct EnclaveCore {
     ready: VecDeque<u64>,
     probes: Vec<Option<Probe>>,
     session: Option<Session>,
+    /// Requests parked at their handoff, waiting for their tail (`park` / `finish`).
+    parked: std::collections::BTreeSet<u64>,
+    next_ticket: u64,
     stats: CoreStats,
+}
+
+/// Requests parked at their handoff, waiting for the tail (bounds the enclave's memory: the
+/// attested service keeps one answer key per ticket). Beyond it the oldest is dropped (its
+/// client gets no answer).
+pub const MAX_PARKED: usize = 256;
+
+/// A request parked at its handoff: finish it with its `ticket`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parked {
+    pub ticket: u64,
+    /// The oldest parked request, dropped to make room (`MAX_PARKED`): it can no longer finish.
+    pub dropped: Option<u64>,
 }
 
 impl EnclaveCore {
@@ -173,6 +189,8 @@ impl EnclaveCore {
             ready: VecDeque::new(),
             probes,
             session: None,
+            parked: Default::default(),
+            next_ticket: 0,
             stats: CoreStats {
                 static_bytes,
                 ..Default::default()
@@ -309,8 +327,45 @@ impl EnclaveCore {
             .is_some_and(|s| matches!(s.awaiting, Some(Await::Tail)))
     }
 
+    /// Parks the request in flight at its handoff, so that the next request can begin while
+    /// this one's tail runs (the host batches tails across requests). Only a request waiting
+    /// for its tail can be parked; `finish` with the ticket then checks its tail output.
+    pub fn park(&mut self) -> Result<Parked, EnclaveError> {
+        if !self.awaiting_tail() {
+            return Err(EnclaveError::Misuse(
+                "only a request waiting for its tail can be parked".into(),
+            ));
+        }
+        self.session = None;
+        let dropped = if self.parked.len() >= MAX_PARKED {
+            self.parked.pop_first()
+        } else {
+            None
+        };
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        self.parked.insert(ticket);
+        Ok(Parked { ticket, dropped })
+    }
+
+    /// Finishes a parked request: checks its tail output (one image). A ticket is used once,
+    /// whether the output passes or not.
+    pub fn finish(&mut self, ticket: u64, output: &Tensor) -> Result<(), EnclaveError> {
+        if !self.parked.remove(&ticket) {
+            return Err(EnclaveError::Misuse(format!(
+                "no parked request {ticket} (finished or dropped)"
+            )));
+        }
+        self.check_tail_output(output)
+    }
+
+    /// How many requests are parked.
+    pub fn parked(&self) -> usize {
+        self.parked.len()
+    }
+
     /// Checks a tail output (one image) against the model's output shape.
-    pub fn check_tail_output(&self, t: &Tensor) -> Result<(), EnclaveError> {
+    fn check_tail_output(&self, t: &Tensor) -> Result<(), EnclaveError> {
         let want = &self.plan.shapes[self.plan.model.output];
         if &t.shape != want || t.data.len() != want.iter().product::<usize>() {
             return Err(EnclaveError::AcceleratorMisbehaved {

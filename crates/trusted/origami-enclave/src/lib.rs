@@ -7,7 +7,8 @@ pub mod process;
 pub mod service;
 
 pub use crate::core::{
-    CoreConfig, CoreStats, EnclaveCore, Handoff, Offload, Placement, Reply, Step,
+    CoreConfig, CoreStats, EnclaveCore, Handoff, Offload, Parked, Placement, Reply, Step,
+    MAX_PARKED,
 };
 // The shared planning vocabulary, re-exported so the core's users need one import.
 pub use origami_plan::{

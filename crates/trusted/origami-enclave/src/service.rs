@@ -30,9 +30,7 @@ use crate::{EnclaveError, Plan};
 /// the requests.
 pub const MAX_REQUESTS_PER_KEY: usize = 1 << 20;
 
-/// Requests parked at their handoff, waiting for the tail (bounds the enclave's memory: one
-/// answer key each). Beyond it the oldest is dropped (its client gets no answer).
-pub const MAX_PARKED: usize = 256;
+pub use crate::core::MAX_PARKED;
 
 /// SHA-256 of the running executable: the code identity a simulated platform reports.
 pub fn self_code_id() -> Result<[u8; 32], EnclaveError> {
@@ -72,7 +70,6 @@ pub struct EnclaveService {
     sealer: Option<AnswerSealer>,
     /// Requests parked at their handoff (`park`), by ticket.
     parked: std::collections::BTreeMap<u64, AnswerSealer>,
-    next_ticket: u64,
 }
 
 impl EnclaveService {
@@ -127,7 +124,6 @@ impl EnclaveService {
             epoch: 0,
             sealer: None,
             parked: Default::default(),
-            next_ticket: 0,
         })
     }
 
@@ -270,23 +266,19 @@ impl EnclaveService {
     /// enclave's part is done but sealing its answer, so the next request can begin while the
     /// host batches the tails of several. Returns the ticket `finish` takes.
     pub fn park(&mut self) -> Result<u64, EnclaveError> {
-        if !self.core.awaiting_tail() {
-            return Err(EnclaveError::Misuse(
-                "only a request waiting for its tail can be parked".into(),
-            ));
+        if self.sealer.is_none() {
+            return Err(EnclaveError::Misuse("no request in flight".into()));
         }
+        let parked = self.core.park()?;
         let sealer = self
             .sealer
             .take()
             .ok_or_else(|| EnclaveError::Misuse("no request in flight".into()))?;
-        self.core.abort();
-        if self.parked.len() >= MAX_PARKED {
-            self.parked.pop_first();
+        if let Some(old) = parked.dropped {
+            self.parked.remove(&old);
         }
-        let ticket = self.next_ticket;
-        self.next_ticket += 1;
-        self.parked.insert(ticket, sealer);
-        Ok(ticket)
+        self.parked.insert(parked.ticket, sealer);
+        Ok(parked.ticket)
     }
 
     /// Seals the tail's output (one image) to the client of a parked request. A ticket is
@@ -295,7 +287,7 @@ impl EnclaveService {
         let sealer = self.parked.remove(&ticket).ok_or_else(|| {
             EnclaveError::Misuse(format!("no parked request {ticket} (finished or dropped)"))
         })?;
-        if let Err(e) = self.core.check_tail_output(&out) {
+        if let Err(e) = self.core.finish(ticket, &out) {
             return Err(sealed_failure(sealer, &e));
         }
         Ok(seal_answer(sealer, out))

@@ -125,20 +125,119 @@ fn wrong_replies_end_the_request_and_its_pad_stays_used() {
     assert_eq!(c.pads_ready(), 0);
 }
 
+/// The honest accelerator's answer to an offload, computed here: (W · x̄) mod p, exactly.
+fn linear(c: &EnclaveCore, o: &origami_enclave::Offload) -> Vec<u32> {
+    use origami_model::linalg::{conv2d, gemm_nt, LinearShape};
+    let l = &c.plan().linears[o.layer as usize];
+    let x: Vec<f64> = o.blinded.iter().map(|&v| v as f64).collect();
+    let mut y = vec![0f64; l.shape.out_len()];
+    match &l.shape {
+        LinearShape::Conv(g) => conv2d(g, &x, &l.wq, &mut y, 1),
+        LinearShape::Dense { in_f, out_f } => gemm_nt(1, *in_f, *out_f, &x, &l.wq, &mut y, 1),
+    }
+    y.into_iter().map(origami_field::reduce_f64).collect()
+}
+
+/// Begins a request on a core at `origami --split 1` and drives it to its handoff.
+fn handed_off(
+    c: &mut EnclaveCore,
+    pads: &mut Vec<SealedPad>,
+    seed: u64,
+) -> origami_enclave::Handoff {
+    let o = offload(c.begin(input(seed)).unwrap());
+    let i = pads
+        .iter()
+        .position(|p| p.pad_id == o.pad_id && p.layer == o.layer)
+        .expect("the pad of the offload");
+    let sealed_u = pads.remove(i);
+    let result = linear(c, &o);
+    match c.resume(Reply::Linear { result, sealed_u }).unwrap() {
+        Step::Handoff(h) => h,
+        other => panic!("expected a handoff, got {other:?}"),
+    }
+}
+
 #[test]
-fn only_a_handed_off_request_waits_for_its_tail() {
+fn only_a_handed_off_request_waits_for_its_tail_and_parks() {
     let mut c = core(Placement::Origami { split: 1 });
-    c.precompute(1).unwrap();
+    let mut pads = c.precompute(3).unwrap();
     assert!(!c.awaiting_tail());
-    let _ = offload(c.begin(input(1)).unwrap());
-    // During an offload the request does not wait for a tail (the service refuses `park`).
+    // Nothing in flight: nothing to park.
+    assert!(matches!(c.park(), Err(EnclaveError::Misuse(_))));
+    let o = offload(c.begin(input(1)).unwrap());
+    // During an offload the request does not wait for a tail, and cannot be parked; the
+    // refusal leaves the request in flight.
     assert!(!c.awaiting_tail());
-    // A tail output of the wrong shape is refused by the check the service applies.
+    assert!(matches!(c.park(), Err(EnclaveError::Misuse(_))));
+    let i = pads.iter().position(|p| p.pad_id == o.pad_id).unwrap();
+    let sealed_u = pads.remove(i);
+    let result = linear(&c, &o);
     assert!(matches!(
-        c.check_tail_output(&input(1)),
+        c.resume(Reply::Linear { result, sealed_u }),
+        Ok(Step::Handoff(_))
+    ));
+    assert!(c.awaiting_tail());
+    let first = c.park().unwrap();
+    assert_eq!(first.dropped, None);
+    // Parked: the core is free for the next request, which parks too.
+    assert!(!c.awaiting_tail());
+    let _ = handed_off(&mut c, &mut pads, 2);
+    let second = c.park().unwrap();
+    assert_ne!(first.ticket, second.ticket);
+    assert_eq!(c.parked(), 2);
+    // A tail output of the wrong shape is refused, and the ticket is spent all the same.
+    assert!(matches!(
+        c.finish(first.ticket, &input(1)),
         Err(EnclaveError::AcceleratorMisbehaved {
             layer: None,
             what: origami_enclave::Misbehaviour::TailShape { .. }
         })
     ));
+    assert!(matches!(
+        c.finish(first.ticket, &input(1)),
+        Err(EnclaveError::Misuse(_))
+    ));
+    // The right shape finishes; a ticket is used once; an unknown ticket is misuse.
+    let out_shape = c.plan().shapes[c.plan().model.output].clone();
+    let out = Tensor::zeros(out_shape);
+    c.finish(second.ticket, &out).unwrap();
+    assert!(matches!(
+        c.finish(second.ticket, &out),
+        Err(EnclaveError::Misuse(_))
+    ));
+    assert!(matches!(c.finish(999, &out), Err(EnclaveError::Misuse(_))));
+    assert_eq!(c.parked(), 0);
+    // A tail reply is refused once the request is parked (nothing is in flight).
+    let _ = handed_off(&mut c, &mut pads, 3);
+    let third = c.park().unwrap();
+    assert!(matches!(
+        c.resume(Reply::Tail(out.clone())),
+        Err(EnclaveError::Misuse(_))
+    ));
+    c.finish(third.ticket, &out).unwrap();
+}
+
+#[test]
+fn parking_beyond_the_bound_drops_the_oldest() {
+    let mut c = core(Placement::Origami { split: 1 });
+    let n = origami_enclave::MAX_PARKED + 1;
+    let mut pads = c.precompute(n).unwrap();
+    let mut tickets = Vec::new();
+    for i in 0..n {
+        let _ = handed_off(&mut c, &mut pads, i as u64);
+        let p = c.park().unwrap();
+        if i < n - 1 {
+            assert_eq!(p.dropped, None);
+        } else {
+            assert_eq!(p.dropped, Some(tickets[0]));
+        }
+        tickets.push(p.ticket);
+    }
+    assert_eq!(c.parked(), origami_enclave::MAX_PARKED);
+    let out = Tensor::zeros(c.plan().shapes[c.plan().model.output].clone());
+    assert!(matches!(
+        c.finish(tickets[0], &out),
+        Err(EnclaveError::Misuse(_))
+    ));
+    c.finish(tickets[n - 1], &out).unwrap();
 }
