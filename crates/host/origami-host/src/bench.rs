@@ -97,7 +97,7 @@ pub fn run(
         let batch = cfg.batch.max(1);
         let images = total * batch;
         let pre = engine.precompute_with_threads(images, cfg.precompute_threads)?;
-        let sealed_per_image = engine.pads.bytes() / images.max(1);
+        let sealed_per_image = engine.pads.sealed().bytes() / images.max(1);
         let inputs = vec![input.clone(); batch];
         let mut samples: Vec<StageTimes> = Vec::new();
         for i in 0..total {

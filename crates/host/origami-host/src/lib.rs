@@ -17,7 +17,10 @@ pub mod bench;
 pub mod handle;
 pub mod local;
 pub mod padfile;
+pub mod pool;
 pub mod remote;
+
+pub use pool::PadPool;
 
 /// Host errors, by cause.
 #[derive(Debug, thiserror::Error)]

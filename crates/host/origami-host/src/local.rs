@@ -17,13 +17,13 @@ use origami_proto::evidence::Evidence;
 use origami_proto::session::{SealedAnswer, SealedRequest};
 
 use crate::handle::EnclaveHandle;
-use crate::{drive, drive_head, field_layers, run_tails, Headed, HostError, PadStore, StageTimes};
+use crate::{drive, drive_head, field_layers, run_tails, Headed, HostError, PadPool, StageTimes};
 
-/// One enclave core, one accelerator, one pad store.
+/// One enclave core, one accelerator, one pad pool (no watermarks: the caller precomputes).
 pub struct Engine {
     pub core: EnclaveCore,
     pub accel: Box<dyn Accelerator>,
-    pub pads: PadStore,
+    pub pads: PadPool,
 }
 
 impl Engine {
@@ -52,7 +52,7 @@ impl Engine {
         Ok(Self {
             core,
             accel,
-            pads: PadStore::default(),
+            pads: PadPool::new(0, 0),
         })
     }
 
@@ -73,7 +73,7 @@ impl Engine {
         }
         let t = Instant::now();
         let sealed = self.core.precompute_with_threads(count, threads)?;
-        self.pads.insert_all(sealed);
+        self.pads.add(sealed, count);
         Ok(t.elapsed())
     }
 
@@ -113,11 +113,14 @@ impl Engine {
         for (i, x) in inputs.iter().enumerate() {
             let t = Instant::now();
             let step = self.core.begin(x.clone())?;
+            if self.core.needs_pads() {
+                self.pads.consumed();
+            }
             st.enclave += t.elapsed();
             let core = &mut self.core;
             match drive_head(
                 self.accel.as_mut(),
-                &mut self.pads,
+                self.pads.store(),
                 step,
                 |r| core.resume(r),
                 &mut st,
@@ -155,11 +158,14 @@ impl Engine {
         let t0 = Instant::now();
         let t = Instant::now();
         let step = self.core.begin(input)?;
+        if self.core.needs_pads() {
+            self.pads.consumed();
+        }
         st.enclave += t.elapsed();
         let core = &mut self.core;
         let out = drive(
             self.accel.as_mut(),
-            &mut self.pads,
+            self.pads.store(),
             step,
             |r| core.resume(r),
             &mut st,

@@ -157,7 +157,10 @@ fn a_pad_is_never_used_twice() {
     );
     e.precompute(1).unwrap();
     e.infer(x.clone()).unwrap();
-    assert!(e.pads.is_empty(), "the used pad's sealed u was handed out");
+    assert!(
+        e.pads.sealed().is_empty(),
+        "the used pad's sealed u was handed out"
+    );
     // No pad left: the request fails instead of reusing one.
     match e.infer(x.clone()) {
         Err(HostError::Enclave(EnclaveError::PadsExhausted)) => {}
@@ -182,11 +185,11 @@ fn replayed_or_tampered_sealed_pads_are_rejected() {
     );
     e.precompute(2).unwrap();
     // Swap the sealed u of pad 0 (layer 0) into pad 1's slot: a replay across pads.
-    let p0 = e.pads.take(0, 0).unwrap();
-    let mut p1 = e.pads.take(1, 0).unwrap();
+    let p0 = e.pads.store().take(0, 0).unwrap();
+    let mut p1 = e.pads.store().take(1, 0).unwrap();
     let replay = origami_field::SealedPad { pad_id: 1, ..p0 };
     p1.ciphertext[3] ^= 0x10;
-    e.pads.insert_all(vec![replay]);
+    e.pads.store().insert_all(vec![replay]);
     // Request 1 uses pad 0, whose slot is now empty.
     assert!(matches!(
         e.infer(x.clone()),
@@ -202,9 +205,9 @@ fn replayed_or_tampered_sealed_pads_are_rejected() {
     ));
     // A flipped bit is rejected too.
     e.precompute(1).unwrap();
-    let mut p2 = e.pads.take(2, 0).unwrap();
+    let mut p2 = e.pads.store().take(2, 0).unwrap();
     p2.ciphertext[0] ^= 1;
-    e.pads.insert_all(vec![p2]);
+    e.pads.store().insert_all(vec![p2]);
     assert!(matches!(
         e.infer(x.clone()),
         Err(HostError::Enclave(EnclaveError::PadRejected(_)))
@@ -220,9 +223,9 @@ fn replayed_or_tampered_sealed_pads_are_rejected() {
     e.precompute(1).unwrap();
     let id = 3;
     for l in 0..plan.linears.len() as u16 {
-        let foreign = other.pads.take(id, l).unwrap();
-        e.pads.take(id, l).unwrap();
-        e.pads.insert_all(vec![foreign]);
+        let foreign = other.pads.store().take(id, l).unwrap();
+        e.pads.store().take(id, l).unwrap();
+        e.pads.store().insert_all(vec![foreign]);
     }
     assert!(matches!(
         e.infer(x),

@@ -37,7 +37,7 @@ use tokio::sync::oneshot;
 
 use origami_accel::{Accelerator, CpuAccelerator};
 use origami_host::handle::EnclaveHandle;
-use origami_host::{field_layers, PadStore};
+use origami_host::{field_layers, PadPool};
 use origami_plan::{Placement, Plan};
 use origami_proto::evidence::Evidence;
 use origami_proto::session::SealedRequest;
@@ -281,22 +281,18 @@ pub async fn start(
         restarts: 0,
         key_epoch,
         accel,
-        pads: PadStore::default(),
-        ready: 0,
+        pool: PadPool::new(cfg.pad_low, cfg.pad_high),
         cfg: cfg.clone(),
         metrics: metrics.clone(),
     };
     if let Some(path) = &cfg.pad_file {
         if worker.needs_pads {
-            worker.pads = origami_host::padfile::read(path, &evidence)?;
-            worker.ready = worker.pads.pad_count();
-            worker
-                .metrics
-                .pads_ready
-                .store(worker.ready, Ordering::Relaxed);
+            let store = origami_host::padfile::read(path, &evidence)?;
+            worker.pool = PadPool::from_store(store, cfg.pad_low, cfg.pad_high);
+            worker.publish_pads();
         }
     }
-    worker.precompute(cfg.pad_low.saturating_sub(worker.ready))?;
+    worker.precompute(worker.pool.shortfall())?;
     let worker = std::thread::Builder::new()
         .name("origami-enclave-worker".into())
         .spawn(move || worker.run(rx))?;

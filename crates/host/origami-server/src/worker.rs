@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 
 use origami_accel::Accelerator;
 use origami_host::handle::EnclaveHandle;
-use origami_host::{drive_head, Headed, PadStore};
+use origami_host::{drive_head, Headed, PadPool};
 use origami_plan::EnclaveError;
 use origami_plan::Handoff;
 use origami_proto::evidence::Evidence;
@@ -83,8 +83,7 @@ pub(crate) struct Worker {
     /// The enclave's key epoch whose evidence is served.
     pub(crate) key_epoch: u64,
     pub(crate) accel: Box<dyn Accelerator>,
-    pub(crate) pads: PadStore,
-    pub(crate) ready: usize,
+    pub(crate) pool: PadPool,
     pub(crate) cfg: ServerConfig,
     pub(crate) metrics: Arc<Metrics>,
 }
@@ -101,13 +100,19 @@ impl Worker {
                 return Err(e);
             }
         };
-        self.pads.insert_all(sealed);
-        self.ready += n;
+        self.pool.add(sealed, n);
         self.metrics
             .pads_made
             .fetch_add(n as u64, Ordering::Relaxed);
-        self.metrics.pads_ready.store(self.ready, Ordering::Relaxed);
+        self.publish_pads();
         Ok(())
+    }
+
+    /// The pool's count, for `/metrics`.
+    pub(crate) fn publish_pads(&self) {
+        self.metrics
+            .pads_ready
+            .store(self.pool.ready(), Ordering::Relaxed);
     }
 
     /// After a failure of the enclave itself: start a new one (new keys and instance), serve
@@ -130,11 +135,10 @@ impl Worker {
                 *self.evidence.write().unwrap_or_else(|p| p.into_inner()) =
                     Arc::new(with_collateral(ev, &self.cfg));
                 self.key_epoch = epoch;
-                self.pads = PadStore::default();
-                self.ready = 0;
+                self.pool.reset();
                 self.restarts += 1;
                 self.metrics.restarts.fetch_add(1, Ordering::Relaxed);
-                self.metrics.pads_ready.store(0, Ordering::Relaxed);
+                self.publish_pads();
                 eprintln!("origami serve: the enclave failed ({e}); restarted it with new keys (restart {})", self.restarts);
                 true
             }
@@ -177,7 +181,7 @@ impl Worker {
     /// serves its offloads until the enclave answers or hands off.
     fn start(&mut self, job: &Job) -> Result<Headed<SealedAnswer>, Fail> {
         let needs = self.needs_pads;
-        if needs && self.ready == 0 {
+        if needs && self.pool.ready() == 0 {
             // Wait for a pad, within the bound.
             if job.arrived.elapsed() >= self.cfg.pad_wait {
                 return Err(Fail::Unavailable(format!(
@@ -191,16 +195,15 @@ impl Worker {
             }
         }
         let first = loop {
-            let pad = if needs { self.pads.next_pad() } else { None };
+            let pad = if needs { self.pool.next_pad() } else { None };
             match self.enclave.begin(&job.req, pad) {
                 Err(EnclaveError::PadNotReady { pad: id }) if pad == Some(id) => {
                     // The store holds a pad the enclave does not (e.g. from a pad file of an
                     // earlier precompute): drop it — a pad is never offered twice — and offer
                     // the next. The request was not opened, so it is not spent.
-                    self.pads.discard(id);
-                    self.ready = self.pads.pad_count();
-                    self.metrics.pads_ready.store(self.ready, Ordering::Relaxed);
-                    if self.ready == 0 {
+                    self.pool.discard(id);
+                    self.publish_pads();
+                    if self.pool.ready() == 0 {
                         self.precompute(1)
                             .map_err(|e| Fail::Unavailable(e.to_string()))?;
                     }
@@ -211,20 +214,20 @@ impl Worker {
         .map_err(|e| {
             // The pool count is the host's estimate; the enclave's word wins.
             if matches!(e, EnclaveError::PadsExhausted) {
-                self.ready = 0;
-                self.metrics.pads_ready.store(0, Ordering::Relaxed);
+                self.pool.exhausted();
+                self.publish_pads();
             }
             classify(e)
         })?;
         if needs {
             // `begin` took a pad.
-            self.ready = self.ready.saturating_sub(1);
-            self.metrics.pads_ready.store(self.ready, Ordering::Relaxed);
+            self.pool.consumed();
+            self.publish_pads();
         }
         let enclave = &mut self.enclave;
         drive_head(
             self.accel.as_mut(),
-            &mut self.pads,
+            self.pool.store(),
             first,
             |r| enclave.resume(r),
             &mut Default::default(),
@@ -368,7 +371,6 @@ impl Worker {
     }
 
     pub(crate) fn run(mut self, jobs: mpsc::Receiver<Job>) {
-        let mut refilling = true;
         loop {
             // Idle: top the pool up between watermarks, one pad at a time so requests are
             // not kept waiting behind a long refill.
@@ -378,14 +380,7 @@ impl Worker {
                     Err(mpsc::TryRecvError::Disconnected) => return,
                     Err(mpsc::TryRecvError::Empty) => {}
                 }
-                // Hysteresis: start refilling below the low watermark, stop at the high one.
-                if self.ready < self.cfg.pad_low {
-                    refilling = true;
-                }
-                if self.ready >= self.cfg.pad_high {
-                    refilling = false;
-                }
-                if refilling && self.needs_pads {
+                if self.needs_pads && self.pool.wants_refill() {
                     if let Err(e) = self.precompute(1) {
                         eprintln!("origami serve: precompute failed: {e}");
                         std::thread::sleep(Duration::from_millis(100));
