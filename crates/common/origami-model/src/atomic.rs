@@ -28,13 +28,15 @@ pub fn write_with<T, E>(
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     ));
-    let tmp = Remove(path.with_file_name(tmp_name));
-    let out = write(&tmp.0)?;
-    std::fs::File::open(&tmp.0)
+    let mut tmp = Remove(Some(path.with_file_name(tmp_name)));
+    let at = tmp.0.clone().unwrap_or_default();
+    let out = write(&at)?;
+    std::fs::File::open(&at)
         .and_then(|f| f.sync_all())
-        .map_err(|e| io(&tmp.0, e))?;
-    std::fs::rename(&tmp.0, path).map_err(|e| io(path, e))?;
-    std::mem::forget(tmp);
+        .map_err(|e| io(&at, e))?;
+    std::fs::rename(&at, path).map_err(|e| io(path, e))?;
+    // Renamed into place: nothing to remove.
+    tmp.0 = None;
     Ok(out)
 }
 
@@ -43,13 +45,15 @@ pub fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     write_with(path, |p| std::fs::write(p, bytes), |_, e| e)
 }
 
-/// Removes the temporary file unless the write went through.
-struct Remove(PathBuf);
+/// Removes the temporary file unless the write went through (then it holds `None`).
+struct Remove(Option<PathBuf>);
 
 impl Drop for Remove {
     fn drop(&mut self) {
-        // Best effort: the write's own error is what the caller sees.
-        let _ = std::fs::remove_file(&self.0);
+        if let Some(p) = &self.0 {
+            // Best effort: the write's own error is what the caller sees.
+            let _ = std::fs::remove_file(p);
+        }
     }
 }
 
