@@ -13,6 +13,7 @@ use origami_field::SealedPad;
 use origami_model::Tensor;
 use origami_plan::{EnclaveError, Plan, Reply, Step};
 
+pub mod batch;
 pub mod bench;
 pub mod handle;
 pub mod local;

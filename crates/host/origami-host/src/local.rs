@@ -16,8 +16,9 @@ use origami_plan::{EnclaveError, Plan, Reply, Step};
 use origami_proto::evidence::Evidence;
 use origami_proto::session::{SealedAnswer, SealedRequest};
 
+use crate::batch::{run_batch, BatchHost};
 use crate::handle::EnclaveHandle;
-use crate::{drive, drive_head, field_layers, run_tails, Headed, HostError, PadPool, StageTimes};
+use crate::{drive, drive_head, field_layers, Headed, HostError, PadPool, StageTimes};
 
 /// One enclave core, one accelerator, one pad pool (no watermarks: the caller precomputes).
 pub struct Engine {
@@ -105,50 +106,35 @@ impl Engine {
         &mut self,
         inputs: &[Tensor],
     ) -> Result<(Vec<Tensor>, StageTimes), HostError> {
-        let bad = |e: String| HostError::Accel(AccelError::BadInput(e));
-        let mut st = StageTimes::default();
         let t0 = Instant::now();
-        let mut outs: Vec<Option<Tensor>> = vec![None; inputs.len()];
-        let mut handoffs = Vec::new();
-        for (i, x) in inputs.iter().enumerate() {
-            let t = Instant::now();
-            let step = self.core.begin(x.clone())?;
-            if self.core.needs_pads() {
-                self.pads.consumed();
-            }
-            st.enclave += t.elapsed();
-            let core = &mut self.core;
-            match drive_head(
-                self.accel.as_mut(),
-                self.pads.store(),
-                step,
-                |r| core.resume(r),
-                &mut st,
-            )? {
-                Headed::Done(out) => outs[i] = Some(out),
-                Headed::Handoff(h) => {
-                    // The head is done: park the request, finish it with its tail's output.
-                    let parked = self.core.park()?;
-                    handoffs.push((i, parked.ticket, h));
-                }
-            }
-        }
-        if !handoffs.is_empty() {
-            let t = Instant::now();
-            let refs: Vec<&origami_plan::Handoff> = handoffs.iter().map(|(_, _, h)| h).collect();
-            let parts = run_tails(self.accel.as_mut(), &refs)?;
-            st.tail += t.elapsed();
-            let t = Instant::now();
-            for ((i, ticket, _), o) in handoffs.iter().zip(parts) {
-                self.core.finish(*ticket, &o)?;
-                outs[*i] = Some(o);
-            }
-            st.enclave += t.elapsed();
+        let mut b = EngineBatch {
+            engine: self,
+            inputs,
+            outs: Vec::new(),
+            error: None,
+            st: StageTimes::default(),
+        };
+        b.outs.resize_with(inputs.len(), || None);
+        run_batch(&mut b, 0..inputs.len(), true);
+        let EngineBatch {
+            outs,
+            error,
+            mut st,
+            ..
+        } = b;
+        if let Some(e) = error {
+            return Err(e);
         }
         st.total = t0.elapsed();
         let outs = outs
             .into_iter()
-            .map(|o| o.ok_or_else(|| bad("an image of the batch got no answer".into())))
+            .map(|o| {
+                o.ok_or_else(|| {
+                    HostError::Accel(AccelError::BadInput(
+                        "an image of the batch got no answer".into(),
+                    ))
+                })
+            })
             .collect::<Result<_, _>>()?;
         Ok((outs, st))
     }
@@ -172,6 +158,72 @@ impl Engine {
         )?;
         st.total = t0.elapsed();
         Ok((out, st))
+    }
+}
+
+/// `Engine::infer_batch` as a job source for the batch driver: jobs are indices into the
+/// inputs; the first failure is kept and returned.
+struct EngineBatch<'a> {
+    engine: &'a mut Engine,
+    inputs: &'a [Tensor],
+    outs: Vec<Option<Tensor>>,
+    error: Option<HostError>,
+    st: StageTimes,
+}
+
+impl EngineBatch<'_> {
+    fn fail(&mut self, e: HostError) {
+        self.engine.core.abort();
+        self.error.get_or_insert(e);
+    }
+}
+
+impl BatchHost for EngineBatch<'_> {
+    type Job = usize;
+    type Answer = Tensor;
+    type Fail = HostError;
+
+    fn head(&mut self, &i: &usize) -> Result<Headed<Tensor>, HostError> {
+        let e = &mut *self.engine;
+        let t = Instant::now();
+        let step = e.core.begin(self.inputs[i].clone())?;
+        if e.core.needs_pads() {
+            e.pads.consumed();
+        }
+        self.st.enclave += t.elapsed();
+        let core = &mut e.core;
+        drive_head(
+            e.accel.as_mut(),
+            e.pads.store(),
+            step,
+            |r| core.resume(r),
+            &mut self.st,
+        )
+    }
+    fn park(&mut self) -> Result<u64, HostError> {
+        Ok(self.engine.core.park()?.ticket)
+    }
+    fn accelerator(&mut self) -> &mut dyn Accelerator {
+        self.engine.accel.as_mut()
+    }
+    fn finish(&mut self, ticket: u64, output: Tensor) -> Result<Tensor, HostError> {
+        let t = Instant::now();
+        let r = self.engine.core.finish(ticket, &output);
+        self.st.enclave += t.elapsed();
+        r?;
+        Ok(output)
+    }
+    fn answer(&mut self, i: usize, r: Result<Tensor, HostError>) {
+        match r {
+            Ok(out) => self.outs[i] = Some(out),
+            Err(e) => self.fail(e),
+        }
+    }
+    fn tails_failed(&mut self, _jobs: Vec<usize>, e: HostError) {
+        self.fail(e);
+    }
+    fn tail_batch(&mut self, _size: usize, took: Duration) {
+        self.st.tail += took;
     }
 }
 

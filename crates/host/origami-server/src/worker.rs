@@ -1,5 +1,6 @@
 //! The worker thread: owns the enclave handle, the accelerator and the pad pool; takes jobs
-//! in batches, drives each through the enclave (and the batched tails), and answers each job
+//! in batches, drives them with the host's batch driver (`origami_host::batch`: heads through
+//! the enclave, one batched tail), and answers each job
 //! with its sealed answer or a typed error. Restarts the enclave only when its link failed,
 //! and follows the enclave's session-key rotations.
 
@@ -12,10 +13,11 @@ use axum::http::StatusCode;
 use tokio::sync::oneshot;
 
 use origami_accel::Accelerator;
+use origami_host::batch::{run_batch, BatchHost};
 use origami_host::handle::EnclaveHandle;
 use origami_host::{drive_head, Headed, PadPool};
+use origami_model::Tensor;
 use origami_plan::EnclaveError;
-use origami_plan::Handoff;
 use origami_proto::evidence::Evidence;
 use origami_proto::session::{SealedAnswer, SealedRequest};
 
@@ -35,7 +37,7 @@ pub(crate) enum Outcome {
 }
 
 /// Why a job failed.
-enum Fail {
+pub(crate) enum Fail {
     /// The client's fault (its request cannot be opened): 400.
     Client(EnclaveError),
     /// The enclave opened the request and it failed there: the sealed answer says why to the
@@ -318,58 +320,6 @@ impl Worker {
         let _ = job.reply.send(outcome);
     }
 
-    /// Serves a batch of jobs: each runs its head through the enclave (one at a time: the
-    /// enclave is one thread) and parks at its handoff; then the accelerator runs ONE tail for
-    /// all of them (the batch stacked along the batch axis), and the enclave seals each output
-    /// to its own client. Placements without a tail (enclave, slalom) answer at once.
-    fn run_batch(&mut self, batch: Vec<Job>) {
-        let mut parked: Vec<(Job, u64, Handoff)> = Vec::new();
-        for job in batch {
-            match self.start(&job) {
-                Ok(Headed::Done(a)) => self.answer(job, Ok(a)),
-                Ok(Headed::Handoff(h)) => match self.enclave.park() {
-                    Ok(ticket) => {
-                        parked.push((job, ticket, h));
-                        if !self.cfg.batch_tails {
-                            self.run_tails(std::mem::take(&mut parked));
-                        }
-                    }
-                    Err(e) => self.answer(job, Err(classify(e))),
-                },
-                Err(f) => self.answer(job, Err(f)),
-            }
-        }
-        if !parked.is_empty() {
-            self.run_tails(parked);
-        }
-    }
-
-    /// One accelerator call for the tails of `parked` (stacked along the batch axis); each
-    /// output is sealed by the enclave to its own client.
-    fn run_tails(&mut self, parked: Vec<(Job, u64, Handoff)>) {
-        let m = &self.metrics;
-        m.tail_batch_count.fetch_add(1, Ordering::Relaxed);
-        m.tail_batch_sum
-            .fetch_add(parked.len() as u64, Ordering::Relaxed);
-        m.tail_batch_max.fetch_max(parked.len(), Ordering::Relaxed);
-        let handoffs: Vec<&Handoff> = parked.iter().map(|p| &p.2).collect();
-        let outputs = origami_host::run_tails(self.accel.as_mut(), &handoffs)
-            .map_err(|e| format!("the accelerator's tail failed: {e}"));
-        match outputs {
-            Ok(outs) => {
-                for ((job, ticket, _), out) in parked.into_iter().zip(outs) {
-                    let r = self.enclave.finish(ticket, out).map_err(classify);
-                    self.answer(job, r);
-                }
-            }
-            Err(e) => {
-                for (job, _, _) in parked {
-                    self.answer(job, Err(Fail::Request(e.clone())));
-                }
-            }
-        }
-    }
-
     pub(crate) fn run(mut self, jobs: mpsc::Receiver<Job>) {
         loop {
             // Idle: top the pool up between watermarks, one pad at a time so requests are
@@ -406,9 +356,46 @@ impl Worker {
             m.batch_count.fetch_add(1, Ordering::Relaxed);
             m.batch_sum.fetch_add(batch.len() as u64, Ordering::Relaxed);
             m.batch_max.fetch_max(batch.len(), Ordering::Relaxed);
-            self.run_batch(batch);
+            let batch_tails = self.cfg.batch_tails;
+            run_batch(&mut self, batch, batch_tails);
             self.follow_key_rotation();
         }
+    }
+}
+
+/// The worker as a job source for the batch driver (`origami_host::batch`, the same driver
+/// as `Engine::infer_batch`).
+impl BatchHost for Worker {
+    type Job = Job;
+    type Answer = SealedAnswer;
+    type Fail = Fail;
+
+    fn head(&mut self, job: &Job) -> Result<Headed<SealedAnswer>, Fail> {
+        self.start(job)
+    }
+    fn park(&mut self) -> Result<u64, Fail> {
+        self.enclave.park().map_err(classify)
+    }
+    fn accelerator(&mut self) -> &mut dyn Accelerator {
+        self.accel.as_mut()
+    }
+    fn finish(&mut self, ticket: u64, output: Tensor) -> Result<SealedAnswer, Fail> {
+        self.enclave.finish(ticket, output).map_err(classify)
+    }
+    fn answer(&mut self, job: Job, r: Result<SealedAnswer, Fail>) {
+        Worker::answer(self, job, r)
+    }
+    fn tails_failed(&mut self, jobs: Vec<Job>, e: origami_host::HostError) {
+        let msg = format!("the accelerator's tail failed: {e}");
+        for job in jobs {
+            Worker::answer(self, job, Err(Fail::Request(msg.clone())));
+        }
+    }
+    fn tail_batch(&mut self, size: usize, _took: Duration) {
+        let m = &self.metrics;
+        m.tail_batch_count.fetch_add(1, Ordering::Relaxed);
+        m.tail_batch_sum.fetch_add(size as u64, Ordering::Relaxed);
+        m.tail_batch_max.fetch_max(size, Ordering::Relaxed);
     }
 }
 
