@@ -22,7 +22,7 @@ fn main() {
         let ins: Vec<&Tensor> = n
             .inputs
             .iter()
-            .map(|&v| vals[v].as_ref().unwrap())
+            .map(|&v| vals[v.index()].as_ref().unwrap())
             .collect();
         let mut best = f64::MAX;
         let mut out = None;

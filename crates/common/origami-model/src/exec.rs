@@ -2,7 +2,7 @@
 //! and `plain` placements. Deterministic: the same model, input and thread count give the same
 //! bits (tiles write disjoint outputs; no reduction order depends on scheduling).
 
-use crate::ir::{Model, Node, Op, Pool, ValueId, INPUT};
+use crate::ir::{Model, Node, NodeId, Op, Pool, ValueId, INPUT};
 use crate::linalg::{conv2d, gemm_nt, ConvGeom};
 use crate::{ModelError, Tensor};
 
@@ -10,8 +10,8 @@ use crate::{ModelError, Tensor};
 pub fn run(model: &Model, input: &Tensor) -> Result<Tensor, ModelError> {
     check_input(model, input)?;
     let mut env: Vec<Option<Tensor>> = vec![None; model.num_values()];
-    env[INPUT] = Some(input.clone());
-    run_from(model, 0, env)
+    env[INPUT.index()] = Some(input.clone());
+    run_from(model, NodeId::new(0), env)
 }
 
 /// Checks that `input` is `[N, C, H, W]` with the model's C, H, W and finite values.
@@ -47,18 +47,19 @@ pub fn last_uses(model: &Model) -> Vec<usize> {
     let mut last = vec![0usize; model.num_values()];
     for (i, n) in model.nodes.iter().enumerate() {
         for &v in &n.inputs {
-            last[v] = i;
+            last[v.index()] = i;
         }
     }
-    last[model.output] = usize::MAX;
+    last[model.output.index()] = usize::MAX;
     last
 }
 
-/// Runs nodes `start..` given the values they need in `env` (values computed before `start`
-/// that later nodes read). Values are dropped after their last use.
+/// Runs nodes `start..` given the values they need in `env` (indexed by [`ValueId::index`]:
+/// values computed before `start` that later nodes read). Values are dropped after their last
+/// use.
 pub fn run_from(
     model: &Model,
-    start: usize,
+    start: NodeId,
     env: Vec<Option<Tensor>>,
 ) -> Result<Tensor, ModelError> {
     run_impl(model, start, env, None)
@@ -67,7 +68,7 @@ pub fn run_from(
 /// `run_from`, calling `observe(node_index, output)` after every node (calibration uses it).
 pub fn run_observed(
     model: &Model,
-    start: usize,
+    start: NodeId,
     env: Vec<Option<Tensor>>,
     mut observe: impl FnMut(usize, &Tensor),
 ) -> Result<Tensor, ModelError> {
@@ -81,7 +82,7 @@ type Observer<'a> = &'a mut dyn FnMut(usize, &Tensor);
 /// with the ReLU after it in one pass (the same bits as two: max(x + b, 0) either way).
 fn run_impl(
     model: &Model,
-    start: usize,
+    start: NodeId,
     mut env: Vec<Option<Tensor>>,
     mut observe: Option<Observer<'_>>,
 ) -> Result<Tensor, ModelError> {
@@ -94,13 +95,13 @@ fn run_impl(
     let threads = rayon::current_num_threads();
     let fusions = model.relu_fusions();
     let mut skip = false;
-    for (i, node) in model.nodes.iter().enumerate().skip(start) {
+    for (i, node) in model.nodes.iter().enumerate().skip(start.index()) {
         if skip {
             skip = false;
             continue;
         }
         if observe.is_none() && fusions[i] {
-            let x = env[node.inputs[0]].as_ref().ok_or_else(|| {
+            let x = env[node.inputs[0].index()].as_ref().ok_or_else(|| {
                 ModelError::Invalid(format!("value needed by node {} is missing", node.name))
             })?;
             let out = match &node.op {
@@ -111,10 +112,11 @@ fn run_impl(
                     y
                 }
             };
-            if last[node.inputs[0]] <= i + 1 {
-                env[node.inputs[0]] = None;
+            if last[node.inputs[0].index()] <= i + 1 {
+                env[node.inputs[0].index()] = None;
             }
-            env[node.output + 1] = Some(out);
+            // The fused ReLU's output (the next node's).
+            env[node.output.index() + 1] = Some(out);
             skip = true;
             continue;
         }
@@ -123,7 +125,7 @@ fn run_impl(
                 .inputs
                 .iter()
                 .map(|&v| {
-                    env[v].as_ref().ok_or_else(|| {
+                    env[v.index()].as_ref().ok_or_else(|| {
                         ModelError::Invalid(format!(
                             "value {v} needed by node {} is missing",
                             node.name
@@ -137,13 +139,13 @@ fn run_impl(
             o(i, &out);
         }
         for &v in &node.inputs {
-            if last[v] == i {
-                env[v] = None;
+            if last[v.index()] == i {
+                env[v.index()] = None;
             }
         }
-        env[node.output] = Some(out);
+        env[node.output.index()] = Some(out);
     }
-    env[model.output]
+    env[model.output.index()]
         .take()
         .ok_or_else(|| ModelError::Invalid("the model output was not computed".into()))
 }
@@ -370,13 +372,14 @@ fn pool(x: &Tensor, p: &Pool, max: bool) -> Result<Tensor, ModelError> {
 }
 
 /// Value ids read by nodes at or after `start` but produced before it: what crosses a split.
-pub fn live_across(model: &Model, start: usize) -> Vec<ValueId> {
-    let mut v: Vec<ValueId> = model.nodes[start.min(model.nodes.len())..]
+pub fn live_across(model: &Model, start: NodeId) -> Vec<ValueId> {
+    let first = start.index().min(model.nodes.len());
+    let mut v: Vec<ValueId> = model.nodes[first..]
         .iter()
         .flat_map(|n| n.inputs.iter().copied())
-        .filter(|&v| v <= start)
+        .filter(|&v| v.index() <= first)
         .collect();
-    if model.output <= start {
+    if model.output.index() <= first {
         v.push(model.output);
     }
     v.sort_unstable();

@@ -7,8 +7,59 @@ use sha2::{Digest, Sha256};
 
 use crate::ModelError;
 
-/// Index of a value (tensor) in a model.
-pub type ValueId = usize;
+/// A value (tensor) of a model: the input is value 0, node `i`'s output is value `i + 1`.
+/// Distinct from [`NodeId`] (a position in the node list, one less) and from a linear-layer
+/// ordinal (`u16`, what `--split` counts and pads are numbered by), so the three cannot be
+/// mixed up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ValueId(usize);
+
+impl ValueId {
+    pub const fn new(index: usize) -> Self {
+        Self(index)
+    }
+    /// Position in a per-value table (`0..model.num_values()`).
+    pub const fn index(self) -> usize {
+        self.0
+    }
+    /// The node that computes this value (`None` for the model input).
+    pub const fn node(self) -> Option<NodeId> {
+        match self.0 {
+            0 => None,
+            i => Some(NodeId(i - 1)),
+        }
+    }
+}
+
+impl std::fmt::Display for ValueId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A node of a model, by its position in topological order (also what a tail starts at).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeId(usize);
+
+impl NodeId {
+    pub const fn new(index: usize) -> Self {
+        Self(index)
+    }
+    /// Position in `model.nodes` (or `model.nodes.len()` for "after the last node").
+    pub const fn index(self) -> usize {
+        self.0
+    }
+    /// The value this node computes.
+    pub const fn output(self) -> ValueId {
+        ValueId(self.0 + 1)
+    }
+}
+
+impl std::fmt::Display for NodeId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
 
 /// Convolution parameters. Weight layout: `[out_c, in_c / groups, kh, kw]` (ONNX order).
 #[derive(Clone, Debug, PartialEq)]
@@ -192,7 +243,7 @@ pub struct Model {
 }
 
 /// The model input value.
-pub const INPUT: ValueId = 0;
+pub const INPUT: ValueId = ValueId(0);
 
 /// Largest number of elements of one value (tensor) a model may compute for batch size 1: 2^31,
 /// the same bound as for one constant in an ONNX file (8 GiB as f32). Checked by shape
@@ -214,7 +265,7 @@ impl Model {
         let mut readers = vec![0usize; self.num_values()];
         for n in &self.nodes {
             for &v in &n.inputs {
-                if let Some(r) = readers.get_mut(v) {
+                if let Some(r) = readers.get_mut(v.index()) {
                     *r += 1;
                 }
             }
@@ -224,7 +275,7 @@ impl Model {
             .enumerate()
             .map(|(i, n)| {
                 n.op.is_linear()
-                    && readers.get(n.output) == Some(&1)
+                    && readers.get(n.output.index()) == Some(&1)
                     && n.output != self.output
                     && self
                         .nodes
@@ -239,16 +290,27 @@ impl Model {
         self.nodes.len() + 1
     }
 
-    /// Indices of the linear nodes, in order.
-    pub fn linear_nodes(&self) -> Vec<usize> {
+    /// The linear nodes, in order (position `k` is linear layer `k`).
+    pub fn linear_nodes(&self) -> Vec<NodeId> {
         (0..self.nodes.len())
             .filter(|&i| self.nodes[i].op.is_linear())
+            .map(NodeId)
             .collect()
+    }
+
+    /// The node at `id`.
+    pub fn node(&self, id: NodeId) -> &Node {
+        &self.nodes[id.0]
+    }
+
+    /// The position after the last node (a split with an empty tail).
+    pub fn end(&self) -> NodeId {
+        NodeId(self.nodes.len())
     }
 
     /// Index of the first node of the tail for `--split k`: the head holds the first k linear
     /// layers and the non-linear layers after each, up to the next linear layer.
-    pub fn split_node(&self, k: usize) -> Result<usize, ModelError> {
+    pub fn split_node(&self, k: usize) -> Result<NodeId, ModelError> {
         let lin = self.linear_nodes();
         if k > lin.len() {
             return Err(ModelError::Invalid(format!(
@@ -256,11 +318,7 @@ impl Model {
                 lin.len()
             )));
         }
-        Ok(if k == lin.len() {
-            self.nodes.len()
-        } else {
-            lin[k]
-        })
+        Ok(if k == lin.len() { self.end() } else { lin[k] })
     }
 
     /// Checks structural invariants and computes every value's shape for batch size 1.
@@ -280,7 +338,7 @@ impl Model {
             .map_err(|e| e.at(&format!("input {:?}", self.input_shape)))?;
         shapes.push(s);
         for (i, n) in self.nodes.iter().enumerate() {
-            if n.output != i + 1 {
+            if n.output != NodeId(i).output() {
                 return Err(ModelError::Invalid(format!(
                     "node {} ({}) must produce value {}",
                     n.name,
@@ -289,7 +347,7 @@ impl Model {
                 )));
             }
             for &inp in &n.inputs {
-                if inp > i {
+                if inp.index() > i {
                     return Err(ModelError::Invalid(format!(
                         "node {} reads value {inp} before it is computed",
                         n.name
@@ -310,7 +368,7 @@ impl Model {
             budget.admit(&shape).map_err(|e| e.at(&at()))?;
             shapes.push(shape);
         }
-        if self.output == 0 || self.output > self.nodes.len() {
+        if self.output == INPUT || self.output.index() > self.nodes.len() {
             return Err(ModelError::Invalid(format!(
                 "output value {} does not exist",
                 self.output
@@ -340,7 +398,7 @@ impl Model {
             h.update(n.op.kind().as_bytes());
             put(&mut h, n.inputs.len());
             for &i in &n.inputs {
-                put(&mut h, i);
+                put(&mut h, i.index());
             }
             match &n.op {
                 Op::Conv(c) => {
@@ -379,7 +437,7 @@ impl Model {
                 Op::Relu | Op::GlobalAvgPool | Op::Flatten | Op::Add | Op::Softmax => {}
             }
         }
-        put(&mut h, self.output);
+        put(&mut h, self.output.index());
         h.finalize().into()
     }
 
@@ -411,20 +469,24 @@ impl Model {
         let mut readers = vec![0usize; self.num_values()];
         for n in &self.nodes {
             for &v in &n.inputs {
-                readers[v] += 1;
+                readers[v.index()] += 1;
             }
         }
-        let mut map: Vec<ValueId> = vec![0; self.num_values()];
+        let mut map: Vec<ValueId> = vec![INPUT; self.num_values()];
         let mut nodes: Vec<Node> = Vec::with_capacity(self.nodes.len());
         for n in &self.nodes {
             if let Op::BatchNorm { scale, shift } = &n.op {
                 let src = n.inputs[0];
-                let foldable = readers[src] == 1 && src != self.output && src > 0 && {
-                    let prev = &nodes[map[src] - 1];
-                    matches!(prev.op, Op::Conv(_)) && prev.output == map[src]
-                };
-                if foldable {
-                    let prev = &mut nodes[map[src] - 1];
+                let mapped = map[src.index()];
+                let prev_node = mapped.node().map(NodeId::index);
+                let foldable = readers[src.index()] == 1
+                    && src != self.output
+                    && prev_node.is_some_and(|p| {
+                        let prev = &nodes[p];
+                        matches!(prev.op, Op::Conv(_)) && prev.output == mapped
+                    });
+                if let (true, Some(p)) = (foldable, prev_node) {
+                    let prev = &mut nodes[p];
                     if let Op::Conv(c) = &mut prev.op {
                         let k = c.k();
                         for oc in 0..c.out_c {
@@ -436,23 +498,23 @@ impl Model {
                         }
                         prev.name = format!("{}+{}", prev.name, n.name);
                     }
-                    map[n.output] = map[src];
+                    map[n.output.index()] = mapped;
                     continue;
                 }
             }
-            let output = nodes.len() + 1;
+            let output = NodeId(nodes.len()).output();
             nodes.push(Node {
                 name: n.name.clone(),
                 op: n.op.clone(),
-                inputs: n.inputs.iter().map(|&v| map[v]).collect(),
+                inputs: n.inputs.iter().map(|&v| map[v.index()]).collect(),
                 output,
             });
-            map[n.output] = output;
+            map[n.output.index()] = output;
         }
         Model {
             name: self.name.clone(),
             input_shape: self.input_shape.clone(),
-            output: map[self.output],
+            output: map[self.output.index()],
             nodes,
             labels: self.labels.clone(),
         }

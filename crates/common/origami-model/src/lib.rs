@@ -16,7 +16,8 @@ pub mod tensor;
 pub mod zoo;
 
 pub use ir::{
-    Conv, Dense, Model, Node, Op, Pool, ValueId, INPUT, MAX_TOTAL_ELEMENTS, MAX_VALUE_ELEMENTS,
+    Conv, Dense, Model, Node, NodeId, Op, Pool, ValueId, INPUT, MAX_TOTAL_ELEMENTS,
+    MAX_VALUE_ELEMENTS,
 };
 pub use tensor::Tensor;
 

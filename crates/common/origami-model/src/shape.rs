@@ -105,7 +105,7 @@ pub(crate) fn infer(n: &Node, shapes: &[Vec<usize>]) -> Result<Vec<usize>, Infer
 }
 
 fn infer_shape(n: &Node, shapes: &[Vec<usize>]) -> Result<Vec<usize>, InferError> {
-    let x = &shapes[n.inputs[0]];
+    let x = &shapes[n.inputs[0].index()];
     let nchw = |x: &Vec<usize>| -> Result<(usize, usize, usize, usize), InferError> {
         if x.len() != 4 {
             return Err(format!("expects a 4-D NCHW input, got shape {x:?}").into());
@@ -187,7 +187,7 @@ fn infer_shape(n: &Node, shapes: &[Vec<usize>]) -> Result<Vec<usize>, InferError
             Ok(s)
         }
         Op::Add => {
-            let y = &shapes[n.inputs[1]];
+            let y = &shapes[n.inputs[1].index()];
             if x != y {
                 return Err(format!("operands have different shapes {x:?} and {y:?}").into());
             }

@@ -8,7 +8,7 @@
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 
-use crate::ir::{Conv, Dense, Model, Node, Op, Pool, ValueId};
+use crate::ir::{Conv, Dense, Model, Node, NodeId, Op, Pool, ValueId, INPUT};
 
 /// Fashion-MNIST class names (the labels of the small net).
 pub const FASHION_LABELS: [&str; 10] = [
@@ -73,7 +73,7 @@ impl Builder {
     }
 
     fn push(&mut self, name: impl Into<String>, op: Op, inputs: Vec<ValueId>) -> ValueId {
-        let output = self.nodes.len() + 1;
+        let output = NodeId::new(self.nodes.len()).output();
         self.nodes.push(Node {
             name: name.into(),
             op,
@@ -150,7 +150,7 @@ impl Builder {
     }
 
     fn finish(self, name: &str, input_shape: Vec<usize>, labels: Option<Vec<String>>) -> Model {
-        let output = self.nodes.len();
+        let output = ValueId::new(self.nodes.len());
         Model {
             name: name.into(),
             input_shape,
@@ -177,7 +177,7 @@ pub fn vgg(name: &str, cfg: &[usize], hw: usize, width_div: usize, seed: u64) ->
         "VGG input size must be a multiple of 32"
     ); // zoo parameters are fixed in code
     let mut b = Builder::new(seed);
-    let mut x = 0;
+    let mut x = INPUT;
     let mut c = 3;
     let (mut block, mut idx) = (1, 1);
     for &v in cfg {
@@ -218,7 +218,7 @@ pub fn vgg19(hw: usize) -> Model {
 /// 2 blocks of 2 convolutions, then two dense layers. 10 classes (logits).
 pub fn small() -> Model {
     let mut b = Builder::new(28);
-    let mut x = 0;
+    let mut x = INPUT;
     let mut c = 1;
     for (block, &ch) in [16usize, 32].iter().enumerate() {
         for i in 1..=2 {
@@ -244,7 +244,7 @@ pub fn small() -> Model {
 /// Exercises every operator the engine supports.
 pub fn resnet_small() -> Model {
     let mut b = Builder::new(7);
-    let mut x = b.conv("stem", 0, 3, 16, 3, 1, 1, 1);
+    let mut x = b.conv("stem", INPUT, 3, 16, 3, 1, 1, 1);
     let scale = b.uniform(16, 0.2).iter().map(|v| 1.0 + v).collect();
     let shift = b.uniform(16, 0.1);
     x = b.push("stem_bn", Op::BatchNorm { scale, shift }, vec![x]);
@@ -350,8 +350,8 @@ mod tests {
         assert_eq!(v19.macs().unwrap() / 10_000_000, 1963);
         // --split 4 on VGG-16 ends after block 2's pooling: the tail starts at conv3_1.
         let k = v.split_node(4).unwrap();
-        assert_eq!(v.nodes[k].name, "conv3_1");
-        assert_eq!(v.nodes[k - 1].name, "pool2");
+        assert_eq!(v.nodes[k.index()].name, "conv3_1");
+        assert_eq!(v.nodes[k.index() - 1].name, "pool2");
         small().validate().unwrap();
         resnet_small().validate().unwrap();
         let f = fashion();

@@ -58,7 +58,8 @@ fn fused_runs_give_the_same_bits_as_unfused_runs() {
         let fused = exec::run(&m, &x).unwrap();
         let mut env = vec![None; m.num_values()];
         env[0] = Some(x.clone());
-        let unfused = exec::run_observed(&m, 0, env, |_, _| {}).unwrap();
+        let unfused =
+            exec::run_observed(&m, origami_model::NodeId::new(0), env, |_, _| {}).unwrap();
         assert_eq!(fused.shape, unfused.shape, "{}", m.name);
         assert!(
             bits_equal(&fused.data, &unfused.data),

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use origami_model::onnx::{self, proto::*};
-use origami_model::{Conv, Dense, Model, ModelError, Node, Op, Pool};
+use origami_model::{Conv, Dense, Model, ModelError, Node, Op, Pool, ValueId};
 use prost::Message;
 
 mod common;
@@ -48,8 +48,8 @@ fn node(name: &str, op: Op, inputs: &[usize], output: usize) -> Node {
     Node {
         name: name.into(),
         op,
-        inputs: inputs.to_vec(),
-        output,
+        inputs: inputs.iter().map(|&v| ValueId::new(v)).collect(),
+        output: ValueId::new(output),
     }
 }
 
@@ -151,7 +151,7 @@ fn every_op_model() -> Model {
         name: "every_op".into(),
         input_shape: vec![3, 12, 12],
         nodes,
-        output: 19,
+        output: ValueId::new(19),
         labels: Some(
             ["cat", "dog", "bird", "fish", "ünïcode label"]
                 .map(String::from)
@@ -349,7 +349,7 @@ fn models_without_labels_and_small_models_round_trip() {
         name: String::new(),
         input_shape: vec![1, 1, 1],
         nodes: vec![node("fc", dense(1, 2, 9), &[0], 1)],
-        output: 1,
+        output: ValueId::new(1),
         labels: None,
     };
     // A Dense on a [N, 1, 1, 1] input is invalid (Dense wants [N, in]); put a Flatten first.
@@ -358,7 +358,7 @@ fn models_without_labels_and_small_models_round_trip() {
             node("flat", Op::Flatten, &[0], 1),
             node("fc", dense(1, 2, 9), &[1], 2),
         ],
-        output: 2,
+        output: ValueId::new(2),
         ..m
     };
     let back = onnx::from_bytes(&onnx::to_bytes(&m), None).unwrap();
@@ -431,7 +431,7 @@ fn imports_residual_cnn_written_by_onnx_helper() {
     );
     assert_eq!(
         m.nodes[7].inputs,
-        [4, 7],
+        [ValueId::new(4), ValueId::new(7)],
         "residual adds the pool and clip outputs"
     );
     assert_eq!(m.nodes[10].op, Op::Reshape(vec![2, 4]));
@@ -441,7 +441,7 @@ fn imports_residual_cnn_written_by_onnx_helper() {
     };
     assert_eq!((c2.groups, c2.in_c, c2.out_c, c2.pads), (2, 8, 8, [1; 4]));
     let shapes = m.validate().unwrap();
-    assert_eq!(shapes[m.output], [1, 10]);
+    assert_eq!(shapes[m.output.index()], [1, 10]);
 }
 
 #[test]
@@ -583,7 +583,7 @@ fn matmul_then_constant_add_folds_into_dense_bias() {
             bias: vec![0.5, -0.25],
         })
     );
-    assert_eq!(m.output, 2);
+    assert_eq!(m.output, ValueId::new(2));
 }
 
 #[test]
@@ -667,7 +667,7 @@ fn reduce_mean_maps_to_global_average_pool() {
         kinds,
         [("mean", &Op::GlobalAvgPool), ("mean/flatten", &Op::Flatten)]
     );
-    assert_eq!(m.validate().unwrap()[m.output], [1, 4]);
+    assert_eq!(m.validate().unwrap()[m.output.index()], [1, 4]);
 
     // Opset 13: axes as an attribute, keepdims defaults to 1.
     let m = import(&graph(
@@ -949,7 +949,7 @@ fn pass_through_and_multi_output_rules() {
     ))
     .unwrap();
     assert_eq!(m.nodes.len(), 1);
-    assert_eq!(m.output, 1);
+    assert_eq!(m.output, ValueId::new(1));
     // A used second output is unsupported.
     let (op_, node, _) = unsupported(import(&graph(
         18,

@@ -179,10 +179,10 @@ fn one_node_model(input_shape: Vec<usize>, op: Op) -> Model {
         nodes: vec![Node {
             name: "n".into(),
             op,
-            inputs: vec![0],
-            output: 1,
+            inputs: vec![origami_model::INPUT],
+            output: origami_model::ValueId::new(1),
         }],
-        output: 1,
+        output: origami_model::ValueId::new(1),
         labels: None,
     }
 }

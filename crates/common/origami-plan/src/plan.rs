@@ -30,7 +30,7 @@ use std::sync::Arc;
 use origami_field::{HALF, P};
 use origami_model::exec;
 use origami_model::linalg::{ConvGeom, LinearShape};
-use origami_model::{Model, Op, Tensor};
+use origami_model::{Model, NodeId, Op, Tensor, ValueId};
 
 use crate::EnclaveError;
 
@@ -61,8 +61,8 @@ pub const SATURATION_LIMIT: i64 = P as i64 / 4;
 /// One quantized linear layer.
 #[derive(Clone, Debug)]
 pub struct QLinear {
-    /// Node index in `Plan::model`.
-    pub node: usize,
+    /// Its node in `Plan::model`.
+    pub node: NodeId,
     /// Ordinal among linear layers (what `--split` counts; the pad and field layer id).
     pub layer: u16,
     pub shape: LinearShape,
@@ -86,12 +86,10 @@ impl QLinear {
         self.in_exp + self.w_exp
     }
     /// The value this layer produces (the ReLU's output when fused) and the next node to run.
-    pub fn produces(&self) -> (usize, usize) {
-        if self.fused_relu {
-            (self.node + 2, self.node + 2)
-        } else {
-            (self.node + 1, self.node + 1)
-        }
+    pub fn produces(&self) -> (ValueId, NodeId) {
+        let next = NodeId::new(self.node.index() + 1 + usize::from(self.fused_relu));
+        // The value of the last node run: the layer's, or the fused ReLU's.
+        (ValueId::new(next.index()), next)
     }
     /// The weights as integers, for the accelerator.
     pub fn weights_i32(&self) -> Vec<i32> {
@@ -111,7 +109,7 @@ pub struct Plan {
     pub hash: [u8; 32],
     /// `Some(node)`: weights (float and quantized) of nodes from `node` on were dropped — the
     /// enclave's copy for a placement whose enclave part ends there.
-    pub head_only: Option<usize>,
+    pub head_only: Option<NodeId>,
     pub cfg: QuantConfig,
     pub linears: Vec<QLinear>,
     /// For each node, its index in `linears` when it is linear.
@@ -237,7 +235,7 @@ impl Plan {
             vmax[0] = vmax[0].max(max_abs(&x.data));
             let mut env = vec![None; model.num_values()];
             env[0] = Some(x.clone());
-            exec::run_observed(&model, 0, env, |i, t| {
+            exec::run_observed(&model, NodeId::new(0), env, |i, t| {
                 vmax[i + 1] = vmax[i + 1].max(max_abs(&t.data));
             })
             .map_err(|e| EnclaveError::Plan(e.to_string()))?;
@@ -252,7 +250,7 @@ impl Plan {
         for (i, n) in model.nodes.iter().enumerate() {
             let (shape, w, b) = match &n.op {
                 Op::Conv(c) => {
-                    let s = &shapes[n.inputs[0]];
+                    let s = &shapes[n.inputs[0].index()];
                     let g = ConvGeom::new(c, s[2], s[3])
                         .map_err(|e| EnclaveError::Plan(e.to_string()))?;
                     (LinearShape::Conv(g), &c.weight, &c.bias)
@@ -267,8 +265,8 @@ impl Plan {
                 ),
                 _ => continue,
             };
-            let in_max = vmax[n.inputs[0]];
-            let out_max = vmax[n.output];
+            let in_max = vmax[n.inputs[0].index()];
+            let out_max = vmax[n.output.index()];
             let wmax = max_abs(w);
             let mut in_exp = exp_for(in_max, act_target);
             let mut w_exp = exp_for(wmax, w_target);
@@ -292,7 +290,7 @@ impl Plan {
             }
             let ws = 2f64.powi(w_exp);
             // A head-only plan keeps no quantized weights past the head.
-            let keep = head_only.is_none_or(|h| i < h);
+            let keep = head_only.is_none_or(|h| i < h.index());
             let wq: Vec<f64> = if keep {
                 w.iter().map(|&v| quantize_scaled(v, ws) as f64).collect()
             } else {
@@ -318,7 +316,7 @@ impl Plan {
                 .unwrap_or(0);
             by_node[i] = Some(linears.len());
             linears.push(QLinear {
-                node: i,
+                node: NodeId::new(i),
                 layer: linears.len() as u16,
                 shape,
                 wq,
@@ -332,7 +330,7 @@ impl Plan {
         }
         let model_hash = model.hash();
         if let Some(h) = head_only {
-            for n in &mut model.nodes[h..] {
+            for n in &mut model.nodes[h.index()..] {
                 match &mut n.op {
                     Op::Conv(c) => {
                         c.weight = Vec::new();
@@ -377,15 +375,15 @@ impl Plan {
     /// Index of the first tail node for a split after `k` linear layers.
     /// First tail node for `placement` on this plan: every node for `enclave` and `slalom`,
     /// none for `plain`, the node after the `split`-th linear layer for `origami`.
-    pub fn head_end(&self, placement: crate::Placement) -> Result<usize, EnclaveError> {
+    pub fn head_end(&self, placement: crate::Placement) -> Result<NodeId, EnclaveError> {
         match placement {
-            crate::Placement::Enclave | crate::Placement::Slalom => Ok(self.model.nodes.len()),
-            crate::Placement::Plain => Ok(0),
+            crate::Placement::Enclave | crate::Placement::Slalom => Ok(self.model.end()),
+            crate::Placement::Plain => Ok(NodeId::new(0)),
             crate::Placement::Origami { split } => self.split_node(split),
         }
     }
 
-    pub fn split_node(&self, k: usize) -> Result<usize, EnclaveError> {
+    pub fn split_node(&self, k: usize) -> Result<NodeId, EnclaveError> {
         self.model
             .split_node(k)
             .map_err(|e| EnclaveError::Plan(e.to_string()))
@@ -399,7 +397,7 @@ impl Plan {
             s.push_str(&format!(
                 "{:>5}  {:<20} {:>6} {:>5}  {:>12.4}  {}\n",
                 l.layer,
-                self.model.nodes[l.node].name,
+                self.model.node(l.node).name,
                 l.in_exp,
                 l.w_exp,
                 l.est_max / HALF as f64,

@@ -1,7 +1,7 @@
 //! The quantized reference: the head in fixed point computed directly (no field, no blinding,
 //! no state machine), then the float tail. Every placement must reproduce it bit for bit.
 
-use origami_model::{exec, Tensor};
+use origami_model::{exec, NodeId, Tensor, ValueId, INPUT};
 
 use crate::plan::Plan;
 use crate::qops::{eval_nonlinear, linear_local, requantize, QVal};
@@ -12,13 +12,13 @@ use crate::EnclaveError;
 pub fn reference_handoff(
     plan: &Plan,
     input: &Tensor,
-    head_end: usize,
+    head_end: NodeId,
     threads: usize,
-) -> Result<Vec<(usize, Tensor)>, EnclaveError> {
+) -> Result<Vec<(ValueId, Tensor)>, EnclaveError> {
     let env = run_head(plan, input, head_end, threads)?;
     Ok(exec::live_across(&plan.model, head_end)
         .into_iter()
-        .filter_map(|v| env[v].as_ref().map(|q| (v, q.to_float())))
+        .filter_map(|v| env[v.index()].as_ref().map(|q| (v, q.to_float())))
         .collect())
 }
 
@@ -27,24 +27,24 @@ pub fn reference_handoff(
 pub fn reference(
     plan: &Plan,
     input: &Tensor,
-    head_end: usize,
+    head_end: NodeId,
     threads: usize,
 ) -> Result<Tensor, EnclaveError> {
     let model = &plan.model;
-    if head_end == 0 {
+    if head_end.index() == 0 {
         exec::check_input(model, input).map_err(|e| EnclaveError::BadRequest(e.to_string()))?;
         return exec::run(model, input).map_err(|e| EnclaveError::Plan(e.to_string()));
     }
     let env = run_head(plan, input, head_end, threads)?;
-    if head_end >= model.nodes.len() {
-        return env[model.output]
+    if head_end >= model.end() {
+        return env[model.output.index()]
             .as_ref()
             .map(QVal::to_float)
             .ok_or_else(|| EnclaveError::Plan("no output".into()));
     }
     let mut fenv: Vec<Option<Tensor>> = vec![None; model.num_values()];
     for v in exec::live_across(model, head_end) {
-        fenv[v] = env[v].as_ref().map(QVal::to_float);
+        fenv[v.index()] = env[v.index()].as_ref().map(QVal::to_float);
     }
     exec::run_from(model, head_end, fenv).map_err(|e| EnclaveError::Plan(e.to_string()))
 }
@@ -53,32 +53,32 @@ pub fn reference(
 fn run_head(
     plan: &Plan,
     input: &Tensor,
-    head_end: usize,
+    head_end: NodeId,
     threads: usize,
 ) -> Result<Vec<Option<QVal>>, EnclaveError> {
     let model = &plan.model;
     exec::check_input(model, input).map_err(|e| EnclaveError::BadRequest(e.to_string()))?;
     let mut env: Vec<Option<QVal>> = vec![None; model.num_values()];
-    env[0] = Some(QVal::Float(input.clone()));
+    env[INPUT.index()] = Some(QVal::Float(input.clone()));
     let mut i = 0;
-    while i < head_end {
+    while i < head_end.index() {
         let n = &model.nodes[i];
         if let Some(li) = plan.by_node[i] {
             let l = &plan.linears[li];
-            let x = env[n.inputs[0]]
+            let x = env[n.inputs[0].index()]
                 .as_ref()
                 .ok_or_else(|| EnclaveError::Plan("missing value".into()))?;
             let xq = requantize(x, l.in_exp, plan.act_clamp);
             let (value, next) = l.produces();
-            env[value] = Some(linear_local(
+            env[value.index()] = Some(linear_local(
                 l,
                 &n.name,
                 &xq,
-                &plan.shapes[value],
+                &plan.shapes[value.index()],
                 l.fused_relu,
                 threads,
             )?);
-            i = next;
+            i = next.index();
             continue;
         }
         let out = {
@@ -86,14 +86,14 @@ fn run_head(
                 .inputs
                 .iter()
                 .map(|&v| {
-                    env[v]
+                    env[v.index()]
                         .as_ref()
                         .ok_or_else(|| EnclaveError::Plan("missing value".into()))
                 })
                 .collect::<Result<_, _>>()?;
             eval_nonlinear(n, &ins)?
         };
-        env[n.output] = Some(out);
+        env[n.output.index()] = Some(out);
         i += 1;
     }
     Ok(env)

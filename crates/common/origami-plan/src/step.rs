@@ -3,7 +3,7 @@
 //! the host answers (`Reply`). Both sides use these types; only the trusted crate acts on them.
 
 use origami_field::SealedPad;
-use origami_model::{Tensor, ValueId};
+use origami_model::{NodeId, Tensor, ValueId};
 
 pub use origami_proto::Placement;
 
@@ -28,7 +28,7 @@ pub struct Offload {
 /// Plain values for the tail, which starts at node `start`.
 #[derive(Debug)]
 pub struct Handoff {
-    pub start: usize,
+    pub start: NodeId,
     pub values: Vec<(ValueId, Tensor)>,
 }
 

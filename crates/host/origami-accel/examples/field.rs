@@ -21,7 +21,7 @@ fn main() {
     let mut layers = Vec::new();
     for (i, n) in m.nodes.iter().enumerate().take(14) {
         if let Op::Conv(c) = &n.op {
-            let s = &shapes[n.inputs[0]];
+            let s = &shapes[n.inputs[0].index()];
             let g = ConvGeom::new(c, s[2], s[3]).unwrap();
             let weight = (0..g.out_c * g.k())
                 .map(|j| (j % 255) as i32 - 127)

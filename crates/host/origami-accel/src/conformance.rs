@@ -10,7 +10,7 @@ use std::sync::Arc;
 use origami_field::P;
 use origami_model::exec;
 use origami_model::linalg::ConvGeom;
-use origami_model::{zoo, Conv, Model, Tensor};
+use origami_model::{zoo, Conv, Model, NodeId, Tensor, INPUT};
 
 use crate::{Accelerator, FieldLayer, LinearShape};
 
@@ -270,24 +270,24 @@ pub fn tail_matches_the_reference(
     let fail = failure(accel);
     let model = &f.model;
     let input = zoo::seeded_input(model, 3);
-    for start in [0, 3, 8, model.nodes.len() - 2] {
+    for start in [0, 3, 8, model.nodes.len() - 2].map(NodeId::new) {
         let mut env: Vec<Option<Tensor>> = vec![None; model.num_values()];
-        env[0] = Some(input.clone());
-        let full = exec::run_from(model, 0, env).map_err(|e| fail(e.to_string()))?;
+        env[INPUT.index()] = Some(input.clone());
+        let full = exec::run_from(model, NodeId::new(0), env).map_err(|e| fail(e.to_string()))?;
         // Values crossing the split, computed by the reference head.
         let mut vals = vec![None; model.num_values()];
         vals[0] = Some(input.clone());
-        for (i, n) in model.nodes.iter().enumerate().take(start) {
+        for (i, n) in model.nodes.iter().enumerate().take(start.index()) {
             let ins: Vec<&Tensor> = n
                 .inputs
                 .iter()
-                .map(|&v| vals[v].as_ref().expect("computed"))
+                .map(|&v| vals[v.index()].as_ref().expect("computed"))
                 .collect();
             vals[i + 1] = Some(exec::eval_node(n, &ins, 1).map_err(|e| fail(e.to_string()))?);
         }
         let handoff = exec::live_across(model, start)
             .into_iter()
-            .map(|v| (v, vals[v].clone().expect("computed")))
+            .map(|v| (v, vals[v.index()].clone().expect("computed")))
             .collect();
         let got = accel
             .run_tail(start, handoff)
@@ -315,7 +315,7 @@ pub fn batched_tail_matches_each_image(
     let stacked = Tensor::stack(&batch.iter().collect::<Vec<_>>())
         .map_err(|e| fail(format!("stack: {e}")))?;
     let got = accel
-        .run_tail(0, vec![(0, stacked)])
+        .run_tail(NodeId::new(0), vec![(INPUT, stacked)])
         .map_err(|e| fail(format!("batched tail: {e}")))?;
     if got.shape[0] != batch.len() {
         return Err(fail(format!("batched tail: output shape {:?}", got.shape)));
@@ -323,8 +323,8 @@ pub fn batched_tail_matches_each_image(
     let per = got.data.len() / batch.len();
     for (i, x) in batch.iter().enumerate() {
         let mut env: Vec<Option<Tensor>> = vec![None; model.num_values()];
-        env[0] = Some(x.clone());
-        let want = exec::run_from(model, 0, env).map_err(|e| fail(e.to_string()))?;
+        env[INPUT.index()] = Some(x.clone());
+        let want = exec::run_from(model, NodeId::new(0), env).map_err(|e| fail(e.to_string()))?;
         let diff = want
             .data
             .iter()

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use origami_field::{reduce_f64, P_I64};
 use origami_model::exec;
 use origami_model::linalg::{conv2d, gemm_nt};
-use origami_model::{Model, Tensor, ValueId};
+use origami_model::{Model, NodeId, Tensor, ValueId};
 
 use crate::{AccelError, Accelerator, FieldLayer, LinearShape};
 
@@ -86,26 +86,26 @@ impl Accelerator for CpuAccelerator {
 
     fn run_tail(
         &mut self,
-        start: usize,
+        start: NodeId,
         values: Vec<(ValueId, Tensor)>,
     ) -> Result<Tensor, AccelError> {
         let model = self.model.as_ref().ok_or(AccelError::NotPrepared)?;
-        if start > model.nodes.len() {
+        if start > model.end() {
             return Err(AccelError::BadInput(format!(
                 "tail start {start} is past the model"
             )));
         }
         let mut env: Vec<Option<Tensor>> = vec![None; model.num_values()];
         for (v, t) in values {
-            if v >= env.len() || v > start {
+            if v.index() >= env.len() || v.index() > start.index() {
                 return Err(AccelError::BadInput(format!(
                     "value {v} cannot feed a tail starting at node {start}"
                 )));
             }
-            env[v] = Some(t);
+            env[v.index()] = Some(t);
         }
-        if start == model.nodes.len() {
-            return env[model.output]
+        if start == model.end() {
+            return env[model.output.index()]
                 .take()
                 .ok_or_else(|| AccelError::BadInput("the output value was not given".into()));
         }

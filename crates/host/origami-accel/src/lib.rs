@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 pub use origami_model::linalg::LinearShape;
-use origami_model::{Model, Tensor, ValueId};
+use origami_model::{Model, NodeId, Tensor, ValueId};
 
 pub mod conformance;
 mod cpu;
@@ -90,7 +90,7 @@ pub trait Accelerator: Send {
     /// Runs model nodes `start..` in float from the given values; returns the model output.
     fn run_tail(
         &mut self,
-        start: usize,
+        start: NodeId,
         values: Vec<(ValueId, Tensor)>,
     ) -> Result<Tensor, AccelError>;
     /// Waits for outstanding work.

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use origami_model::{Model, Tensor, ValueId};
+use origami_model::{Model, NodeId, Tensor, ValueId};
 
 use crate::{AccelError, Accelerator, FieldLayer};
 
@@ -14,7 +14,7 @@ pub enum Record {
     Field { layer: u16, blinded: Vec<u32> },
     /// The plain values handed to the tail.
     Tail {
-        start: usize,
+        start: NodeId,
         values: Vec<(ValueId, Tensor)>,
     },
 }
@@ -54,7 +54,7 @@ impl<A: Accelerator> Accelerator for Recording<A> {
     }
     fn run_tail(
         &mut self,
-        start: usize,
+        start: NodeId,
         values: Vec<(ValueId, Tensor)>,
     ) -> Result<Tensor, AccelError> {
         self.records.push(Record::Tail {
@@ -112,7 +112,7 @@ impl<A: Accelerator> Accelerator for Tampering<A> {
     }
     fn run_tail(
         &mut self,
-        start: usize,
+        start: NodeId,
         values: Vec<(ValueId, Tensor)>,
     ) -> Result<Tensor, AccelError> {
         self.inner.run_tail(start, values)

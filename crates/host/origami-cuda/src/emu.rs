@@ -350,8 +350,11 @@ fn node(op: Op, inputs: Vec<usize>) -> Node {
     Node {
         name: "n".into(),
         op,
-        inputs,
-        output: 9,
+        inputs: inputs
+            .into_iter()
+            .map(origami_model::ValueId::new)
+            .collect(),
+        output: origami_model::ValueId::new(9),
     }
 }
 

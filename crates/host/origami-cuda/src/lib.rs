@@ -24,7 +24,7 @@ use std::sync::Arc;
 use cudarc::driver::{CudaContext, CudaSlice, PinnedHostSlice};
 
 use origami_accel::{AccelError, Accelerator, FieldLayer};
-use origami_model::{Model, Tensor, ValueId};
+use origami_model::{Model, NodeId, Tensor, ValueId};
 
 mod device;
 #[cfg(test)]
@@ -339,18 +339,18 @@ impl Accelerator for CudaAccelerator {
 
     fn run_tail(
         &mut self,
-        start: usize,
+        start: NodeId,
         values: Vec<(ValueId, Tensor)>,
     ) -> Result<Tensor, AccelError> {
         let p = self.prepared.as_mut().ok_or(AccelError::NotPrepared)?;
         let model = p.model.clone();
-        if start > model.nodes.len() {
+        if start > model.end() {
             return Err(AccelError::BadInput(format!(
                 "tail start {start} is past the model"
             )));
         }
         tail::check_handoff(&model, start, &values)?;
-        if start == model.nodes.len() {
+        if start == model.end() {
             return values
                 .into_iter()
                 .find(|(v, _)| *v == model.output)

@@ -13,7 +13,7 @@ use cudarc::driver::CudaSlice;
 
 use origami_accel::AccelError;
 use origami_model::linalg::ConvGeom;
-use origami_model::{Conv, Model, Op, Pool, Tensor, ValueId};
+use origami_model::{Conv, Model, NodeId, Op, Pool, Tensor, ValueId};
 
 use crate::device::{backend, launch, Device};
 
@@ -122,18 +122,18 @@ impl Tail {
         id: ValueId,
         len: usize,
     ) -> Result<CudaSlice<f32>, AccelError> {
-        match self.bufs[id].take() {
+        match self.bufs[id.index()].take() {
             Some(b) if b.len() >= len => Ok(b),
             _ => dev.alloc::<f32>(len, &format!("value {id}")),
         }
     }
 
     fn put(&mut self, id: ValueId, b: CudaSlice<f32>) {
-        self.bufs[id] = Some(b);
+        self.bufs[id.index()] = Some(b);
     }
 
     fn buf(&self, v: &DevVal) -> Result<&CudaSlice<f32>, AccelError> {
-        self.bufs[v.buf]
+        self.bufs[v.buf.index()]
             .as_ref()
             .ok_or_else(|| AccelError::Backend(format!("buffer {} is missing", v.buf)))
     }
@@ -143,7 +143,7 @@ impl Tail {
         &mut self,
         dev: &Device,
         model: &Model,
-        start: usize,
+        start: NodeId,
         values: Vec<(ValueId, Tensor)>,
     ) -> Result<Tensor, AccelError> {
         let mut env: Vec<Option<DevVal>> = vec![None; model.num_values()];
@@ -162,14 +162,14 @@ impl Tail {
                 .map_err(backend(format!("upload value {v}")));
             self.put(v, b);
             r?;
-            env[v] = Some(DevVal {
+            env[v.index()] = Some(DevVal {
                 shape: t.shape,
                 buf: v,
             });
         }
         let fusions = model.relu_fusions();
         let mut skip = false;
-        for (i, node) in model.nodes.iter().enumerate().skip(start) {
+        for (i, node) in model.nodes.iter().enumerate().skip(start.index()) {
             if skip {
                 skip = false;
                 continue;
@@ -178,7 +178,7 @@ impl Tail {
                 .inputs
                 .iter()
                 .map(|&v| {
-                    env[v].clone().ok_or_else(|| {
+                    env[v.index()].clone().ok_or_else(|| {
                         bad(format!("value {v} needed by node {} is missing", node.name))
                     })
                 })
@@ -196,13 +196,14 @@ impl Tail {
                     }
                     e => e,
                 })?;
-            env[node.output] = Some(out.clone());
+            env[node.output.index()] = Some(out.clone());
             if fuse_relu {
-                env[node.output + 1] = Some(out);
+                // The fused ReLU's output (the next node's).
+                env[node.output.index() + 1] = Some(out);
                 skip = true;
             }
         }
-        let out = env[model.output]
+        let out = env[model.output.index()]
             .take()
             .ok_or_else(|| bad("the model output was not computed"))?;
         let len = out.len();
@@ -223,7 +224,7 @@ impl Tail {
         shape: &[usize],
         relu: bool,
     ) -> Result<DevVal, AccelError> {
-        let out_id = i + 1;
+        let out_id = NodeId::new(i).output();
         let x = &ins[0];
         let n_out: usize = shape.iter().product();
         if matches!(op, Op::Flatten | Op::Reshape(_)) {
@@ -388,7 +389,7 @@ impl Tail {
         let NodeParams::Conv { w: wt, b: bias } = &self.params[i] else {
             return Err(AccelError::Backend("conv weights not uploaded".into()));
         };
-        let xb = self.bufs[x.buf]
+        let xb = self.bufs[x.buf.index()]
             .as_ref()
             .ok_or_else(|| AccelError::Backend(format!("buffer {} is missing", x.buf)))?;
         let m = i32_of(npix, "output pixels")?;
@@ -603,11 +604,11 @@ pub(crate) fn out_shape(op: &Op, x: &[usize], y: Option<&[usize]>) -> Result<Vec
 /// accelerator's rule); a value the tail needs but was not given is reported by `run`.
 pub(crate) fn check_handoff(
     model: &Model,
-    start: usize,
+    start: NodeId,
     values: &[(ValueId, Tensor)],
 ) -> Result<(), AccelError> {
     for (v, _) in values {
-        if *v >= model.num_values() || *v > start {
+        if v.index() >= model.num_values() || v.index() > start.index() {
             return Err(bad(format!(
                 "value {v} cannot feed a tail starting at node {start}"
             )));
@@ -626,8 +627,8 @@ mod tests {
         for model in [zoo::resnet_small(), zoo::vgg16(32), zoo::small()] {
             let shapes = model.validate().unwrap();
             for (i, n) in model.nodes.iter().enumerate() {
-                let x = &shapes[n.inputs[0]];
-                let y = n.inputs.get(1).map(|&v| &shapes[v][..]);
+                let x = &shapes[n.inputs[0].index()];
+                let y = n.inputs.get(1).map(|&v| &shapes[v.index()][..]);
                 assert_eq!(
                     out_shape(&n.op, x, y).unwrap(),
                     shapes[i + 1],

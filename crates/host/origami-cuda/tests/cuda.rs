@@ -10,7 +10,7 @@ use origami_accel::{AccelError, Accelerator, CpuAccelerator, FieldLayer, LinearS
 use origami_cuda::limbs::{LIMB_THRESHOLD, WORST_INPUT};
 use origami_cuda::{available, CudaAccelerator, CudaOptions};
 use origami_field::P;
-use origami_model::{exec, zoo, Model, Tensor};
+use origami_model::{exec, zoo, Model, NodeId, Tensor, ValueId, INPUT};
 
 /// Largest |GPU − reference| allowed on the conformance suite's tail (softmax outputs of
 /// `resnet_small`): the GEMMs sum in another order than faer, and `expf` differs from Rust's
@@ -189,20 +189,20 @@ fn field_layers_are_bit_identical_to_the_cpu() {
 }
 
 /// The reference head of `model` up to `start` and the values crossing to the tail.
-fn handoff(model: &Model, input: &Tensor, start: usize) -> Vec<(usize, Tensor)> {
+fn handoff(model: &Model, input: &Tensor, start: NodeId) -> Vec<(ValueId, Tensor)> {
     let mut vals: Vec<Option<Tensor>> = vec![None; model.num_values()];
     vals[0] = Some(input.clone());
-    for (i, n) in model.nodes.iter().enumerate().take(start) {
+    for (i, n) in model.nodes.iter().enumerate().take(start.index()) {
         let ins: Vec<&Tensor> = n
             .inputs
             .iter()
-            .map(|&v| vals[v].as_ref().expect("computed"))
+            .map(|&v| vals[v.index()].as_ref().expect("computed"))
             .collect();
         vals[i + 1] = Some(exec::eval_node(n, &ins, 1).expect("head"));
     }
     exec::live_across(model, start)
         .into_iter()
-        .map(|v| (v, vals[v].clone().expect("computed")))
+        .map(|v| (v, vals[v.index()].clone().expect("computed")))
         .collect()
 }
 
@@ -239,7 +239,7 @@ fn check_tail(acc: &mut CudaAccelerator, rel_tol: f32) {
                 let start = if model.name.starts_with("vgg") {
                     model.split_node(k).expect("split")
                 } else {
-                    k
+                    NodeId::new(k)
                 };
                 let got = acc
                     .run_tail(start, handoff(&model, &input, start))
@@ -288,7 +288,7 @@ fn bad_calls_are_errors_not_crashes() {
     };
     let model = Arc::new(zoo::resnet_small());
     assert!(matches!(
-        acc.run_tail(0, vec![]),
+        acc.run_tail(NodeId::new(0), vec![]),
         Err(AccelError::NotPrepared)
     ));
     let layer = FieldLayer {
@@ -306,22 +306,26 @@ fn bad_calls_are_errors_not_crashes() {
     // A tail input of the wrong shape is refused before any kernel runs.
     let wrong = Tensor::zeros(vec![1, 4, 32, 32]);
     assert!(matches!(
-        acc.run_tail(0, vec![(0, wrong)]),
+        acc.run_tail(NodeId::new(0), vec![(INPUT, wrong)]),
         Err(AccelError::BadInput(_))
     ));
     let bad_len = Tensor {
         shape: vec![1, 3, 32, 32],
         data: vec![0.0; 5],
     };
-    assert!(acc.run_tail(0, vec![(0, bad_len)]).is_err());
-    assert!(acc.run_tail(0, vec![]).is_err()); // the input is missing
-    assert!(acc.run_tail(model.nodes.len() + 1, vec![]).is_err());
+    assert!(acc
+        .run_tail(NodeId::new(0), vec![(INPUT, bad_len)])
+        .is_err());
+    assert!(acc.run_tail(NodeId::new(0), vec![]).is_err()); // the input is missing
+    assert!(acc
+        .run_tail(NodeId::new(model.nodes.len() + 1), vec![])
+        .is_err());
     // Still usable afterwards.
     assert_eq!(
         acc.field_linear(7, &[1, 2, 3, 4]).expect("field"),
         vec![10, 10]
     );
     let input = zoo::seeded_input(&model, 1);
-    acc.run_tail(0, vec![(0, input)])
+    acc.run_tail(NodeId::new(0), vec![(INPUT, input)])
         .expect("tail after errors");
 }

@@ -97,7 +97,7 @@ mod tests {
     use std::sync::Arc;
 
     use origami_accel::{AccelError, FieldLayer};
-    use origami_model::{Model, Tensor};
+    use origami_model::{Model, NodeId, Tensor, ValueId};
 
     use super::*;
 
@@ -119,8 +119,8 @@ mod tests {
         }
         fn run_tail(
             &mut self,
-            _start: usize,
-            values: Vec<(usize, Tensor)>,
+            _start: NodeId,
+            values: Vec<(ValueId, Tensor)>,
         ) -> Result<Tensor, AccelError> {
             self.calls += 1;
             if self.fail {
@@ -154,8 +154,11 @@ mod tests {
                 3 => Err("head failed".into()),
                 i if i % 2 == 1 => Ok(Headed::Done(100.0 + i as f32)),
                 i => Ok(Headed::Handoff(Handoff {
-                    start: 1,
-                    values: vec![(1, Tensor::new(vec![1, 1], vec![i as f32]).unwrap())],
+                    start: NodeId::new(1),
+                    values: vec![(
+                        ValueId::new(1),
+                        Tensor::new(vec![1, 1], vec![i as f32]).unwrap(),
+                    )],
                 })),
             }
         }

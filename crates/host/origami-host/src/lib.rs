@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use origami_accel::{AccelError, Accelerator, FieldLayer};
 use origami_field::SealedPad;
-use origami_model::Tensor;
+use origami_model::{NodeId, Tensor, ValueId};
 use origami_plan::{EnclaveError, Plan, Reply, Step};
 
 pub mod batch;
@@ -107,7 +107,7 @@ pub struct StageTimes {
 }
 
 /// The field layers the accelerator needs for `core`'s placement.
-pub fn field_layers(plan: &Plan, head_end: usize) -> Vec<FieldLayer> {
+pub fn field_layers(plan: &Plan, head_end: NodeId) -> Vec<FieldLayer> {
     plan.linears
         .iter()
         .filter(|l| l.node < head_end)
@@ -153,7 +153,7 @@ pub fn drive<T>(
 
 /// Stacks the handoffs of several requests along the batch axis (they share `start` and value
 /// ids: one placement, one plan).
-pub fn stack_handoffs(hs: &[&origami_plan::Handoff]) -> Result<Vec<(usize, Tensor)>, String> {
+pub fn stack_handoffs(hs: &[&origami_plan::Handoff]) -> Result<Vec<(ValueId, Tensor)>, String> {
     let first = hs.first().ok_or("no handoff")?;
     let mut out = Vec::with_capacity(first.values.len());
     for (j, (id, _)) in first.values.iter().enumerate() {

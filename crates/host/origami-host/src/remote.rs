@@ -5,7 +5,7 @@
 use std::io::{Read, Write};
 
 use origami_field::SealedPad;
-use origami_model::Tensor;
+use origami_model::{NodeId, Tensor, ValueId};
 use origami_plan::convert::{pad_from_wire, pad_to_wire, tensor_from_wire, tensor_to_wire};
 use origami_plan::{EnclaveError, Reply, Step};
 use origami_plan::{Handoff, Offload};
@@ -78,10 +78,10 @@ impl<S: Read + Write> RemoteEnclave<S> {
                 blinded,
             }),
             FromEnclave::Handoff { start, values } => Step::Handoff(Handoff {
-                start: start as usize,
+                start: NodeId::new(start as usize),
                 values: values
                     .into_iter()
-                    .map(|(v, t)| Ok((v as usize, tensor_from_wire(t)?)))
+                    .map(|(v, t)| Ok((ValueId::new(v as usize), tensor_from_wire(t)?)))
                     .collect::<Result<_, EnclaveError>>()?,
             }),
             FromEnclave::Done(a) => Step::Done(a),

@@ -115,7 +115,7 @@ fn vgg16_reduced_resolution_matches_the_reference() {
 fn quantized_agrees_with_float() {
     for m in [zoo::small(), zoo::resnet_small(), zoo::vgg16(32)] {
         let plan = plan_for(&m);
-        let n = plan.model.nodes.len();
+        let n = plan.model.end();
         for s in 0..6 {
             let x = zoo::seeded_input(&m, 1000 + s);
             let q = reference(&plan, &x, n, 1).unwrap();
@@ -363,7 +363,7 @@ fn verify_catches_tampering_at_every_blinded_layer() {
     };
     let mut e = engine(&plan, Placement::Slalom, false, Box::new(bad));
     e.precompute(1).unwrap();
-    let want = reference(&plan, &x, plan.model.nodes.len(), 1).unwrap();
+    let want = reference(&plan, &x, plan.model.end(), 1).unwrap();
     match e.infer(x) {
         Ok((got, _)) => assert_ne!(got, want),
         Err(err) => assert!(
@@ -385,7 +385,7 @@ fn saturation_is_detected_not_wrapped() {
         .for_each(|b| *b = 3 * (P as i64) / 8);
     let plan = Arc::new(plan);
     let x = zoo::seeded_input(&m, 3);
-    let n = plan.model.nodes.len();
+    let n = plan.model.end();
     assert!(matches!(
         reference(&plan, &x, n, 1),
         Err(EnclaveError::Saturation { layer: 1, .. })

@@ -311,8 +311,8 @@ impl origami_accel::Accelerator for Faulty {
     }
     fn run_tail(
         &mut self,
-        start: usize,
-        values: Vec<(usize, Tensor)>,
+        start: origami_model::NodeId,
+        values: Vec<(origami_model::ValueId, Tensor)>,
     ) -> Result<Tensor, origami_accel::AccelError> {
         self.inner.run_tail(start, values)
     }

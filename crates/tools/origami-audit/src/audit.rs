@@ -371,7 +371,8 @@ pub fn run(
     for &split in &layers {
         let head_end = plan
             .head_end(crate::capture::placement(split))
-            .map_err(|e| AuditError::Engine(e.to_string()))?;
+            .map_err(|e| AuditError::Engine(e.to_string()))?
+            .index();
         let f = feature_shape(model, head_end)?;
         let last_node = if head_end == 0 {
             "input".to_string()

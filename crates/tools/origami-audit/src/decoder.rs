@@ -10,7 +10,7 @@
 use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
 
-use origami_model::{exec, Model, Op, Tensor};
+use origami_model::{exec, Model, Op, Tensor, ValueId};
 
 use crate::nn::{shuffled, Adam, Net, Shape, Value};
 use crate::AuditError;
@@ -46,7 +46,7 @@ pub fn features(model: &Model, end: usize, images: &[f32]) -> Result<Vec<f32>, A
     }
     let mut head = model.clone();
     head.nodes.truncate(end);
-    head.output = end;
+    head.output = ValueId::new(end);
     let mut out = Vec::new();
     let mut shape = vec![0usize];
     shape.extend(&model.input_shape);
@@ -77,9 +77,9 @@ pub fn feature_shape(model: &Model, end: usize) -> Result<Shape, AuditError> {
     let mut v = end;
     while v > 0
         && matches!(model.nodes[v - 1].op, Op::Flatten)
-        && shapes[model.nodes[v - 1].inputs[0]].len() == 4
+        && shapes[model.nodes[v - 1].inputs[0].index()].len() == 4
     {
-        v = model.nodes[v - 1].inputs[0];
+        v = model.nodes[v - 1].inputs[0].index();
     }
     let s = shapes
         .get(v)

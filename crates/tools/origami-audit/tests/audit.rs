@@ -96,7 +96,10 @@ fn whitebox_attack_passes_its_sanity_checks() {
     // After the first convolution (and its ReLU), from the captured tensor.
     let feats = capture(&plan, 1, &x).unwrap();
     assert_eq!(feats.len(), 1);
-    let head_end = plan.head_end(Placement::Origami { split: 1 }).unwrap();
+    let head_end = plan
+        .head_end(Placement::Origami { split: 1 })
+        .unwrap()
+        .index();
     let r1 = invert(&plan.model, head_end, &feats[0].1.data, &cfg).unwrap();
     let s1 = ssim(&r1, &x.data, 28, 28);
     eprintln!(
@@ -176,7 +179,10 @@ fn learned_attacks_pass_their_sanity_checks() {
     .unwrap();
     let s_gan = bundled_ssim(&model, |x| gan0.invert(x).unwrap());
     // After the first block (split 2), from the captured tensor.
-    let head_end = plan.head_end(Placement::Origami { split: 2 }).unwrap();
+    let head_end = plan
+        .head_end(Placement::Origami { split: 2 })
+        .unwrap()
+        .index();
     let f = feature_shape(&plan.model, head_end).unwrap();
     let feats = features(&plan.model, head_end, &train.images).unwrap();
     let dec2 = Decoder::train(&feats, f, &train.images, img, &budget, |_, _, _| {}).unwrap();

@@ -97,8 +97,9 @@ pub fn build_plan(model: &Model, calib: usize) -> Result<Arc<Plan>> {
 
 pub fn print_answer(model: &Model, out: &Tensor) {
     let probs = if model
-        .nodes
-        .get(model.output - 1)
+        .output
+        .node()
+        .and_then(|n| model.nodes.get(n.index()))
         .is_some_and(|n| matches!(n.op, Op::Softmax))
     {
         out.clone()

@@ -10,7 +10,7 @@ use rand_core::{RngCore, SeedableRng};
 use rayon::prelude::*;
 
 use origami_model::linalg::ConvGeom;
-use origami_model::{exec, Model, Op, Tensor};
+use origami_model::{exec, Model, Op, Tensor, ValueId};
 
 pub mod data;
 
@@ -93,7 +93,7 @@ fn layout(model: &Model) -> Result<Layout, TrainError> {
     let mut slots = Vec::new();
     let mut off = 0;
     for (i, n) in model.nodes.iter().enumerate() {
-        if n.inputs != [i] {
+        if n.inputs != [ValueId::new(i)] {
             return Err(TrainError::Model(format!(
                 "node {} is not sequential: training supports chains only",
                 n.name
@@ -118,7 +118,7 @@ fn layout(model: &Model) -> Result<Layout, TrainError> {
         });
         off += wl + bl;
     }
-    if model.output != model.nodes.len() {
+    if model.output != ValueId::new(model.nodes.len()) {
         return Err(TrainError::Model(
             "the model output must be the last node".into(),
         ));
@@ -579,11 +579,11 @@ mod tests {
                 .map(|(i, op)| Node {
                     name: format!("n{i}"),
                     op,
-                    inputs: vec![i],
-                    output: i + 1,
+                    inputs: vec![ValueId::new(i)],
+                    output: ValueId::new(i + 1),
                 })
                 .collect(),
-            output: 6,
+            output: ValueId::new(6),
             labels: None,
         }
     }

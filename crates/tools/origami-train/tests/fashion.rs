@@ -52,7 +52,7 @@ fn quantized_top1_agrees_with_float_on_real_images() {
     let mut correct_q = 0;
     for i in 0..n {
         let x = Tensor::new(vec![1, 1, 28, 28], test.image(i).to_vec()).unwrap();
-        let q = reference(&plan, &x, plan.model.nodes.len(), 1).unwrap();
+        let q = reference(&plan, &x, plan.model.end(), 1).unwrap();
         let f = origami_model::exec::run(&plan.model, &x).unwrap();
         let (tq, tf) = (q.top_k(1)[0][0].0, f.top_k(1)[0][0].0);
         agree += (tq == tf) as usize;

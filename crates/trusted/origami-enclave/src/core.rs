@@ -19,7 +19,7 @@ use origami_field::freivalds::combine_rows;
 use origami_field::{reduce, reduce_f64, PadKey, SealedPad, Sealer, P};
 use origami_model::exec;
 use origami_model::linalg::{conv2d, gemm_nt, ConvGeom, LinearShape};
-use origami_model::{Tensor, ValueId};
+use origami_model::{NodeId, Tensor, ValueId, INPUT};
 
 use origami_plan::plan::Plan;
 use origami_plan::qops::{
@@ -77,7 +77,7 @@ enum Await {
 }
 
 struct Session {
-    next: usize,
+    next: NodeId,
     env: Vec<Option<QVal>>,
     pad_id: Option<u64>,
     awaiting: Option<Await>,
@@ -94,7 +94,7 @@ impl Session {
 pub struct EnclaveCore {
     plan: Arc<Plan>,
     cfg: CoreConfig,
-    head_end: usize,
+    head_end: NodeId,
     offloaded: Vec<bool>,
     last_use: Vec<usize>,
     pad_key: PadKey,
@@ -151,7 +151,7 @@ impl EnclaveCore {
             if split == 0 {
                 return Err(EnclaveError::Plan("origami --split 0 would hand the raw input to the host; use --mode plain to say so".into()));
             }
-            if exec::live_across(&plan.model, head_end).contains(&0) {
+            if exec::live_across(&plan.model, head_end).contains(&INPUT) {
                 return Err(EnclaveError::Plan(format!(
                     "split {split} is not private: the tail reads the model input directly"
                 )));
@@ -204,7 +204,7 @@ impl EnclaveCore {
     pub fn config(&self) -> &CoreConfig {
         &self.cfg
     }
-    pub fn head_end(&self) -> usize {
+    pub fn head_end(&self) -> NodeId {
         self.head_end
     }
     pub fn stats(&self) -> &CoreStats {
@@ -366,7 +366,7 @@ impl EnclaveCore {
 
     /// Checks a tail output (one image) against the model's output shape.
     fn check_tail_output(&self, t: &Tensor) -> Result<(), EnclaveError> {
-        let want = &self.plan.shapes[self.plan.model.output];
+        let want = &self.plan.shapes[self.plan.model.output.index()];
         if &t.shape != want || t.data.len() != want.iter().product::<usize>() {
             return Err(EnclaveError::AcceleratorMisbehaved {
                 layer: None,
@@ -389,16 +389,16 @@ impl EnclaveCore {
             )));
         }
         let mut env = vec![None; self.plan.model.num_values()];
-        if self.head_end == 0 {
+        if self.head_end.index() == 0 {
             self.session = Some(Session {
-                next: 0,
+                next: NodeId::new(0),
                 env,
                 pad_id: None,
                 awaiting: Some(Await::Tail),
             });
             return Ok(Step::Handoff(Handoff {
-                start: 0,
-                values: vec![(0, input)],
+                start: NodeId::new(0),
+                values: vec![(INPUT, input)],
             }));
         }
         let pad_id = if self.needs_pads() {
@@ -418,9 +418,9 @@ impl EnclaveCore {
         } else {
             None
         };
-        env[0] = Some(QVal::Float(input));
+        env[INPUT.index()] = Some(QVal::Float(input));
         self.session = Some(Session {
-            next: 0,
+            next: NodeId::new(0),
             env,
             pad_id,
             awaiting: None,
@@ -436,7 +436,7 @@ impl EnclaveCore {
         match (s.awaiting.take(), reply) {
             (Some(Await::Linear { li, blinded }), Reply::Linear { result, sealed_u }) => {
                 let l = &self.plan.linears[li];
-                let node = &self.plan.model.nodes[l.node];
+                let node = &self.plan.model.nodes[l.node.index()];
                 let out_len = l.shape.out_len();
                 let misbehaved = |what: Misbehaviour| EnclaveError::AcceleratorMisbehaved {
                     layer: Some(l.layer),
@@ -472,11 +472,11 @@ impl EnclaveCore {
                     &node.name,
                     &result,
                     &u,
-                    &self.plan.shapes[value],
+                    &self.plan.shapes[value.index()],
                     l.fused_relu,
                 )?;
                 self.stats.peak_request_bytes = self.stats.peak_request_bytes.max(held + y.bytes());
-                s.env[value] = Some(y);
+                s.env[value.index()] = Some(y);
                 s.next = next;
                 self.advance()
             }
@@ -503,11 +503,11 @@ impl EnclaveCore {
             .as_mut()
             .ok_or_else(|| EnclaveError::Misuse("no request in flight".into()))?;
         while s.next < self.head_end {
-            let i = s.next;
+            let i = s.next.index();
             let n = &model.nodes[i];
             if let Some(li) = plan.by_node[i] {
                 let l = &plan.linears[li];
-                let x = s.env[n.inputs[0]]
+                let x = s.env[n.inputs[0].index()]
                     .as_ref()
                     .ok_or_else(|| EnclaveError::Misuse("missing value".into()))?;
                 if self.offloaded[li] {
@@ -542,12 +542,12 @@ impl EnclaveCore {
                     l,
                     &n.name,
                     &xq,
-                    &plan.shapes[value],
+                    &plan.shapes[value.index()],
                     l.fused_relu,
                     self.cfg.threads,
                 )?;
                 xq.zeroize();
-                s.env[value] = Some(y);
+                s.env[value.index()] = Some(y);
                 drop_dead(s, &n.inputs, i, &self.last_use);
                 s.next = next;
                 continue;
@@ -556,21 +556,21 @@ impl EnclaveCore {
                     .inputs
                     .iter()
                     .map(|&v| {
-                        s.env[v]
+                        s.env[v.index()]
                             .as_ref()
                             .ok_or_else(|| EnclaveError::Misuse("missing value".into()))
                     })
                     .collect::<Result<_, _>>()?;
                 let y = eval_nonlinear(n, &ins)?;
-                s.env[n.output] = Some(y);
+                s.env[n.output.index()] = Some(y);
             }
             drop_dead(s, &n.inputs, i, &self.last_use);
             let held = s.env_bytes();
             self.stats.peak_request_bytes = self.stats.peak_request_bytes.max(held);
-            s.next = i + 1;
+            s.next = NodeId::new(i + 1);
         }
-        if self.head_end >= model.nodes.len() {
-            let out = s.env[model.output]
+        if self.head_end >= model.end() {
+            let out = s.env[model.output.index()]
                 .take()
                 .ok_or_else(|| EnclaveError::Misuse("no output".into()))?;
             self.session = None;
@@ -579,7 +579,7 @@ impl EnclaveCore {
         let values = exec::live_across(model, self.head_end)
             .into_iter()
             .map(|v| {
-                s.env[v]
+                s.env[v.index()]
                     .as_ref()
                     .map(|q| (v, q.to_float()))
                     .ok_or_else(|| EnclaveError::Misuse("missing value".into()))
@@ -604,8 +604,8 @@ fn tile_bytes(shape: &LinearShape) -> usize {
 
 fn drop_dead(s: &mut Session, inputs: &[ValueId], node: usize, last_use: &[usize]) {
     for &v in inputs {
-        if last_use[v] <= node {
-            s.env[v] = None;
+        if last_use[v.index()] <= node {
+            s.env[v.index()] = None;
         }
     }
 }

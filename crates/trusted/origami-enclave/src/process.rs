@@ -22,11 +22,11 @@ fn step_to_wire(step: Step<origami_proto::session::SealedAnswer>) -> FromEnclave
             blinded: o.blinded,
         },
         Step::Handoff(h) => FromEnclave::Handoff {
-            start: h.start as u64,
+            start: h.start.index() as u64,
             values: h
                 .values
                 .into_iter()
-                .map(|(v, t)| (v as u64, tensor_to_wire(t)))
+                .map(|(v, t)| (v.index() as u64, tensor_to_wire(t)))
                 .collect(),
         },
         Step::Done(a) => FromEnclave::Done(a),

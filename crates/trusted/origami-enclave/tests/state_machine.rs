@@ -198,7 +198,7 @@ fn only_a_handed_off_request_waits_for_its_tail_and_parks() {
         Err(EnclaveError::Misuse(_))
     ));
     // The right shape finishes; a ticket is used once; an unknown ticket is misuse.
-    let out_shape = c.plan().shapes[c.plan().model.output].clone();
+    let out_shape = c.plan().shapes[c.plan().model.output.index()].clone();
     let out = Tensor::zeros(out_shape);
     c.finish(second.ticket, &out).unwrap();
     assert!(matches!(
@@ -234,7 +234,7 @@ fn parking_beyond_the_bound_drops_the_oldest() {
         tickets.push(p.ticket);
     }
     assert_eq!(c.parked(), origami_enclave::MAX_PARKED);
-    let out = Tensor::zeros(c.plan().shapes[c.plan().model.output].clone());
+    let out = Tensor::zeros(c.plan().shapes[c.plan().model.output.index()].clone());
     assert!(matches!(
         c.finish(tickets[0], &out),
         Err(EnclaveError::Misuse(_))

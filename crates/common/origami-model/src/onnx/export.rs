@@ -132,11 +132,14 @@ pub(super) fn export(model: &Model) -> ModelProto {
     };
     let mut input_dims = vec![batch()];
     input_dims.extend(model.input_shape.iter().map(|&d| dim(d)));
-    let output_dims = shapes.as_ref().and_then(|s| s.get(model.output)).map(|s| {
-        std::iter::once(batch())
-            .chain(s.iter().skip(1).map(|&d| dim(d)))
-            .collect()
-    });
+    let output_dims = shapes
+        .as_ref()
+        .and_then(|s| s.get(model.output.index()))
+        .map(|s| {
+            std::iter::once(batch())
+                .chain(s.iter().skip(1).map(|&d| dim(d)))
+                .collect()
+        });
 
     let graph = GraphProto {
         node: nodes,

@@ -17,7 +17,7 @@ use super::proto::{
     AttributeProto, ModelProto, NodeProto, TensorProto, ValueInfoProto,
 };
 use super::LABELS_KEY;
-use crate::ir::{Conv, Dense, Model, Node, Op, Pool, ValueId, INPUT};
+use crate::ir::{Conv, Dense, Model, Node, NodeId, Op, Pool, ValueId, INPUT};
 use crate::shape::Budget;
 use crate::ModelError;
 
@@ -393,7 +393,7 @@ impl<'a> Importer<'a> {
         inputs: Vec<ValueId>,
         onnx_name: &'a str,
     ) -> Result<ValueId, ModelError> {
-        let output = self.nodes.len() + 1;
+        let output = NodeId::new(self.nodes.len()).output();
         let node = Node {
             name,
             op,
@@ -495,7 +495,7 @@ impl<'a> Importer<'a> {
             "BatchNormalization" => self.batch_norm(&ctx, np)?,
             "Flatten" => {
                 let x = self.computed(&ctx, input(0))?;
-                let rank = self.shapes[x].len();
+                let rank = self.shapes[x.index()].len();
                 let axis = attr_i(&ctx, np, "axis")?.unwrap_or(1);
                 if normalize_axis(axis, rank) != Some(1) {
                     return Err(ctx.unsupported(format!(
@@ -507,7 +507,7 @@ impl<'a> Importer<'a> {
             "Reshape" => self.reshape(&ctx, np)?,
             "Softmax" => {
                 let x = self.computed(&ctx, input(0))?;
-                let rank = self.shapes[x].len();
+                let rank = self.shapes[x.index()].len();
                 let default = if self.opset >= 13 { -1 } else { 1 };
                 let axis = attr_i(&ctx, np, "axis")?.unwrap_or(default);
                 // Before opset 13 Softmax flattens to 2-D at `axis`; over the last axis both
@@ -644,7 +644,7 @@ impl<'a> Importer<'a> {
             return Err(ctx.unsupported("spatial must be 1"));
         }
         let x = self.computed(ctx, input_name(np, 0))?;
-        let c = self.shapes[x]
+        let c = self.shapes[x.index()]
             .get(1)
             .copied()
             .ok_or_else(|| ctx.unsupported("the input has no channel dimension"))?;
@@ -678,7 +678,7 @@ impl<'a> Importer<'a> {
             return Err(ctx.malformed(format!("the shape must be 1-D, it has shape {sd:?}")));
         }
         let allow_zero = attr_i(ctx, np, "allowzero")?.unwrap_or(0) != 0;
-        let x_shape = &self.shapes[x];
+        let x_shape = &self.shapes[x.index()];
         let total: usize = x_shape.iter().product();
         let mut out = Vec::with_capacity(target.len());
         let mut infer = None;
@@ -753,8 +753,8 @@ impl<'a> Importer<'a> {
                 let (cd, cv) = self.const_f32(ctx, c)?;
                 // Folding is exact only if nothing else reads the Dense output (x > 0: the
                 // model input is never a Dense output).
-                let sole_reader = x > 0 && self.uses_of(self.value_names[x]) == 1;
-                let dense = match self.nodes.get_mut(x.wrapping_sub(1)) {
+                let sole_reader = x != INPUT && self.uses_of(self.value_names[x.index()]) == 1;
+                let dense = match x.node().and_then(|n| self.nodes.get_mut(n.index())) {
                     Some(Node {
                         op: Op::Dense(d), ..
                     }) if sole_reader => d,
@@ -791,7 +791,7 @@ impl<'a> Importer<'a> {
         out: &'a str,
     ) -> Result<(), ModelError> {
         let x = self.computed(ctx, input_name(np, 0))?;
-        let rank = self.shapes[x].len();
+        let rank = self.shapes[x.index()].len();
         if rank != 4 {
             return Err(ctx.unsupported(format!("input of rank {rank}; only NCHW is supported")));
         }

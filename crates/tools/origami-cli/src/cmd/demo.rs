@@ -60,7 +60,7 @@ pub fn main(a: Args, accel: Accel) -> Result<()> {
     println!(
         "placement: {} — enclave runs nodes 0..{head_end} ({}), accelerator runs the rest in plain; blinded layers verified (Freivalds)",
         placement.name(),
-        plan.model.nodes[..head_end].iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ")
+        plan.model.nodes[..head_end.index()].iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ")
     );
     println!("enclave platform: in-process, NO TEE (simulation for development)");
     println!("{}", audit_verdict(&model, split));
