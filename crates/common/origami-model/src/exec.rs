@@ -4,6 +4,7 @@
 
 use crate::ir::{Model, Node, NodeId, Op, Pool, ValueId, INPUT};
 use crate::linalg::{conv2d, gemm_nt, ConvGeom};
+use crate::ops;
 use crate::{ModelError, Tensor};
 
 /// Runs the whole model on a batch `[N, C, H, W]`.
@@ -218,13 +219,44 @@ pub fn eval_node(node: &Node, ins: &[&Tensor], threads: usize) -> Result<Tensor,
                 x.data.iter().zip(&y.data).map(|(a, b)| a + b).collect(),
             )?
         }
-        Op::Softmax => {
+        Op::Softmax | Op::LogSoftmax => {
             let last = *x.shape.last().unwrap_or(&1);
             let mut out = x.clone();
-            for row in out.data.chunks_mut(last.max(1)) {
-                softmax_in_place(row);
-            }
+            let f = if matches!(node.op, Op::Softmax) {
+                softmax_in_place
+            } else {
+                ops::log_softmax_in_place
+            };
+            out.data.chunks_mut(last.max(1)).for_each(f);
             out
+        }
+        Op::Unary(u) => map(x, |v| u.apply(v)),
+        Op::PRelu { slope } => ops::prelu(x, slope),
+        Op::Binary(b) => ops::binary(*b, x, ins[1])?,
+        Op::BinaryConst { op, c, c_first } => {
+            if *c_first {
+                ops::binary(*op, c, x)?
+            } else {
+                ops::binary(*op, x, c)?
+            }
+        }
+        Op::Concat { axis } => ops::concat(ins, *axis)?,
+        Op::Transpose(perm) => ops::transpose(x, perm)?,
+        Op::Lrn(l) => {
+            dims4(x)?;
+            ops::lrn(x, l)
+        }
+        Op::Pad { pads, mode } => {
+            dims4(x)?;
+            ops::pad(x, *pads, *mode)?
+        }
+        Op::Dilate { stride, pads } => {
+            dims4(x)?;
+            ops::dilate(x, *stride, *pads)?
+        }
+        Op::GlobalMaxPool => {
+            dims4(x)?;
+            ops::global_max_pool(x)?
         }
     })
 }

@@ -5,7 +5,8 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::ModelError;
+pub use crate::ops::{BinOp, Lrn, PadMode, Unary};
+use crate::{ModelError, Tensor};
 
 /// A value (tensor) of a model: the input is value 0, node `i`'s output is value `i + 1`.
 /// Distinct from [`NodeId`] (a position in the node list, one less) and from a linear-layer
@@ -191,6 +192,45 @@ pub enum Op {
     Add,
     /// Softmax over the last axis.
     Softmax,
+    /// Log-softmax over the last axis.
+    LogSoftmax,
+    /// An elementwise map (sigmoid, tanh, leaky ReLU, ...).
+    Unary(Unary),
+    /// Leaky ReLU with a learned slope per channel (1 or C values).
+    PRelu {
+        slope: Vec<f32>,
+    },
+    /// Arithmetic between two computed values of equal rank, with numpy broadcasting
+    /// (squeeze-and-excitation's per-channel `Mul`, a branch divided by another).
+    Binary(BinOp),
+    /// Arithmetic with a constant: `x op c`, or `c op x` when `c_first`. `c` has the rank of
+    /// `x` with batch dimension 1, and broadcasts against it (numpy rules).
+    BinaryConst {
+        op: BinOp,
+        c: Tensor,
+        c_first: bool,
+    },
+    /// Concatenation of two or more values along `axis` (never the batch axis, 0).
+    Concat {
+        axis: usize,
+    },
+    /// Axes permuted (`perm[0]` is 0: the batch stays first), e.g. ShuffleNet's channel shuffle.
+    Transpose(Vec<usize>),
+    /// Local response normalization across channels.
+    Lrn(Lrn),
+    /// Spatial padding `[top, left, bottom, right]`.
+    Pad {
+        pads: [usize; 4],
+        mode: PadMode,
+    },
+    /// Zero insertion (`stride − 1` zeros between pixels) then zero padding: with the stride-1
+    /// convolution after it, a transposed convolution.
+    Dilate {
+        stride: [usize; 2],
+        pads: [usize; 4],
+    },
+    /// Maximum over each channel plane: `[N, C, H, W] → [N, C, 1, 1]`.
+    GlobalMaxPool,
 }
 
 impl Op {
@@ -215,6 +255,25 @@ impl Op {
             Op::Reshape(_) => "Reshape",
             Op::Add => "Add",
             Op::Softmax => "Softmax",
+            Op::LogSoftmax => "LogSoftmax",
+            Op::Unary(u) => u.kind(),
+            Op::PRelu { .. } => "PRelu",
+            Op::Binary(b) | Op::BinaryConst { op: b, .. } => b.kind(),
+            Op::Concat { .. } => "Concat",
+            Op::Transpose(_) => "Transpose",
+            Op::Lrn(_) => "LRN",
+            Op::Pad { .. } => "Pad",
+            Op::Dilate { .. } => "Dilate",
+            Op::GlobalMaxPool => "GlobalMaxPool",
+        }
+    }
+
+    /// How many inputs the operator reads: `(min, max)`.
+    pub fn arity(&self) -> (usize, usize) {
+        match self {
+            Op::Add | Op::Binary(_) => (2, 2),
+            Op::Concat { .. } => (2, usize::MAX),
+            _ => (1, 1),
         }
     }
 }
@@ -309,7 +368,11 @@ impl Model {
     }
 
     /// Index of the first node of the tail for `--split k`: the head holds the first k linear
-    /// layers and the non-linear layers after each, up to the next linear layer.
+    /// layers and the non-linear layers after each, up to the next linear layer. Where a branch
+    /// (a residual, a concatenation, a squeeze-and-excitation gate) would straddle that point,
+    /// the head extends to the next linear layer where all branches have joined, so the host
+    /// is handed one tensor: never a branch's earlier, less processed features beside it.
+    /// [`Model::head_layers`] says how many linear layers the head then really holds.
     pub fn split_node(&self, k: usize) -> Result<NodeId, ModelError> {
         let lin = self.linear_nodes();
         if k > lin.len() {
@@ -318,7 +381,19 @@ impl Model {
                 lin.len()
             )));
         }
-        Ok(if k == lin.len() { self.end() } else { lin[k] })
+        Ok(lin[k..]
+            .iter()
+            .copied()
+            .find(|&n| crate::exec::live_across(self, n).len() == 1)
+            .unwrap_or(self.end()))
+    }
+
+    /// The number of linear layers before node `end` (for a split, those the enclave runs).
+    pub fn head_layers(&self, end: NodeId) -> usize {
+        self.nodes[..end.index().min(self.nodes.len())]
+            .iter()
+            .filter(|n| n.op.is_linear())
+            .count()
     }
 
     /// Checks structural invariants and computes every value's shape for batch size 1.
@@ -354,10 +429,15 @@ impl Model {
                     )));
                 }
             }
-            let want_inputs = if matches!(n.op, Op::Add) { 2 } else { 1 };
-            if n.inputs.len() != want_inputs {
+            let (lo, hi) = n.op.arity();
+            if !(lo..=hi).contains(&n.inputs.len()) {
+                let want = if lo == hi {
+                    lo.to_string()
+                } else {
+                    format!("at least {lo}")
+                };
                 return Err(ModelError::Invalid(format!(
-                    "node {} ({}) takes {want_inputs} inputs, has {}",
+                    "node {} ({}) takes {want} inputs, has {}",
                     n.name,
                     n.op.kind(),
                     n.inputs.len()
@@ -434,7 +514,54 @@ impl Model {
                         put(&mut h, x);
                     }
                 }
-                Op::Relu | Op::GlobalAvgPool | Op::Flatten | Op::Add | Op::Softmax => {}
+                Op::Unary(u) => putf(&mut h, &u.params()),
+                Op::PRelu { slope } => putf(&mut h, slope),
+                Op::BinaryConst { c, c_first, .. } => {
+                    put(&mut h, *c_first as usize);
+                    put(&mut h, c.shape.len());
+                    for &d in &c.shape {
+                        put(&mut h, d);
+                    }
+                    putf(&mut h, &c.data);
+                }
+                Op::Concat { axis } => put(&mut h, *axis),
+                Op::Transpose(perm) => {
+                    put(&mut h, perm.len());
+                    for &p in perm {
+                        put(&mut h, p);
+                    }
+                }
+                Op::Lrn(l) => {
+                    put(&mut h, l.size);
+                    putf(&mut h, &[l.alpha, l.beta, l.bias]);
+                }
+                Op::Pad { pads, mode } => {
+                    for &p in pads {
+                        put(&mut h, p);
+                    }
+                    match mode {
+                        PadMode::Constant(v) => {
+                            put(&mut h, 0);
+                            putf(&mut h, &[*v]);
+                        }
+                        PadMode::Reflect => put(&mut h, 1),
+                        PadMode::Edge => put(&mut h, 2),
+                    }
+                }
+                Op::Dilate { stride, pads } => {
+                    for &v in stride.iter().chain(pads) {
+                        put(&mut h, v);
+                    }
+                }
+                // The operator name (hashed above) says everything.
+                Op::Relu
+                | Op::GlobalAvgPool
+                | Op::Flatten
+                | Op::Add
+                | Op::Softmax
+                | Op::LogSoftmax
+                | Op::Binary(_)
+                | Op::GlobalMaxPool => {}
             }
         }
         put(&mut h, self.output.index());

@@ -10,14 +10,15 @@ pub mod ir;
 pub mod linalg;
 pub mod npy;
 pub mod onnx;
+pub mod ops;
 mod shape;
 pub mod skip;
 pub mod tensor;
 pub mod zoo;
 
 pub use ir::{
-    Conv, Dense, Model, Node, NodeId, Op, Pool, ValueId, INPUT, MAX_TOTAL_ELEMENTS,
-    MAX_VALUE_ELEMENTS,
+    BinOp, Conv, Dense, Lrn, Model, Node, NodeId, Op, PadMode, Pool, Unary, ValueId, INPUT,
+    MAX_TOTAL_ELEMENTS, MAX_VALUE_ELEMENTS,
 };
 pub use tensor::Tensor;
 

@@ -11,8 +11,11 @@
 //!
 //! The protobuf messages are hand-written prost structs in [`proto`] (no `protoc`).
 
+mod decode;
 mod export;
+mod fold;
 mod import;
+mod layers;
 pub mod proto;
 
 use std::path::Path;
@@ -20,6 +23,10 @@ use std::path::Path;
 use prost::Message;
 
 use crate::{Model, ModelError};
+
+/// Operator domain of the one operator Origami writes that ONNX lacks: `Dilate` (zero
+/// insertion), what a `ConvTranspose` imports as before its convolution.
+pub const ORIGAMI_DOMAIN: &str = "ai.origami";
 
 /// Metadata key under which the class labels are stored, joined by `'\n'`.
 pub const LABELS_KEY: &str = "origami.labels";

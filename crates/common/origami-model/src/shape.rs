@@ -5,7 +5,8 @@
 //! model that passes shape inference has no size that overflows `usize`, and nothing sized from
 //! it is allocated before the bounds are checked.
 
-use crate::ir::{Node, Op, MAX_TOTAL_ELEMENTS, MAX_VALUE_ELEMENTS};
+use crate::ir::{Node, Op, PadMode, MAX_TOTAL_ELEMENTS, MAX_VALUE_ELEMENTS};
+use crate::ops::broadcast_shape;
 use crate::ModelError;
 
 /// Why shape inference refused a node; [`InferError::at`] names the node.
@@ -192,6 +193,98 @@ fn infer_shape(n: &Node, shapes: &[Vec<usize>]) -> Result<Vec<usize>, InferError
                 return Err(format!("operands have different shapes {x:?} and {y:?}").into());
             }
             Ok(x.clone())
+        }
+        Op::LogSoftmax | Op::Unary(_) => Ok(x.clone()),
+        Op::PRelu { slope } => {
+            if !(slope.len() == 1 || x.get(1) == Some(&slope.len())) {
+                return Err(format!("{} slopes for input {x:?}", slope.len()).into());
+            }
+            Ok(x.clone())
+        }
+        Op::Binary(_) => {
+            let y = &shapes[n.inputs[1].index()];
+            broadcast_shape(x, y)
+                .ok_or_else(|| format!("operands {x:?} and {y:?} do not broadcast").into())
+        }
+        Op::BinaryConst { c, .. } => {
+            if c.data.len() != checked_product(&c.shape).unwrap_or(usize::MAX)
+                || c.shape.first() != Some(&1)
+            {
+                return Err(format!("malformed constant of shape {:?}", c.shape).into());
+            }
+            broadcast_shape(x, &c.shape).ok_or_else(|| {
+                format!("operand {x:?} and constant {:?} do not broadcast", c.shape).into()
+            })
+        }
+        Op::Concat { axis } => {
+            if *axis == 0 || *axis >= x.len() {
+                return Err(format!("axis {axis} of a rank-{} input", x.len()).into());
+            }
+            let mut out = x.clone();
+            for v in &n.inputs[1..] {
+                let y = &shapes[v.index()];
+                let same = y.len() == x.len()
+                    && y.iter()
+                        .zip(x)
+                        .enumerate()
+                        .all(|(d, (a, b))| d == *axis || a == b);
+                if !same {
+                    return Err(format!("cannot concatenate {x:?} and {y:?} on axis {axis}").into());
+                }
+                out[*axis] = out[*axis]
+                    .checked_add(y[*axis])
+                    .ok_or_else(|| too_large("the concatenated size"))?;
+            }
+            Ok(out)
+        }
+        Op::Transpose(perm) => {
+            let mut seen = vec![false; x.len()];
+            let valid = perm.len() == x.len()
+                && perm.first() == Some(&0)
+                && perm
+                    .iter()
+                    .all(|&p| p < seen.len() && !std::mem::replace(&mut seen[p], true));
+            if !valid {
+                return Err(format!(
+                    "permutation {perm:?} of a rank-{} input (the batch axis must stay first)",
+                    x.len()
+                )
+                .into());
+            }
+            Ok(perm.iter().map(|&p| x[p]).collect())
+        }
+        Op::Lrn(l) => {
+            nchw(x)?;
+            if l.size == 0 {
+                return Err("LRN size 0".into());
+            }
+            Ok(x.clone())
+        }
+        Op::Pad { pads, mode } => {
+            let (b, ch, h, w) = nchw(x)?;
+            if matches!(mode, PadMode::Reflect)
+                && (pads[0].max(pads[2]) >= h || pads[1].max(pads[3]) >= w)
+            {
+                return Err(format!("reflect padding {pads:?} of a {h}x{w} plane").into());
+            }
+            let sum = |a: usize, p: usize, q: usize| a.checked_add(p)?.checked_add(q);
+            let (Some(oh), Some(ow)) = (sum(h, pads[0], pads[2]), sum(w, pads[1], pads[3])) else {
+                return Err(too_large("the padded size"));
+            };
+            Ok(vec![b, ch, oh, ow])
+        }
+        Op::Dilate { stride, pads } => {
+            let (b, ch, h, w) = nchw(x)?;
+            if stride.contains(&0) {
+                return Err("zero stride".into());
+            }
+            let (oh, ow) = crate::ops::dilated_hw(h.max(1), w.max(1), *stride, *pads)
+                .ok_or_else(|| too_large("the zero-inserted size"))?;
+            Ok(vec![b, ch, oh, ow])
+        }
+        Op::GlobalMaxPool => {
+            let (b, ch, _, _) = nchw(x)?;
+            Ok(vec![b, ch, 1, 1])
         }
     }
 }

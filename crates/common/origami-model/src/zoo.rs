@@ -343,7 +343,7 @@ mod tests {
         let v = vgg16(224);
         v.validate().unwrap();
         assert_eq!(v.linear_nodes().len(), 16);
-        // 15.47 GMAC (PRIOR_ART.md).
+        // 15.47 GMAC (docs/PRIOR-ART.md).
         assert_eq!(v.macs().unwrap() / 10_000_000, 1547);
         let v19 = vgg19(224);
         assert_eq!(v19.linear_nodes().len(), 19);

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use origami_model::onnx::{self, proto::*};
-use origami_model::{Conv, Dense, Model, ModelError, Node, Op, Pool, ValueId};
+use origami_model::{BinOp, Conv, Dense, Model, ModelError, Node, Op, Pool, ValueId};
 use prost::Message;
 
 mod common;
@@ -495,10 +495,19 @@ fn unsupported_operator_error_names_op_and_node() {
 }
 
 #[test]
-fn dilated_convolution_is_unsupported() {
-    let (op, node, detail) = unsupported(onnx::load(&fixture("dilated_conv.onnx")));
-    assert_eq!((op.as_str(), node.as_str()), ("Conv", "dilated"));
-    assert!(detail.contains("dilations"), "{detail}");
+fn dilated_convolution_imports_as_a_zero_expanded_kernel() {
+    // dilations [2, 2] on a 3x3 kernel: the 5x5 kernel with the taps at even positions.
+    let m = onnx::load(&fixture("dilated_conv.onnx")).unwrap();
+    let Op::Conv(c) = &m.nodes[0].op else {
+        panic!("{:?}", m.nodes[0].op)
+    };
+    assert_eq!((c.kh, c.kw), (5, 5));
+    for (i, w) in c.weight.iter().enumerate() {
+        let (y, x) = ((i % 25) / 5, i % 5);
+        if y % 2 == 1 || x % 2 == 1 {
+            assert_eq!(*w, 0.0, "tap {i}");
+        }
+    }
 }
 
 #[test]
@@ -603,8 +612,21 @@ fn constant_add_is_not_folded_when_the_dense_output_is_shared() {
             f32_init("b", &[2], &[1.0, 2.0]),
         ],
     ));
-    let (op, node, _) = unsupported(r);
-    assert_eq!((op.as_str(), node.as_str()), ("Add", "bias"));
+    // Not folded (the sum reads the Dense output too): a broadcast Add of the constant.
+    let m = r.unwrap();
+    let Op::Dense(d) = &m.nodes[1].op else {
+        panic!("{:?}", m.nodes[1].op)
+    };
+    assert_eq!(d.bias, [0.0, 0.0]);
+    assert_eq!(m.nodes[2].name, "bias");
+    let Op::BinaryConst { op, c, c_first } = &m.nodes[2].op else {
+        panic!("{:?}", m.nodes[2].op)
+    };
+    assert_eq!(
+        (*op, c.shape.as_slice(), *c_first),
+        (BinOp::Add, &[1, 2][..], false)
+    );
+    assert_eq!(c.data, [1.0, 2.0]);
 }
 
 #[test]
@@ -629,14 +651,23 @@ fn gemm_variants() {
     assert_eq!(d.weight, [b[0], b[2], b[4], b[1], b[3], b[5]]);
     assert_eq!(d.bias, [1.0, 2.0]);
 
-    let (op_, node, detail) = unsupported(import(&graph(
+    // alpha scales the weights, beta the bias.
+    let m = import(&graph(
         13,
         [3, 1, 1],
-        nodes(vec![a_float("alpha", 2.0)]),
+        nodes(vec![a_float("alpha", 2.0), a_float("beta", 0.5)]),
         inits.clone(),
-    )));
-    assert_eq!((op_.as_str(), node.as_str()), ("Gemm", "y"));
-    assert!(detail.contains("alpha"), "{detail}");
+    ))
+    .unwrap();
+    let Op::Dense(d) = &m.nodes[1].op else {
+        panic!()
+    };
+    let want: Vec<f32> = [b[0], b[2], b[4], b[1], b[3], b[5]]
+        .iter()
+        .map(|v| v * 2.0)
+        .collect();
+    assert_eq!(d.weight, want);
+    assert_eq!(d.bias, [0.5, 1.0]);
     let (_, _, detail) = unsupported(import(&graph(
         13,
         [3, 1, 1],
@@ -993,9 +1024,18 @@ fn structural_errors() {
         ],
         vec![],
     )));
-    // Unsupported opsets and custom domains.
-    let (op_, _, _) = unsupported(import(&graph(5, [1, 2, 2], relu(), vec![])));
+    // Unsupported opsets, operators whose pre-7 meaning is not handled, and custom domains.
+    let (op_, _, _) = unsupported(import(&graph(23, [1, 2, 2], relu(), vec![])));
     assert_eq!(op_, "opset_import");
+    import(&graph(5, [1, 2, 2], relu(), vec![])).unwrap();
+    let (op_, node, detail) = unsupported(import(&graph(
+        5,
+        [1, 2, 2],
+        vec![op("Upsample", "up", &["x"], &["y"], vec![])],
+        vec![],
+    )));
+    assert_eq!((op_.as_str(), node.as_str()), ("Upsample", "up"));
+    assert!(detail.contains("opset 5"), "{detail}");
     let mut custom = graph(18, [1, 2, 2], relu(), vec![]);
     custom.graph.as_mut().unwrap().node[0].domain = "com.microsoft".into();
     let (op_, node, _) = unsupported(import(&custom));
@@ -1013,9 +1053,16 @@ fn structural_errors() {
     let mut rank3 = graph(18, [1, 2, 2], relu(), vec![]);
     rank3.graph.as_mut().unwrap().input[0] = value_info("x", vec![dim_value(1); 3]);
     assert!(matches!(import(&rank3), Err(ModelError::Invalid(_))));
+    // A fixed batch of 2 imports (the IR runs any batch); a negative one does not.
     let mut batch2 = graph(18, [1, 2, 2], relu(), vec![]);
     batch2.graph.as_mut().unwrap().input[0] = value_info("x", vec![dim_value(2); 4]);
-    assert!(matches!(import(&batch2), Err(ModelError::Invalid(_))));
+    assert_eq!(import(&batch2).unwrap().input_shape, [2, 2, 2]);
+    let mut neg = graph(18, [1, 2, 2], relu(), vec![]);
+    neg.graph.as_mut().unwrap().input[0] = value_info(
+        "x",
+        vec![dim_value(-2), dim_value(1), dim_value(2), dim_value(2)],
+    );
+    assert!(matches!(import(&neg), Err(ModelError::Invalid(_))));
     // Initializers listed as graph inputs (IR < 4 style) are not model inputs.
     let mut listed = graph(
         18,

@@ -200,6 +200,18 @@ impl Accelerator for CudaAccelerator {
         model
             .validate()
             .map_err(|e| AccelError::BadInput(e.to_string()))?;
+        // A head ends just before a linear layer (or at the end), so the tail starts at the
+        // linear layer after the last blinded one: refuse, naming it, an operator from there on
+        // that the CUDA tail has no kernel for (the enclave runs the head's own).
+        let tail_from = match field_layers.iter().map(|l| l.layer).max() {
+            None => NodeId::new(0),
+            Some(last) => model
+                .linear_nodes()
+                .get(usize::from(last) + 1)
+                .copied()
+                .unwrap_or(model.end()),
+        };
+        tail::check_supported(&model, tail_from)?;
         let mut plans = Vec::with_capacity(field_layers.len());
         for l in field_layers {
             l.check_exact()?;

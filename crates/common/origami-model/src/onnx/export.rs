@@ -10,7 +10,8 @@ use super::proto::{
     TensorShapeProto, TypeProto, ValueInfoProto,
 };
 use super::LABELS_KEY;
-use crate::ir::{Model, Op, Pool, ValueId, INPUT};
+use super::ORIGAMI_DOMAIN;
+use crate::ir::{Model, Op, PadMode, Pool, Unary, ValueId, INPUT};
 
 /// ONNX IR version written (what PyTorch's exporter writes too).
 const IR_VERSION: i64 = 10;
@@ -34,6 +35,8 @@ pub(super) fn export(model: &Model) -> ModelProto {
         }
     };
 
+    let rank_of = |v: ValueId| shapes.as_ref().and_then(|s| s.get(v.index())).map(Vec::len);
+    let mut uses_origami_domain = false;
     let mut nodes = Vec::with_capacity(model.nodes.len());
     let mut inits = Vec::new();
     for n in &model.nodes {
@@ -50,6 +53,7 @@ pub(super) fn export(model: &Model) -> ModelProto {
             name
         };
         let mut attrs = Vec::new();
+        let mut domain = "";
         let op_type = match &n.op {
             Op::Conv(c) => {
                 // `checked_div` keeps an invalid model (groups 0) from panicking; it will fail to
@@ -115,12 +119,86 @@ pub(super) fn export(model: &Model) -> ModelProto {
                 attrs.push(int_attr("axis", -1));
                 "Softmax"
             }
+            Op::LogSoftmax => {
+                attrs.push(int_attr("axis", -1));
+                "LogSoftmax"
+            }
+            Op::Unary(u) => {
+                match *u {
+                    Unary::LeakyRelu(a) | Unary::Elu(a) => attrs.push(float_attr("alpha", a)),
+                    Unary::HardSigmoid { alpha, beta } => {
+                        attrs.push(float_attr("alpha", alpha));
+                        attrs.push(float_attr("beta", beta));
+                    }
+                    Unary::Sigmoid | Unary::Tanh | Unary::HardSwish => {}
+                }
+                u.kind()
+            }
+            Op::PRelu { slope } => {
+                // Per channel: [C, 1, ...] aligned on axis 1 of the input.
+                let rank = rank_of(n.inputs[0]).unwrap_or(4);
+                let mut dims = vec![slope.len()];
+                if slope.len() > 1 {
+                    dims.extend(std::iter::repeat_n(1, rank.saturating_sub(2)));
+                }
+                inputs.push(init("slope", f32_tensor(&dims, slope)));
+                "PRelu"
+            }
+            Op::Binary(b) => b.kind(),
+            Op::BinaryConst { op, c, c_first } => {
+                let name = init("c", f32_tensor(&c.shape, &c.data));
+                if *c_first {
+                    inputs.insert(0, name);
+                } else {
+                    inputs.push(name);
+                }
+                op.kind()
+            }
+            Op::Concat { axis } => {
+                attrs.push(int_attr("axis", *axis as i64));
+                "Concat"
+            }
+            Op::Transpose(perm) => {
+                attrs.push(ints_attr("perm", perm));
+                "Transpose"
+            }
+            Op::Lrn(l) => {
+                attrs.push(int_attr("size", l.size as i64));
+                attrs.push(float_attr("alpha", l.alpha));
+                attrs.push(float_attr("beta", l.beta));
+                attrs.push(float_attr("bias", l.bias));
+                "LRN"
+            }
+            Op::Pad { pads, mode } => {
+                let p = |v: usize| v as i64;
+                let all = [0, 0, p(pads[0]), p(pads[1]), 0, 0, p(pads[2]), p(pads[3])];
+                inputs.push(init("pads", i64_tensor(&all)));
+                let (m, v) = match mode {
+                    PadMode::Constant(v) => ("constant", *v),
+                    PadMode::Reflect => ("reflect", 0.0),
+                    PadMode::Edge => ("edge", 0.0),
+                };
+                inputs.push(init("value", f32_tensor(&[], &[v])));
+                attrs.push(string_attr("mode", m));
+                "Pad"
+            }
+            Op::Dilate { stride, pads } => {
+                // No standard operator: written in Origami's own domain (what the importer
+                // makes of a ConvTranspose, re-imported as is).
+                domain = ORIGAMI_DOMAIN;
+                uses_origami_domain = true;
+                attrs.push(ints_attr("strides", stride));
+                attrs.push(ints_attr("pads", pads));
+                "Dilate"
+            }
+            Op::GlobalMaxPool => "GlobalMaxPool",
         };
         nodes.push(NodeProto {
             input: inputs,
             output: vec![value_name(n.output)],
             name: n.name.clone(),
             op_type: op_type.to_string(),
+            domain: domain.to_string(),
             attribute: attrs,
             ..Default::default()
         });
@@ -158,10 +236,15 @@ pub(super) fn export(model: &Model) -> ModelProto {
     };
     ModelProto {
         ir_version: IR_VERSION,
-        opset_import: vec![OperatorSetIdProto {
+        opset_import: std::iter::once(OperatorSetIdProto {
             domain: String::new(),
             version: OPSET,
-        }],
+        })
+        .chain(uses_origami_domain.then(|| OperatorSetIdProto {
+            domain: ORIGAMI_DOMAIN.into(),
+            version: 1,
+        }))
+        .collect(),
         producer_name: "origami".into(),
         producer_version: env!("CARGO_PKG_VERSION").into(),
         graph: Some(graph),
@@ -229,6 +312,15 @@ fn float_attr(name: &str, v: f32) -> AttributeProto {
         name: name.into(),
         r#type: attribute_type::FLOAT,
         f: Some(v),
+        ..Default::default()
+    }
+}
+
+fn string_attr(name: &str, v: &str) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: attribute_type::STRING,
+        s: Some(v.as_bytes().to_vec()),
         ..Default::default()
     }
 }

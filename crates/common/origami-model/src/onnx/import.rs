@@ -8,32 +8,69 @@
 //! or the dimensions of their input.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
-use std::path::{Component, Path};
+use std::path::Path;
 
+use super::decode::*;
+use super::layers::{lrn, unary};
 use super::proto::{
-    attribute_type, data_location, data_type, tensor_shape_proto::dimension, type_proto,
-    AttributeProto, ModelProto, NodeProto, TensorProto, ValueInfoProto,
+    data_type, tensor_shape_proto::dimension, type_proto, ModelProto, NodeProto, TensorProto,
+    ValueInfoProto,
 };
 use super::LABELS_KEY;
-use crate::ir::{Conv, Dense, Model, Node, NodeId, Op, Pool, ValueId, INPUT};
+use crate::ir::{Conv, Dense, Model, Node, NodeId, Op, ValueId, INPUT};
 use crate::shape::Budget;
 use crate::ModelError;
 
 /// Oldest default-domain opset accepted. The operators we import changed meaning only in ways
 /// handled below (Clip bounds as attributes before 11, ReduceMean axes as an attribute before
-/// 18, Softmax's 2-D coercion before 13, BatchNormalization's `spatial` before 9).
-const MIN_OPSET: i64 = 7;
+/// 18, Softmax's 2-D coercion before 13, BatchNormalization's `spatial` before 9, Reshape's
+/// shape as an attribute before 5, the arithmetic operators' `broadcast`/`axis` attributes
+/// before 7); an operator whose older meaning is not handled is refused by [`LEGACY_OPS`].
+const MIN_OPSET: i64 = 1;
+/// Operators imported from files older than opset 7: those whose meaning did not change, or
+/// whose older attributes the importer reads. Any other operator in such a file is refused,
+/// naming it and the opset.
+const LEGACY_OPS: &[&str] = &[
+    "Add",
+    "AveragePool",
+    "BatchNormalization",
+    "Clip",
+    "Concat",
+    "Constant",
+    "Conv",
+    "Div",
+    "Dropout",
+    "Elu",
+    "Flatten",
+    "Gather",
+    "Gemm",
+    "GlobalAveragePool",
+    "GlobalMaxPool",
+    "HardSigmoid",
+    "Identity",
+    "LeakyRelu",
+    "LogSoftmax",
+    "LRN",
+    "MatMul",
+    "MaxPool",
+    "Mul",
+    "Pad",
+    "PRelu",
+    "Relu",
+    "Reshape",
+    "Shape",
+    "Sigmoid",
+    "Softmax",
+    "Squeeze",
+    "Sub",
+    "Sum",
+    "Tanh",
+    "Transpose",
+    "Unsqueeze",
+];
 /// Newest default-domain opset accepted: versions 21 and 22 only widened type constraints of
 /// the operators we import.
 const MAX_OPSET: i64 = 22;
-/// Largest number of elements in one tensor (2^31): bounds allocations driven by file contents.
-const MAX_ELEMENTS: usize = 1 << 31;
-/// Largest kernel, stride or padding accepted, far above any real network; bounding these keeps
-/// shape arithmetic far from overflow.
-const MAX_SPATIAL: i64 = 1 << 20;
-
 pub(super) fn import(mp: &ModelProto, base_dir: Option<&Path>) -> Result<Model, ModelError> {
     let graph = mp
         .graph
@@ -63,7 +100,8 @@ pub(super) fn import(mp: &ModelProto, base_dir: Option<&Path>) -> Result<Model, 
             inputs.len()
         )));
     };
-    let input_shape = input_shape(input)?;
+    let (input_shape, batch) = input_shape(input)?;
+    im.batch = batch;
     im.define(&input.name, Val::Computed(INPUT))?;
     let shape: Vec<usize> = std::iter::once(1).chain(input_shape.clone()).collect();
     im.budget
@@ -128,10 +166,6 @@ pub(super) fn import(mp: &ModelProto, base_dir: Option<&Path>) -> Result<Model, 
     Ok(model)
 }
 
-fn malformed(msg: impl Into<String>) -> ModelError {
-    ModelError::Malformed(msg.into())
-}
-
 /// The opset version of the default ONNX domain, checked against the supported range.
 fn default_opset(mp: &ModelProto, graph_name: &str) -> Result<i64, ModelError> {
     let version = mp
@@ -153,8 +187,10 @@ fn default_opset(mp: &ModelProto, graph_name: &str) -> Result<i64, ModelError> {
     Ok(version)
 }
 
-/// `[N, C, H, W]` with concrete C, H, W and N symbolic, unknown or 1 → `[C, H, W]`.
-fn input_shape(vi: &ValueInfoProto) -> Result<Vec<usize>, ModelError> {
+/// `[N, C, H, W]` with concrete C, H, W → (`[C, H, W]`, N), N = 1 when symbolic or unknown.
+/// A fixed N > 1 is accepted: the IR is batch-agnostic, so such a model runs any batch (an
+/// N-image input gives N outputs).
+fn input_shape(vi: &ValueInfoProto) -> Result<(Vec<usize>, usize), ModelError> {
     let name = &vi.name;
     let Some(type_proto::Value::TensorType(tt)) = vi.r#type.as_ref().and_then(|t| t.value.as_ref())
     else {
@@ -173,14 +209,15 @@ fn input_shape(vi: &ValueInfoProto) -> Result<Vec<usize>, ModelError> {
             dims.len()
         )));
     }
-    match &dims[0].value {
-        None | Some(dimension::Value::DimParam(_)) | Some(dimension::Value::DimValue(1)) => {}
+    let batch = match &dims[0].value {
+        None | Some(dimension::Value::DimParam(_)) => 1,
+        Some(dimension::Value::DimValue(n)) if (1..=MAX_BATCH).contains(n) => to_usize(*n)?,
         Some(dimension::Value::DimValue(n)) => {
             return Err(ModelError::Invalid(format!(
-                "input '{name}' has batch size {n}; it must be 1 or symbolic"
+                "input '{name}' has batch size {n}; it must be symbolic or 1..={MAX_BATCH}"
             )))
         }
-    }
+    };
     let mut chw = Vec::with_capacity(3);
     for d in &dims[1..] {
         match d.value {
@@ -193,12 +230,15 @@ fn input_shape(vi: &ValueInfoProto) -> Result<Vec<usize>, ModelError> {
         }
     }
     element_count(&chw, name)?;
-    Ok(chw)
+    Ok((chw, batch))
 }
+
+/// Largest fixed batch size accepted in a model's input declaration.
+const MAX_BATCH: i64 = 1 << 16;
 
 /// What an ONNX value name stands for.
 #[derive(Clone, Copy, Debug)]
-enum Val {
+pub(super) enum Val {
     /// An IR value (the input or a node output).
     Computed(ValueId),
     /// Index into `Importer::consts`.
@@ -206,45 +246,23 @@ enum Val {
 }
 
 /// A constant, decoded on demand.
-enum Const<'a> {
+pub(super) enum Const<'a> {
     Proto(&'a TensorProto),
     Floats(Vec<usize>, Vec<f32>),
     Ints(Vec<usize>, Vec<i64>),
 }
 
-/// Decoded constant data.
-enum Data {
-    F32(Vec<f32>),
-    I64(Vec<i64>),
-}
-
-/// The operator and node being converted, for error messages.
-struct Ctx<'n> {
-    op: &'n str,
-    node: &'n str,
-}
-
-impl Ctx<'_> {
-    fn unsupported(&self, detail: impl Into<String>) -> ModelError {
-        ModelError::Unsupported {
-            op: self.op.to_string(),
-            node: self.node.to_string(),
-            detail: detail.into(),
-        }
-    }
-    fn malformed(&self, msg: impl std::fmt::Display) -> ModelError {
-        malformed(format!("node '{}' ({}): {msg}", self.node, self.op))
-    }
-}
-
-struct Importer<'a> {
-    opset: i64,
+pub(super) struct Importer<'a> {
+    pub(super) opset: i64,
     base_dir: Option<&'a Path>,
-    names: HashMap<&'a str, Val>,
-    consts: Vec<Const<'a>>,
-    nodes: Vec<Node>,
+    /// The input's declared batch size (1 when symbolic): what `Shape` folds to in dimension 0,
+    /// and what a Reshape target may name as its first dimension.
+    pub(super) batch: usize,
+    pub(super) names: HashMap<&'a str, Val>,
+    pub(super) consts: Vec<Const<'a>>,
+    pub(super) nodes: Vec<Node>,
     /// Shape of every IR value with batch size 1.
-    shapes: Vec<Vec<usize>>,
+    pub(super) shapes: Vec<Vec<usize>>,
     /// The ONNX name of each IR value ("" for values we introduce).
     value_names: Vec<&'a str>,
     /// Pass-through aliases (Identity, Dropout): output name → the name it stands for.
@@ -261,6 +279,7 @@ impl<'a> Importer<'a> {
         Self {
             opset,
             base_dir,
+            batch: 1,
             names: HashMap::new(),
             consts: Vec::new(),
             nodes: Vec::new(),
@@ -272,7 +291,7 @@ impl<'a> Importer<'a> {
         }
     }
 
-    fn define(&mut self, name: &'a str, v: Val) -> Result<(), ModelError> {
+    pub(super) fn define(&mut self, name: &'a str, v: Val) -> Result<(), ModelError> {
         if name.is_empty() {
             return Err(malformed("a value has an empty name"));
         }
@@ -309,11 +328,11 @@ impl<'a> Importer<'a> {
         }
     }
 
-    fn uses_of(&self, name: &'a str) -> usize {
+    pub(super) fn uses_of(&self, name: &'a str) -> usize {
         self.uses.get(self.root_of(name)).copied().unwrap_or(0)
     }
 
-    fn lookup(&self, ctx: &Ctx, name: &str) -> Result<Val, ModelError> {
+    pub(super) fn lookup(&self, ctx: &Ctx, name: &str) -> Result<Val, ModelError> {
         if name.is_empty() {
             return Err(ctx.malformed("a required input is missing"));
         }
@@ -325,7 +344,7 @@ impl<'a> Importer<'a> {
     }
 
     /// A computed (non-constant) input.
-    fn computed(&self, ctx: &Ctx, name: &str) -> Result<ValueId, ModelError> {
+    pub(super) fn computed(&self, ctx: &Ctx, name: &str) -> Result<ValueId, ModelError> {
         match self.lookup(ctx, name)? {
             Val::Computed(v) => Ok(v),
             Val::Const(_) => Err(ctx.unsupported(format!(
@@ -334,7 +353,7 @@ impl<'a> Importer<'a> {
         }
     }
 
-    fn constant(&self, ctx: &Ctx, name: &str) -> Result<(Vec<usize>, Data), ModelError> {
+    pub(super) fn constant(&self, ctx: &Ctx, name: &str) -> Result<(Vec<usize>, Data), ModelError> {
         let c = match self.lookup(ctx, name)? {
             Val::Const(c) => c,
             Val::Computed(_) => {
@@ -351,7 +370,11 @@ impl<'a> Importer<'a> {
     }
 
     /// A constant float tensor (DOUBLE is converted).
-    fn const_f32(&self, ctx: &Ctx, name: &str) -> Result<(Vec<usize>, Vec<f32>), ModelError> {
+    pub(super) fn const_f32(
+        &self,
+        ctx: &Ctx,
+        name: &str,
+    ) -> Result<(Vec<usize>, Vec<f32>), ModelError> {
         match self.constant(ctx, name)? {
             (d, Data::F32(v)) => Ok((d, v)),
             (_, Data::I64(_)) => Err(ctx.malformed(format!(
@@ -361,7 +384,11 @@ impl<'a> Importer<'a> {
     }
 
     /// A constant int64 tensor (shapes, axes).
-    fn const_i64(&self, ctx: &Ctx, name: &str) -> Result<(Vec<usize>, Vec<i64>), ModelError> {
+    pub(super) fn const_i64(
+        &self,
+        ctx: &Ctx,
+        name: &str,
+    ) -> Result<(Vec<usize>, Vec<i64>), ModelError> {
         match self.constant(ctx, name)? {
             (d, Data::I64(v)) => Ok((d, v)),
             (_, Data::F32(_)) => Err(ctx.malformed(format!(
@@ -371,7 +398,7 @@ impl<'a> Importer<'a> {
     }
 
     /// A constant float scalar (a tensor of one element), or `default` when the input is absent.
-    fn scalar_or(&self, ctx: &Ctx, name: &str, default: f32) -> Result<f32, ModelError> {
+    pub(super) fn scalar_or(&self, ctx: &Ctx, name: &str, default: f32) -> Result<f32, ModelError> {
         if name.is_empty() {
             return Ok(default);
         }
@@ -385,7 +412,7 @@ impl<'a> Importer<'a> {
     }
 
     /// Appends an IR node and infers its shape; returns its value.
-    fn push(
+    pub(super) fn push(
         &mut self,
         ctx: &Ctx,
         name: String,
@@ -416,6 +443,15 @@ impl<'a> Importer<'a> {
             op: &np.op_type,
             node: display,
         };
+        if np.domain == super::ORIGAMI_DOMAIN && np.op_type == "Dilate" {
+            let x = self.computed(&ctx, input_name(np, 0))?;
+            let op = Op::Dilate {
+                stride: strides(&ctx, np)?,
+                pads: pads(&ctx, np)?,
+            };
+            let v = self.push(&ctx, display.to_string(), op, vec![x], out)?;
+            return self.define(out, Val::Computed(v));
+        }
         if !is_default_domain(np) {
             return Err(
                 ctx.unsupported(format!("operator domain '{}' is not supported", np.domain))
@@ -439,6 +475,19 @@ impl<'a> Importer<'a> {
         let input = |k: usize| np.input.get(k).map(String::as_str).unwrap_or("");
         // IR node name: the ONNX node name, or its output's when the node is unnamed.
         let name = display.to_string();
+        if self.opset < 7 && !LEGACY_OPS.contains(&np.op_type.as_str()) {
+            return Err(ctx.unsupported(format!(
+                "opset {}: this operator's meaning before opset 7 is not supported (re-export \
+                 the model with opset 7 or later)",
+                self.opset
+            )));
+        }
+        // Shape computations on constants (what exporters emit around Reshape) fold here.
+        if let Some(c) = self.fold(&ctx, np)? {
+            let idx = self.consts.len();
+            self.consts.push(c);
+            return self.define(out, Val::Const(idx));
+        }
 
         let op = match np.op_type.as_str() {
             "Constant" => {
@@ -451,7 +500,19 @@ impl<'a> Importer<'a> {
                 let v = self.lookup(&ctx, input(0))?;
                 return self.define(out, v);
             }
-            "Add" => return self.add(&ctx, np, name, out),
+            "Add" if self.is_bias_add(&ctx, np)? => return self.add(&ctx, np, name, out),
+            "Add" | "Sub" | "Mul" | "Div" | "Sum" => return self.arith(&ctx, np, name, out),
+            "Concat" => return self.concat(&ctx, np, name, out),
+            "Unsqueeze" | "Squeeze" => return self.squeeze(&ctx, np, name, out),
+            "ConvTranspose" => return self.conv_transpose(&ctx, np, name, out),
+            "Transpose" => self.transpose_op(&ctx, np)?,
+            "LRN" => lrn(&ctx, np)?,
+            "Pad" => self.pad(&ctx, np)?,
+            "PRelu" => self.prelu(&ctx, np)?,
+            "Sigmoid" | "Tanh" | "LeakyRelu" | "Elu" | "HardSigmoid" | "HardSwish" => {
+                Op::Unary(unary(&ctx, np)?)
+            }
+            "GlobalMaxPool" => Op::GlobalMaxPool,
             "ReduceMean" => return self.reduce_mean(&ctx, np, name, out),
             "Conv" => self.conv(&ctx, np)?,
             "Gemm" => self.gemm(&ctx, np)?,
@@ -505,7 +566,7 @@ impl<'a> Importer<'a> {
                 Op::Flatten
             }
             "Reshape" => self.reshape(&ctx, np)?,
-            "Softmax" => {
+            "Softmax" | "LogSoftmax" => {
                 let x = self.computed(&ctx, input(0))?;
                 let rank = self.shapes[x.index()].len();
                 let default = if self.opset >= 13 { -1 } else { 1 };
@@ -517,7 +578,11 @@ impl<'a> Importer<'a> {
                         "axis {axis} on a rank-{rank} input; only the last axis is supported"
                     )));
                 }
-                Op::Softmax
+                if np.op_type == "Softmax" {
+                    Op::Softmax
+                } else {
+                    Op::LogSoftmax
+                }
             }
             _ => return Err(ctx.unsupported("operator not supported")),
         };
@@ -555,7 +620,7 @@ impl<'a> Importer<'a> {
             return Err(ctx.malformed(format!("invalid group {group}")));
         }
         let groups = to_usize(group)?;
-        check_dilations(ctx, np)?;
+        let dilation = dilations(ctx, np)?;
         if let Some(ks) = attr_ints(ctx, np, "kernel_shape")? {
             if ks != [kh as i64, kw as i64] {
                 return Err(ctx.malformed(format!(
@@ -578,6 +643,7 @@ impl<'a> Importer<'a> {
         let in_c = in_pg
             .checked_mul(groups)
             .ok_or_else(|| ctx.malformed("channel count overflows"))?;
+        let (kh, kw, weight) = dilate_kernel(ctx, [kh, kw], dilation, weight)?;
         Ok(Op::Conv(Conv {
             out_c,
             in_c,
@@ -593,16 +659,22 @@ impl<'a> Importer<'a> {
 
     fn gemm(&self, ctx: &Ctx, np: &NodeProto) -> Result<Op, ModelError> {
         if attr_i(ctx, np, "transA")?.unwrap_or(0) != 0 {
-            return Err(ctx.unsupported("transA must be 0"));
+            // A is the activation [N, K]; transposed, its batch axis would not come first.
+            return Err(ctx.unsupported(
+                "transA = 1 on the activation input (its batch axis must stay first)",
+            ));
         }
         let trans_b = attr_i(ctx, np, "transB")?.unwrap_or(0);
-        for name in ["alpha", "beta"] {
-            let v = attr_f(ctx, np, name)?.unwrap_or(1.0);
-            if v != 1.0 {
-                return Err(ctx.unsupported(format!("{name} = {v}; only 1 is supported")));
-            }
+        let alpha = attr_f(ctx, np, "alpha")?.unwrap_or(1.0);
+        let beta = attr_f(ctx, np, "beta")?.unwrap_or(1.0);
+        if !alpha.is_finite() || !beta.is_finite() {
+            return Err(ctx.malformed(format!("alpha {alpha} or beta {beta} is not finite")));
         }
-        let (bd, b) = self.const_f32(ctx, input_name(np, 1))?;
+        let (bd, mut b) = self.const_f32(ctx, input_name(np, 1))?;
+        // alpha·(A·B) + beta·C = A·(alpha·B) + beta·C: folded into the weights and bias.
+        if alpha != 1.0 {
+            b.iter_mut().for_each(|w| *w *= alpha);
+        }
         let [r, c] = bd[..] else {
             return Err(ctx.malformed(format!("B must be a 2-D matrix, it has shape {bd:?}")));
         };
@@ -617,6 +689,7 @@ impl<'a> Importer<'a> {
                 let (cd, cv) = self.const_f32(ctx, name)?;
                 // C broadcasts to [M, out_f]: accept a per-output row or a single value.
                 let row_shape = cd.iter().rev().skip(1).all(|&d| d == 1) && cd.len() <= 2;
+                let cv: Vec<f32> = cv.into_iter().map(|v| v * beta).collect();
                 match cv.len() {
                     n if n == out_f && row_shape => cv,
                     1 => vec![cv[0]; out_f],
@@ -673,9 +746,20 @@ impl<'a> Importer<'a> {
 
     fn reshape(&self, ctx: &Ctx, np: &NodeProto) -> Result<Op, ModelError> {
         let x = self.computed(ctx, input_name(np, 0))?;
-        let (sd, target) = self.const_i64(ctx, input_name(np, 1))?;
+        // Before opset 5 the target is an attribute.
+        let (sd, mut target) = if self.opset < 5 {
+            let t = attr_ints(ctx, np, "shape")?
+                .ok_or_else(|| ctx.malformed("attribute 'shape' is required before opset 5"))?;
+            (vec![t.len()], t)
+        } else {
+            self.const_i64(ctx, input_name(np, 1))?
+        };
         if sd.len() != 1 {
             return Err(ctx.malformed(format!("the shape must be 1-D, it has shape {sd:?}")));
+        }
+        // A fixed batch N named literally (a file exported with batch N) is the batch axis.
+        if self.batch > 1 && target.first() == Some(&(self.batch as i64)) {
+            target[0] = 0;
         }
         let allow_zero = attr_i(ctx, np, "allowzero")?.unwrap_or(0) != 0;
         let x_shape = &self.shapes[x.index()];
@@ -730,56 +814,60 @@ impl<'a> Importer<'a> {
         })
     }
 
-    /// `Add` of two computed values, or a constant bias folded into the Gemm/MatMul before it.
+    /// Whether this `Add` is a constant bias of the Gemm/MatMul before it, which nothing else
+    /// reads: then it folds into that layer's bias (exact; the layer stays one linear layer).
+    fn is_bias_add(&self, ctx: &Ctx, np: &NodeProto) -> Result<bool, ModelError> {
+        if np.input.len() != 2 {
+            return Ok(false);
+        }
+        let (a, b) = (input_name(np, 0), input_name(np, 1));
+        let (x, c) = match (self.lookup(ctx, a)?, self.lookup(ctx, b)?) {
+            (Val::Computed(x), Val::Const(_)) => (x, b),
+            (Val::Const(_), Val::Computed(x)) => (x, a),
+            _ => return Ok(false),
+        };
+        // x > 0: the model input is never a Dense output.
+        let sole_reader = x != INPUT && self.uses_of(self.value_names[x.index()]) == 1;
+        let Some(Node {
+            op: Op::Dense(d), ..
+        }) = x.node().and_then(|n| self.nodes.get(n.index()))
+        else {
+            return Ok(false);
+        };
+        if !sole_reader {
+            return Ok(false);
+        }
+        Ok(match self.constant(ctx, c)? {
+            (cd, Data::F32(cv)) => matches!(cd[..], [_] | [1, _]) && cv.len() == d.out_f,
+            _ => false,
+        })
+    }
+
+    /// A constant bias folded into the Gemm/MatMul before it ([`Importer::is_bias_add`]).
     fn add(
         &mut self,
         ctx: &Ctx,
         np: &NodeProto,
-        name: String,
+        _name: String,
         out: &'a str,
     ) -> Result<(), ModelError> {
         let (a, b) = (input_name(np, 0), input_name(np, 1));
-        match (self.lookup(ctx, a)?, self.lookup(ctx, b)?) {
-            (Val::Computed(x), Val::Computed(y)) => {
-                let v = self.push(ctx, name, Op::Add, vec![x, y], out)?;
-                self.define(out, Val::Computed(v))
-            }
-            (Val::Computed(x), Val::Const(_)) | (Val::Const(_), Val::Computed(x)) => {
-                let c = if matches!(self.lookup(ctx, a)?, Val::Const(_)) {
-                    a
-                } else {
-                    b
-                };
-                let (cd, cv) = self.const_f32(ctx, c)?;
-                // Folding is exact only if nothing else reads the Dense output (x > 0: the
-                // model input is never a Dense output).
-                let sole_reader = x != INPUT && self.uses_of(self.value_names[x.index()]) == 1;
-                let dense = match x.node().and_then(|n| self.nodes.get_mut(n.index())) {
-                    Some(Node {
-                        op: Op::Dense(d), ..
-                    }) if sole_reader => d,
-                    _ => {
-                        return Err(ctx.unsupported(
-                            "a constant operand is only supported as the bias of a Gemm or \
-                             MatMul whose output feeds nothing else",
-                        ))
-                    }
-                };
-                let row_shape = matches!(cd[..], [_] | [1, _]);
-                if !row_shape || cv.len() != dense.out_f {
-                    return Err(ctx
-                        .unsupported(format!("bias of shape {cd:?} for {} outputs", dense.out_f)));
-                }
-                for (b, c) in dense.bias.iter_mut().zip(cv) {
-                    *b += c;
-                }
-                self.define(out, Val::Computed(x))
-            }
-            (Val::Const(_), Val::Const(_)) => {
-                Err(ctx
-                    .unsupported("both operands are constants; constant folding is not supported"))
-            }
+        let (x, c) = match self.lookup(ctx, a)? {
+            Val::Computed(x) => (x, b),
+            Val::Const(_) => (self.computed(ctx, b)?, a),
+        };
+        let (_, cv) = self.const_f32(ctx, c)?;
+        let Some(Node {
+            op: Op::Dense(dense),
+            ..
+        }) = x.node().and_then(|n| self.nodes.get_mut(n.index()))
+        else {
+            return Err(ctx.malformed("bias Add without its Dense layer"));
+        };
+        for (b, c) in dense.bias.iter_mut().zip(cv) {
+            *b += c;
         }
+        self.define(out, Val::Computed(x))
     }
 
     /// `ReduceMean` over the spatial axes: global average pooling (+ Flatten without keepdims).
@@ -822,379 +910,4 @@ impl<'a> Importer<'a> {
         };
         self.define(out, Val::Computed(v))
     }
-}
-
-fn is_default_domain(n: &NodeProto) -> bool {
-    n.domain.is_empty() || n.domain == "ai.onnx"
-}
-
-fn input_name(np: &NodeProto, k: usize) -> &str {
-    np.input.get(k).map(String::as_str).unwrap_or("")
-}
-
-/// `axis` in `[-rank, rank)` → `[0, rank)`.
-fn normalize_axis(axis: i64, rank: usize) -> Option<usize> {
-    let r = rank as i64;
-    let a = if axis < 0 { axis + r } else { axis };
-    (0..r).contains(&a).then_some(a as usize)
-}
-
-/// A row-major `rows × cols` matrix, transposed.
-fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut t = vec![0.0; m.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            t[c * rows + r] = m[r * cols + c];
-        }
-    }
-    t
-}
-
-fn to_usize(v: i64) -> Result<usize, ModelError> {
-    usize::try_from(v).map_err(|_| malformed(format!("{v} is not a valid size")))
-}
-
-/// Product of `dims`, rejecting overflow and tensors above [`MAX_ELEMENTS`].
-fn element_count(dims: &[usize], what: &str) -> Result<usize, ModelError> {
-    dims.iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .filter(|&n| n <= MAX_ELEMENTS)
-        .ok_or_else(|| {
-            malformed(format!(
-                "{what}: shape {dims:?} has more than {MAX_ELEMENTS} elements"
-            ))
-        })
-}
-
-// ---- attributes ----
-
-fn find_attr<'n>(np: &'n NodeProto, name: &str) -> Option<&'n AttributeProto> {
-    np.attribute.iter().find(|a| a.name == name)
-}
-
-/// Checks the attribute's type discriminator (UNDEFINED is tolerated for pre-IR-2 files).
-fn check_type(ctx: &Ctx, a: &AttributeProto, want: i32, what: &str) -> Result<(), ModelError> {
-    if a.r#type == want || a.r#type == attribute_type::UNDEFINED {
-        Ok(())
-    } else {
-        Err(ctx.malformed(format!(
-            "attribute '{}' must be {what} (type {want}), it has type {}",
-            a.name, a.r#type
-        )))
-    }
-}
-
-fn expect_i(ctx: &Ctx, a: &AttributeProto) -> Result<i64, ModelError> {
-    check_type(ctx, a, attribute_type::INT, "an int")?;
-    Ok(a.i.unwrap_or(0))
-}
-
-fn expect_f(ctx: &Ctx, a: &AttributeProto) -> Result<f32, ModelError> {
-    check_type(ctx, a, attribute_type::FLOAT, "a float")?;
-    Ok(a.f.unwrap_or(0.0))
-}
-
-fn attr_i(ctx: &Ctx, np: &NodeProto, name: &str) -> Result<Option<i64>, ModelError> {
-    find_attr(np, name).map(|a| expect_i(ctx, a)).transpose()
-}
-
-fn attr_f(ctx: &Ctx, np: &NodeProto, name: &str) -> Result<Option<f32>, ModelError> {
-    find_attr(np, name).map(|a| expect_f(ctx, a)).transpose()
-}
-
-fn attr_ints(ctx: &Ctx, np: &NodeProto, name: &str) -> Result<Option<Vec<i64>>, ModelError> {
-    find_attr(np, name)
-        .map(|a| {
-            check_type(ctx, a, attribute_type::INTS, "a list of ints")?;
-            Ok(a.ints.clone())
-        })
-        .transpose()
-}
-
-fn attr_s(ctx: &Ctx, np: &NodeProto, name: &str) -> Result<Option<String>, ModelError> {
-    find_attr(np, name)
-        .map(|a| {
-            check_type(ctx, a, attribute_type::STRING, "a string")?;
-            Ok(String::from_utf8_lossy(a.s.as_deref().unwrap_or_default()).into_owned())
-        })
-        .transpose()
-}
-
-/// Two spatial values, each in `[lo, MAX_SPATIAL]`.
-fn spatial<const N: usize>(
-    ctx: &Ctx,
-    name: &str,
-    v: &[i64],
-    lo: i64,
-) -> Result<[usize; N], ModelError> {
-    let arr: [i64; N] = v.try_into().map_err(|_| {
-        ctx.unsupported(format!(
-            "{name} {v:?}: only 2-D (NCHW) operators are supported"
-        ))
-    })?;
-    let mut out = [0usize; N];
-    for (o, &x) in out.iter_mut().zip(&arr) {
-        if !(lo..=MAX_SPATIAL).contains(&x) {
-            return Err(ctx.malformed(format!("{name} {v:?} out of range")));
-        }
-        *o = to_usize(x)?;
-    }
-    Ok(out)
-}
-
-fn strides(ctx: &Ctx, np: &NodeProto) -> Result<[usize; 2], ModelError> {
-    match attr_ints(ctx, np, "strides")? {
-        Some(s) => spatial(ctx, "strides", &s, 1),
-        None => Ok([1, 1]),
-    }
-}
-
-/// Padding `[top, left, bottom, right]`, honouring `auto_pad` (NOTSET or VALID only). ONNX
-/// orders pads `[x1_begin, x2_begin, x1_end, x2_end]`, which for NCHW is the same order.
-fn pads(ctx: &Ctx, np: &NodeProto) -> Result<[usize; 4], ModelError> {
-    match attr_s(ctx, np, "auto_pad")?.as_deref() {
-        None | Some("NOTSET") | Some("") => {}
-        Some("VALID") => return Ok([0; 4]),
-        Some(other) => {
-            return Err(ctx.unsupported(format!(
-                "auto_pad {other}; only NOTSET (explicit pads) and VALID are supported"
-            )))
-        }
-    }
-    match attr_ints(ctx, np, "pads")? {
-        Some(p) => spatial(ctx, "pads", &p, 0),
-        None => Ok([0; 4]),
-    }
-}
-
-fn check_dilations(ctx: &Ctx, np: &NodeProto) -> Result<(), ModelError> {
-    if let Some(d) = attr_ints(ctx, np, "dilations")? {
-        if d.iter().any(|&x| x != 1) {
-            return Err(ctx.unsupported(format!("dilations {d:?}; only 1 is supported")));
-        }
-    }
-    Ok(())
-}
-
-fn pool(ctx: &Ctx, np: &NodeProto, avg: bool) -> Result<Pool, ModelError> {
-    let kernel = match attr_ints(ctx, np, "kernel_shape")? {
-        Some(k) => spatial(ctx, "kernel_shape", &k, 1)?,
-        None => return Err(ctx.malformed("kernel_shape is required")),
-    };
-    if attr_i(ctx, np, "ceil_mode")?.unwrap_or(0) != 0 {
-        return Err(ctx.unsupported("ceil_mode must be 0"));
-    }
-    check_dilations(ctx, np)?;
-    let count_include_pad = avg && attr_i(ctx, np, "count_include_pad")?.unwrap_or(0) != 0;
-    Ok(Pool {
-        kernel,
-        stride: strides(ctx, np)?,
-        pads: pads(ctx, np)?,
-        count_include_pad,
-    })
-}
-
-// ---- tensors ----
-
-fn type_name(t: i32) -> String {
-    let name = match t {
-        data_type::UNDEFINED => "UNDEFINED",
-        data_type::FLOAT => "FLOAT",
-        data_type::UINT8 => "UINT8",
-        data_type::INT8 => "INT8",
-        data_type::INT32 => "INT32",
-        data_type::INT64 => "INT64",
-        data_type::STRING => "STRING",
-        data_type::BOOL => "BOOL",
-        data_type::FLOAT16 => "FLOAT16",
-        data_type::DOUBLE => "DOUBLE",
-        data_type::BFLOAT16 => "BFLOAT16",
-        _ => return format!("data type {t}"),
-    };
-    name.to_string()
-}
-
-/// Decodes a FLOAT, DOUBLE (→ f32) or INT64 tensor from raw, typed or external storage,
-/// checking that the stored data has exactly the length the dims call for.
-fn decode_tensor(
-    t: &TensorProto,
-    base_dir: Option<&Path>,
-) -> Result<(Vec<usize>, Data), ModelError> {
-    let name = &t.name;
-    let dims = t
-        .dims
-        .iter()
-        .map(|&d| {
-            usize::try_from(d)
-                .map_err(|_| malformed(format!("tensor '{name}' has negative dimension {d}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let n = element_count(&dims, &format!("tensor '{name}'"))?;
-    let elem_size = match t.data_type {
-        data_type::FLOAT => 4,
-        data_type::DOUBLE | data_type::INT64 => 8,
-        other => {
-            return Err(malformed(format!(
-                "tensor '{name}' has type {}; only FLOAT (DOUBLE) weights and INT64 shapes/axes \
-                 are supported",
-                type_name(other)
-            )))
-        }
-    };
-    // Cannot overflow: n ≤ 2^31 and elem_size ≤ 8.
-    let nbytes = n * elem_size;
-    let external;
-    let raw: Option<&[u8]> = if t.data_location == data_location::EXTERNAL {
-        external = read_external(t, base_dir, nbytes)?;
-        Some(&external)
-    } else if !t.raw_data.is_empty() {
-        Some(&t.raw_data)
-    } else {
-        None
-    };
-    let mismatch = |have: usize| {
-        malformed(format!(
-            "tensor '{name}' of shape {dims:?} should hold {n} values, the file holds {have}"
-        ))
-    };
-    let data = match raw {
-        Some(raw) => {
-            if raw.len() != nbytes {
-                return Err(malformed(format!(
-                    "tensor '{name}' of shape {dims:?} needs {nbytes} bytes of data, the file \
-                     holds {}",
-                    raw.len()
-                )));
-            }
-            match t.data_type {
-                data_type::FLOAT => Data::F32(
-                    raw.chunks_exact(4)
-                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                        .collect(),
-                ),
-                data_type::DOUBLE => Data::F32(
-                    raw.chunks_exact(8)
-                        .map(|c| f64::from_le_bytes(le8(c)) as f32)
-                        .collect(),
-                ),
-                _ => Data::I64(
-                    raw.chunks_exact(8)
-                        .map(|c| i64::from_le_bytes(le8(c)))
-                        .collect(),
-                ),
-            }
-        }
-        None => match t.data_type {
-            data_type::FLOAT if t.float_data.len() == n => Data::F32(t.float_data.clone()),
-            data_type::FLOAT => return Err(mismatch(t.float_data.len())),
-            data_type::DOUBLE if t.double_data.len() == n => {
-                Data::F32(t.double_data.iter().map(|&x| x as f32).collect())
-            }
-            data_type::DOUBLE => return Err(mismatch(t.double_data.len())),
-            _ if t.int64_data.len() == n => Data::I64(t.int64_data.clone()),
-            _ => return Err(mismatch(t.int64_data.len())),
-        },
-    };
-    Ok((dims, data))
-}
-
-/// An 8-byte chunk as an array (callers pass `chunks_exact(8)` items).
-fn le8(c: &[u8]) -> [u8; 8] {
-    let mut a = [0; 8];
-    a.copy_from_slice(c);
-    a
-}
-
-/// Reads the `nbytes` bytes of an external tensor. The location must be a relative path that
-/// stays inside `base_dir` (no absolute paths, no `..`, no symlink out): model files come from
-/// untrusted sources and must not make us read arbitrary files.
-fn read_external(
-    t: &TensorProto,
-    base_dir: Option<&Path>,
-    nbytes: usize,
-) -> Result<Vec<u8>, ModelError> {
-    let name = &t.name;
-    let bad = |msg: String| malformed(format!("tensor '{name}': {msg}"));
-    let base = base_dir.ok_or_else(|| {
-        bad(
-            "its data is stored in an external file, which needs the model's directory (load \
-             the model from a file, or pass a base directory)"
-                .into(),
-        )
-    })?;
-    let mut location = None;
-    let mut offset = 0u64;
-    let mut length = None;
-    for e in &t.external_data {
-        let num = || {
-            e.value.parse::<u64>().map_err(|_| {
-                bad(format!(
-                    "external data {} '{}' is not a number",
-                    e.key, e.value
-                ))
-            })
-        };
-        match e.key.as_str() {
-            "location" => location = Some(e.value.as_str()),
-            "offset" => offset = num()?,
-            "length" => length = Some(num()?),
-            _ => {} // "checksum" and future keys do not affect where the data is.
-        }
-    }
-    let location = location
-        .filter(|l| !l.is_empty())
-        .ok_or_else(|| bad("external data has no location".into()))?;
-    let rel = Path::new(location);
-    let escapes = rel.is_absolute()
-        || location.starts_with(['/', '\\'])
-        || location.split(['/', '\\']).any(|s| s == "..")
-        || location.contains(':')
-        || rel
-            .components()
-            .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir));
-    if escapes {
-        return Err(bad(format!(
-            "external data location '{location}' must be a relative path inside the model's \
-             directory"
-        )));
-    }
-    let path = base.join(rel);
-    let io = |source| ModelError::Io {
-        path: path.display().to_string(),
-        source,
-    };
-    // Symlinks could still point outside the directory: compare the resolved paths.
-    let real_base = base.canonicalize().map_err(|source| ModelError::Io {
-        path: base.display().to_string(),
-        source,
-    })?;
-    let real = path.canonicalize().map_err(io)?;
-    if !real.starts_with(&real_base) {
-        return Err(bad(format!(
-            "external data location '{location}' resolves outside the model's directory"
-        )));
-    }
-    let mut f = File::open(&real).map_err(io)?;
-    let file_len = f.metadata().map_err(io)?.len();
-    let available = file_len.checked_sub(offset).ok_or_else(|| {
-        bad(format!(
-            "external data offset {offset} is past the end of '{location}' ({file_len} bytes)"
-        ))
-    })?;
-    let length = length.unwrap_or(available);
-    if length > available {
-        return Err(bad(format!(
-            "external data offset {offset} + length {length} is past the end of '{location}' \
-             ({file_len} bytes)"
-        )));
-    }
-    if length != nbytes as u64 {
-        return Err(bad(format!(
-            "external data length {length} does not match the {nbytes} bytes its shape needs"
-        )));
-    }
-    let mut buf = vec![0; nbytes];
-    f.seek(SeekFrom::Start(offset)).map_err(io)?;
-    f.read_exact(&mut buf).map_err(io)?;
-    Ok(buf)
 }
