@@ -95,6 +95,28 @@ pub fn build_plan(model: &Model, calib: usize) -> Result<Arc<Plan>> {
     Ok(Arc::new(Plan::build(model, &c, QuantConfig::default())?))
 }
 
+/// Where the enclave's part of `placement` really ends, when a branch made it longer than
+/// `--split` asked: the head extends to the linear layer where all branches have joined, so the
+/// host is handed one tensor. `None` when the head ends where asked.
+pub fn head_extension(plan: &Plan, placement: Placement) -> Result<Option<String>> {
+    let Placement::Origami { split } = placement else {
+        return Ok(None);
+    };
+    let end = plan.head_end(placement)?;
+    let layers = plan.model.head_layers(end);
+    if layers == split {
+        return Ok(None);
+    }
+    let last = end
+        .index()
+        .checked_sub(1)
+        .map_or("the input", |i| plan.model.nodes[i].name.as_str());
+    Ok(Some(format!(
+        "--split {split} falls inside a branch: the head extends to {layers} linear layers \
+         (through node '{last}'), where the branches join, so the host is handed one tensor"
+    )))
+}
+
 pub fn print_answer(model: &Model, out: &Tensor) {
     let probs = if model
         .output

@@ -937,3 +937,34 @@ fn pad_files_from_precompute_with_an_attached_enclave() {
     let _ = enclave.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn plan_and_run_say_where_a_head_inside_a_branch_really_ends() {
+    // resnet-small: split 2 ends inside the first residual block; the head extends to 3.
+    let out = run_ok(&["plan", "--model", "resnet-small"]);
+    assert!(
+        out.contains("--split 2 falls inside a branch: the head extends to 3 linear layers"),
+        "{out}"
+    );
+    let d = tmpdir("branch");
+    let inp = d.join("x.npy");
+    npy::write_npy(&inp, &zoo::seeded_input(&zoo::resnet_small(), 5)).unwrap();
+    let run = |split: &str| {
+        run_ok(&[
+            "run",
+            "--model",
+            "resnet-small",
+            "--mode",
+            "origami",
+            "--split",
+            split,
+            "--input",
+            inp.to_str().unwrap(),
+        ])
+    };
+    let out = run("2");
+    assert!(out.contains("the head extends to 3 linear layers"), "{out}");
+    // A split at a join is not extended.
+    let out = run("3");
+    assert!(!out.contains("falls inside a branch"), "{out}");
+}

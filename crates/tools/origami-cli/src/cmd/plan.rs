@@ -2,6 +2,8 @@
 
 use anyhow::Result;
 
+use origami_plan::Placement;
+
 use crate::common::*;
 
 #[derive(clap::Args)]
@@ -22,5 +24,11 @@ pub fn main(a: Args) -> Result<()> {
         hex(&plan.hash[..8])
     );
     print!("{}", plan.summary());
+    // Splits that fall inside a branch (residual, concatenation, gate) and where they end.
+    for split in 1..plan.linears.len() {
+        if let Some(note) = head_extension(&plan, Placement::Origami { split })? {
+            println!("{note}");
+        }
+    }
     Ok(())
 }

@@ -72,6 +72,9 @@ pub fn main(a: Args, accel: Accel) -> Result<()> {
     let t = Instant::now();
     let plan = build_plan(&m, calib)?;
     let plan_ms = t.elapsed().as_secs_f64() * 1e3;
+    if let Some(note) = head_extension(&plan, placement)? {
+        println!("{note}");
+    }
     println!(
         "model {} | placement {} | verify {} | plan {:.1} ms",
         m.name,
