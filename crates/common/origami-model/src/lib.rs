@@ -5,6 +5,7 @@
 
 pub mod atomic;
 pub mod exec;
+mod hash;
 pub mod input;
 pub mod ir;
 pub mod linalg;

@@ -16,7 +16,9 @@ mod export;
 mod fold;
 mod import;
 mod layers;
+mod linear;
 pub mod proto;
+mod reshape;
 
 use std::path::Path;
 

@@ -30,6 +30,7 @@ mod device;
 #[cfg(test)]
 mod emu;
 pub mod limbs;
+pub mod support;
 mod tail;
 
 use device::{backend, launch, Device};
@@ -211,7 +212,7 @@ impl Accelerator for CudaAccelerator {
                 .copied()
                 .unwrap_or(model.end()),
         };
-        tail::check_supported(&model, tail_from)?;
+        support::check_supported(&model, tail_from)?;
         let mut plans = Vec::with_capacity(field_layers.len());
         for l in field_layers {
             l.check_exact()?;

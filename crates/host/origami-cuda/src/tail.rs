@@ -59,54 +59,6 @@ pub(crate) struct Tail {
     cols: Option<CudaSlice<f32>>,
 }
 
-/// Whether the CUDA tail has kernels for `op` (the operators of VGG, ResNet and MobileNet-v1/v2;
-/// the others of the bring-your-own-CNN set run on the CPU accelerator for now).
-pub fn supports(op: &Op) -> bool {
-    matches!(
-        op,
-        Op::Conv(_)
-            | Op::Dense(_)
-            | Op::Relu
-            | Op::Clip { .. }
-            | Op::BatchNorm { .. }
-            | Op::MaxPool(_)
-            | Op::AvgPool(_)
-            | Op::GlobalAvgPool
-            | Op::Add
-            | Op::Softmax
-            | Op::Flatten
-            | Op::Reshape(_)
-    )
-}
-
-/// The error for a node the CUDA tail cannot run, naming the operator and the node.
-fn unsupported(op: &Op, node: usize) -> AccelError {
-    AccelError::BadInput(format!(
-        "the CUDA tail has no kernel for operator {} (node {node}); run this model with \
-         --accel cpu, or with a split whose tail does not contain it",
-        op.kind()
-    ))
-}
-
-/// The first node at or after `start` that the CUDA tail cannot run, as an error.
-pub fn check_supported(model: &Model, start: NodeId) -> Result<(), AccelError> {
-    match model
-        .nodes
-        .iter()
-        .enumerate()
-        .skip(start.index())
-        .find(|(_, n)| !supports(&n.op))
-    {
-        Some((i, n)) => Err(AccelError::BadInput(format!(
-            "the CUDA tail has no kernel for operator {} (node '{}', {i}); run this model with \
-             --accel cpu, or with a split whose tail does not contain it",
-            n.op.kind(),
-            n.name
-        ))),
-        None => Ok(()),
-    }
-}
-
 fn bad(msg: impl Into<String>) -> AccelError {
     AccelError::BadInput(msg.into())
 }
@@ -194,7 +146,7 @@ impl Tail {
         start: NodeId,
         values: Vec<(ValueId, Tensor)>,
     ) -> Result<Tensor, AccelError> {
-        check_supported(model, start)?;
+        crate::support::check_supported(model, start)?;
         let mut env: Vec<Option<DevVal>> = vec![None; model.num_values()];
         for (v, t) in values {
             let len = t.data.len();
@@ -404,7 +356,7 @@ impl Tail {
             }
             // Handled by `node` (no data movement).
             Op::Flatten | Op::Reshape(_) => Ok(()),
-            other => Err(unsupported(other, i)),
+            other => Err(crate::support::unsupported(other, i)),
         }
     }
 

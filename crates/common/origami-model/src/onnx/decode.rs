@@ -6,8 +6,10 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Component, Path};
 
+use super::import::{MAX_OPSET, MIN_OPSET};
 use super::proto::{
-    attribute_type, data_location, data_type, AttributeProto, NodeProto, TensorProto,
+    attribute_type, data_location, data_type, tensor_shape_proto::dimension, type_proto,
+    AttributeProto, ModelProto, NodeProto, TensorProto, ValueInfoProto,
 };
 use crate::ir::Pool;
 use crate::ModelError;
@@ -477,3 +479,73 @@ pub(super) fn read_external(
     f.read_exact(&mut buf).map_err(io)?;
     Ok(buf)
 }
+
+/// The opset version of the default ONNX domain, checked against the supported range.
+pub(super) fn default_opset(mp: &ModelProto, graph_name: &str) -> Result<i64, ModelError> {
+    let version = mp
+        .opset_import
+        .iter()
+        .filter(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+        .map(|o| o.version)
+        .max()
+        .ok_or_else(|| malformed("no opset_import entry for the default ONNX domain"))?;
+    if !(MIN_OPSET..=MAX_OPSET).contains(&version) {
+        return Err(ModelError::Unsupported {
+            op: "opset_import".into(),
+            node: graph_name.into(),
+            detail: format!(
+                "opset {version} is outside the supported range {MIN_OPSET}..={MAX_OPSET}"
+            ),
+        });
+    }
+    Ok(version)
+}
+
+/// `[N, C, H, W]` with concrete C, H, W → (`[C, H, W]`, N), N = 1 when symbolic or unknown.
+/// A fixed N > 1 is accepted: the IR is batch-agnostic, so such a model runs any batch (an
+/// N-image input gives N outputs).
+pub(super) fn input_shape(vi: &ValueInfoProto) -> Result<(Vec<usize>, usize), ModelError> {
+    let name = &vi.name;
+    let Some(type_proto::Value::TensorType(tt)) = vi.r#type.as_ref().and_then(|t| t.value.as_ref())
+    else {
+        return Err(malformed(format!("input '{name}' has no tensor type")));
+    };
+    if tt.elem_type != data_type::FLOAT {
+        return Err(ModelError::Invalid(format!(
+            "input '{name}' has element type {}, only float32 is supported",
+            type_name(tt.elem_type)
+        )));
+    }
+    let dims = tt.shape.as_ref().map(|s| &s.dim[..]).unwrap_or(&[]);
+    if dims.len() != 4 {
+        return Err(ModelError::Invalid(format!(
+            "input '{name}' must be a 4-D NCHW image tensor, it has rank {}",
+            dims.len()
+        )));
+    }
+    let batch = match &dims[0].value {
+        None | Some(dimension::Value::DimParam(_)) => 1,
+        Some(dimension::Value::DimValue(n)) if (1..=MAX_BATCH).contains(n) => to_usize(*n)?,
+        Some(dimension::Value::DimValue(n)) => {
+            return Err(ModelError::Invalid(format!(
+                "input '{name}' has batch size {n}; it must be symbolic or 1..={MAX_BATCH}"
+            )))
+        }
+    };
+    let mut chw = Vec::with_capacity(3);
+    for d in &dims[1..] {
+        match d.value {
+            Some(dimension::Value::DimValue(v)) if v > 0 => chw.push(to_usize(v)?),
+            _ => {
+                return Err(ModelError::Invalid(format!(
+                    "input '{name}' must have concrete positive C, H and W dimensions"
+                )))
+            }
+        }
+    }
+    element_count(&chw, name)?;
+    Ok((chw, batch))
+}
+
+/// Largest fixed batch size accepted in a model's input declaration.
+const MAX_BATCH: i64 = 1 << 16;

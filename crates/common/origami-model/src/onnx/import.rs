@@ -12,12 +12,9 @@ use std::path::Path;
 
 use super::decode::*;
 use super::layers::{lrn, unary};
-use super::proto::{
-    data_type, tensor_shape_proto::dimension, type_proto, ModelProto, NodeProto, TensorProto,
-    ValueInfoProto,
-};
+use super::proto::{ModelProto, NodeProto, TensorProto, ValueInfoProto};
 use super::LABELS_KEY;
-use crate::ir::{Conv, Dense, Model, Node, NodeId, Op, ValueId, INPUT};
+use crate::ir::{Dense, Model, Node, NodeId, Op, ValueId, INPUT};
 use crate::shape::Budget;
 use crate::ModelError;
 
@@ -26,7 +23,7 @@ use crate::ModelError;
 /// 18, Softmax's 2-D coercion before 13, BatchNormalization's `spatial` before 9, Reshape's
 /// shape as an attribute before 5, the arithmetic operators' `broadcast`/`axis` attributes
 /// before 7); an operator whose older meaning is not handled is refused by [`LEGACY_OPS`].
-const MIN_OPSET: i64 = 1;
+pub(super) const MIN_OPSET: i64 = 1;
 /// Operators imported from files older than opset 7: those whose meaning did not change, or
 /// whose older attributes the importer reads. Any other operator in such a file is refused,
 /// naming it and the opset.
@@ -70,7 +67,7 @@ const LEGACY_OPS: &[&str] = &[
 ];
 /// Newest default-domain opset accepted: versions 21 and 22 only widened type constraints of
 /// the operators we import.
-const MAX_OPSET: i64 = 22;
+pub(super) const MAX_OPSET: i64 = 22;
 pub(super) fn import(mp: &ModelProto, base_dir: Option<&Path>) -> Result<Model, ModelError> {
     let graph = mp
         .graph
@@ -165,76 +162,6 @@ pub(super) fn import(mp: &ModelProto, base_dir: Option<&Path>) -> Result<Model, 
     model.validate()?;
     Ok(model)
 }
-
-/// The opset version of the default ONNX domain, checked against the supported range.
-fn default_opset(mp: &ModelProto, graph_name: &str) -> Result<i64, ModelError> {
-    let version = mp
-        .opset_import
-        .iter()
-        .filter(|o| o.domain.is_empty() || o.domain == "ai.onnx")
-        .map(|o| o.version)
-        .max()
-        .ok_or_else(|| malformed("no opset_import entry for the default ONNX domain"))?;
-    if !(MIN_OPSET..=MAX_OPSET).contains(&version) {
-        return Err(ModelError::Unsupported {
-            op: "opset_import".into(),
-            node: graph_name.into(),
-            detail: format!(
-                "opset {version} is outside the supported range {MIN_OPSET}..={MAX_OPSET}"
-            ),
-        });
-    }
-    Ok(version)
-}
-
-/// `[N, C, H, W]` with concrete C, H, W → (`[C, H, W]`, N), N = 1 when symbolic or unknown.
-/// A fixed N > 1 is accepted: the IR is batch-agnostic, so such a model runs any batch (an
-/// N-image input gives N outputs).
-fn input_shape(vi: &ValueInfoProto) -> Result<(Vec<usize>, usize), ModelError> {
-    let name = &vi.name;
-    let Some(type_proto::Value::TensorType(tt)) = vi.r#type.as_ref().and_then(|t| t.value.as_ref())
-    else {
-        return Err(malformed(format!("input '{name}' has no tensor type")));
-    };
-    if tt.elem_type != data_type::FLOAT {
-        return Err(ModelError::Invalid(format!(
-            "input '{name}' has element type {}, only float32 is supported",
-            type_name(tt.elem_type)
-        )));
-    }
-    let dims = tt.shape.as_ref().map(|s| &s.dim[..]).unwrap_or(&[]);
-    if dims.len() != 4 {
-        return Err(ModelError::Invalid(format!(
-            "input '{name}' must be a 4-D NCHW image tensor, it has rank {}",
-            dims.len()
-        )));
-    }
-    let batch = match &dims[0].value {
-        None | Some(dimension::Value::DimParam(_)) => 1,
-        Some(dimension::Value::DimValue(n)) if (1..=MAX_BATCH).contains(n) => to_usize(*n)?,
-        Some(dimension::Value::DimValue(n)) => {
-            return Err(ModelError::Invalid(format!(
-                "input '{name}' has batch size {n}; it must be symbolic or 1..={MAX_BATCH}"
-            )))
-        }
-    };
-    let mut chw = Vec::with_capacity(3);
-    for d in &dims[1..] {
-        match d.value {
-            Some(dimension::Value::DimValue(v)) if v > 0 => chw.push(to_usize(v)?),
-            _ => {
-                return Err(ModelError::Invalid(format!(
-                    "input '{name}' must have concrete positive C, H and W dimensions"
-                )))
-            }
-        }
-    }
-    element_count(&chw, name)?;
-    Ok((chw, batch))
-}
-
-/// Largest fixed batch size accepted in a model's input declaration.
-const MAX_BATCH: i64 = 1 << 16;
 
 /// What an ONNX value name stands for.
 #[derive(Clone, Copy, Debug)]
@@ -608,212 +535,6 @@ impl<'a> Importer<'a> {
         })
     }
 
-    fn conv(&self, ctx: &Ctx, np: &NodeProto) -> Result<Op, ModelError> {
-        let (wd, weight) = self.const_f32(ctx, input_name(np, 1))?;
-        let [out_c, in_pg, kh, kw] = wd[..] else {
-            return Err(ctx.unsupported(format!(
-                "only 2-D convolutions are supported (weight shape {wd:?})"
-            )));
-        };
-        let group = attr_i(ctx, np, "group")?.unwrap_or(1);
-        if group < 1 || group > MAX_ELEMENTS as i64 {
-            return Err(ctx.malformed(format!("invalid group {group}")));
-        }
-        let groups = to_usize(group)?;
-        let dilation = dilations(ctx, np)?;
-        if let Some(ks) = attr_ints(ctx, np, "kernel_shape")? {
-            if ks != [kh as i64, kw as i64] {
-                return Err(ctx.malformed(format!(
-                    "kernel_shape {ks:?} does not match the weight shape {wd:?}"
-                )));
-            }
-        }
-        let stride = strides(ctx, np)?;
-        let pads = pads(ctx, np)?;
-        let bias = match input_name(np, 2) {
-            "" => vec![0.0; out_c],
-            b => {
-                let (bd, bias) = self.const_f32(ctx, b)?;
-                if bias.len() != out_c || bd.len() != 1 {
-                    return Err(ctx.malformed(format!("bias has shape {bd:?}, expected [{out_c}]")));
-                }
-                bias
-            }
-        };
-        let in_c = in_pg
-            .checked_mul(groups)
-            .ok_or_else(|| ctx.malformed("channel count overflows"))?;
-        let (kh, kw, weight) = dilate_kernel(ctx, [kh, kw], dilation, weight)?;
-        Ok(Op::Conv(Conv {
-            out_c,
-            in_c,
-            kh,
-            kw,
-            stride,
-            pads,
-            groups,
-            weight,
-            bias,
-        }))
-    }
-
-    fn gemm(&self, ctx: &Ctx, np: &NodeProto) -> Result<Op, ModelError> {
-        if attr_i(ctx, np, "transA")?.unwrap_or(0) != 0 {
-            // A is the activation [N, K]; transposed, its batch axis would not come first.
-            return Err(ctx.unsupported(
-                "transA = 1 on the activation input (its batch axis must stay first)",
-            ));
-        }
-        let trans_b = attr_i(ctx, np, "transB")?.unwrap_or(0);
-        let alpha = attr_f(ctx, np, "alpha")?.unwrap_or(1.0);
-        let beta = attr_f(ctx, np, "beta")?.unwrap_or(1.0);
-        if !alpha.is_finite() || !beta.is_finite() {
-            return Err(ctx.malformed(format!("alpha {alpha} or beta {beta} is not finite")));
-        }
-        let (bd, mut b) = self.const_f32(ctx, input_name(np, 1))?;
-        // alpha·(A·B) + beta·C = A·(alpha·B) + beta·C: folded into the weights and bias.
-        if alpha != 1.0 {
-            b.iter_mut().for_each(|w| *w *= alpha);
-        }
-        let [r, c] = bd[..] else {
-            return Err(ctx.malformed(format!("B must be a 2-D matrix, it has shape {bd:?}")));
-        };
-        let (out_f, in_f, weight) = match trans_b {
-            1 => (r, c, b),
-            0 => (c, r, transpose(&b, r, c)),
-            t => return Err(ctx.malformed(format!("transB = {t}"))),
-        };
-        let bias = match input_name(np, 2) {
-            "" => vec![0.0; out_f],
-            name => {
-                let (cd, cv) = self.const_f32(ctx, name)?;
-                // C broadcasts to [M, out_f]: accept a per-output row or a single value.
-                let row_shape = cd.iter().rev().skip(1).all(|&d| d == 1) && cd.len() <= 2;
-                let cv: Vec<f32> = cv.into_iter().map(|v| v * beta).collect();
-                match cv.len() {
-                    n if n == out_f && row_shape => cv,
-                    1 => vec![cv[0]; out_f],
-                    _ => {
-                        return Err(ctx.unsupported(format!(
-                            "C of shape {cd:?}; only a bias of {out_f} values is supported"
-                        )))
-                    }
-                }
-            }
-        };
-        Ok(Op::Dense(Dense {
-            out_f,
-            in_f,
-            weight,
-            bias,
-        }))
-    }
-
-    fn batch_norm(&self, ctx: &Ctx, np: &NodeProto) -> Result<Op, ModelError> {
-        if attr_i(ctx, np, "training_mode")?.unwrap_or(0) != 0 {
-            return Err(ctx.unsupported("training_mode must be 0 (inference)"));
-        }
-        if attr_i(ctx, np, "spatial")?.unwrap_or(1) != 1 {
-            return Err(ctx.unsupported("spatial must be 1"));
-        }
-        let x = self.computed(ctx, input_name(np, 0))?;
-        let c = self.shapes[x.index()]
-            .get(1)
-            .copied()
-            .ok_or_else(|| ctx.unsupported("the input has no channel dimension"))?;
-        let eps = f64::from(attr_f(ctx, np, "epsilon")?.unwrap_or(1e-5));
-        let mut params = Vec::with_capacity(4);
-        for (k, what) in [(1, "scale"), (2, "B"), (3, "mean"), (4, "var")] {
-            let (d, v) = self.const_f32(ctx, input_name(np, k))?;
-            if v.len() != c || d.len() != 1 {
-                return Err(ctx.malformed(format!(
-                    "{what} has shape {d:?}, expected [{c}] for the input's channels"
-                )));
-            }
-            params.push(v);
-        }
-        let (gamma, beta, mean, var) = (&params[0], &params[1], &params[2], &params[3]);
-        let mut scale = Vec::with_capacity(c);
-        let mut shift = Vec::with_capacity(c);
-        for i in 0..c {
-            // f64 so the folded parameters are the correctly rounded f32 of the exact map.
-            let s = f64::from(gamma[i]) / (f64::from(var[i]) + eps).sqrt();
-            scale.push(s as f32);
-            shift.push((f64::from(beta[i]) - f64::from(mean[i]) * s) as f32);
-        }
-        Ok(Op::BatchNorm { scale, shift })
-    }
-
-    fn reshape(&self, ctx: &Ctx, np: &NodeProto) -> Result<Op, ModelError> {
-        let x = self.computed(ctx, input_name(np, 0))?;
-        // Before opset 5 the target is an attribute.
-        let (sd, mut target) = if self.opset < 5 {
-            let t = attr_ints(ctx, np, "shape")?
-                .ok_or_else(|| ctx.malformed("attribute 'shape' is required before opset 5"))?;
-            (vec![t.len()], t)
-        } else {
-            self.const_i64(ctx, input_name(np, 1))?
-        };
-        if sd.len() != 1 {
-            return Err(ctx.malformed(format!("the shape must be 1-D, it has shape {sd:?}")));
-        }
-        // A fixed batch N named literally (a file exported with batch N) is the batch axis.
-        if self.batch > 1 && target.first() == Some(&(self.batch as i64)) {
-            target[0] = 0;
-        }
-        let allow_zero = attr_i(ctx, np, "allowzero")?.unwrap_or(0) != 0;
-        let x_shape = &self.shapes[x.index()];
-        let total: usize = x_shape.iter().product();
-        let mut out = Vec::with_capacity(target.len());
-        let mut infer = None;
-        for (i, &d) in target.iter().enumerate() {
-            match d {
-                0 if allow_zero => {
-                    return Err(
-                        ctx.unsupported("zero-sized dimensions (allowzero) are not supported")
-                    )
-                }
-                0 => out.push(*x_shape.get(i).ok_or_else(|| {
-                    ctx.malformed(format!("dimension {i} copies a dimension the input lacks"))
-                })?),
-                -1 if infer.is_none() => {
-                    infer = Some(i);
-                    out.push(1);
-                }
-                d if (1..=MAX_ELEMENTS as i64).contains(&d) => out.push(to_usize(d)?),
-                d => return Err(ctx.malformed(format!("invalid target dimension {d}"))),
-            }
-        }
-        let known = element_count(&out, "reshape target")?;
-        if let Some(i) = infer {
-            if total.checked_rem(known) != Some(0) {
-                return Err(ModelError::Shape(format!(
-                    "node '{}' (Reshape): cannot reshape {x_shape:?} to {target:?}",
-                    ctx.node
-                )));
-            }
-            out[i] = total / known;
-        } else if known != total {
-            return Err(ModelError::Shape(format!(
-                "node '{}' (Reshape): cannot reshape {x_shape:?} to {target:?}",
-                ctx.node
-            )));
-        }
-        // The IR keeps the batch dimension: the first target entry must copy it (0), infer it
-        // (-1 with everything else fixed), or be the literal 1 of a batch-1 export.
-        let keeps_batch = out.len() >= 2 && (-1..=1).contains(&target[0]) && out[0] == 1;
-        if !keeps_batch {
-            return Err(ctx.unsupported(format!(
-                "target shape {target:?} does not keep the batch dimension first"
-            )));
-        }
-        Ok(if out.len() == 2 {
-            Op::Flatten
-        } else {
-            Op::Reshape(out[1..].to_vec())
-        })
-    }
-
     /// Whether this `Add` is a constant bias of the Gemm/MatMul before it, which nothing else
     /// reads: then it folds into that layer's bias (exact; the layer stays one linear layer).
     fn is_bias_add(&self, ctx: &Ctx, np: &NodeProto) -> Result<bool, ModelError> {
@@ -868,46 +589,5 @@ impl<'a> Importer<'a> {
             *b += c;
         }
         self.define(out, Val::Computed(x))
-    }
-
-    /// `ReduceMean` over the spatial axes: global average pooling (+ Flatten without keepdims).
-    fn reduce_mean(
-        &mut self,
-        ctx: &Ctx,
-        np: &NodeProto,
-        name: String,
-        out: &'a str,
-    ) -> Result<(), ModelError> {
-        let x = self.computed(ctx, input_name(np, 0))?;
-        let rank = self.shapes[x.index()].len();
-        if rank != 4 {
-            return Err(ctx.unsupported(format!("input of rank {rank}; only NCHW is supported")));
-        }
-        let axes = if self.opset >= 18 {
-            match input_name(np, 1) {
-                "" => None,
-                a => Some(self.const_i64(ctx, a)?.1),
-            }
-        } else {
-            attr_ints(ctx, np, "axes")?
-        };
-        let mut axes: Vec<Option<usize>> = axes
-            .unwrap_or_default()
-            .iter()
-            .map(|&a| normalize_axis(a, rank))
-            .collect();
-        axes.sort();
-        if axes != [Some(2), Some(3)] {
-            return Err(ctx.unsupported("only a mean over the spatial axes [2, 3] is supported"));
-        }
-        let keep = attr_i(ctx, np, "keepdims")?.unwrap_or(1) != 0;
-        let v = if keep {
-            self.push(ctx, name, Op::GlobalAvgPool, vec![x], out)?
-        } else {
-            let flatten_name = format!("{name}/flatten");
-            let g = self.push(ctx, name, Op::GlobalAvgPool, vec![x], "")?;
-            self.push(ctx, flatten_name, Op::Flatten, vec![g], out)?
-        };
-        self.define(out, Val::Computed(v))
     }
 }
