@@ -10,6 +10,9 @@ use rand_core::{RngCore, SeedableRng};
 
 use crate::ir::{Conv, Dense, Model, Node, NodeId, Op, Pool, ValueId, INPUT};
 
+mod imagenet;
+pub use imagenet::{densenet121, efficientnet_b0, mobilenetv2, resnet50, squeezenet11};
+
 /// Fashion-MNIST class names (the labels of the small net).
 pub const FASHION_LABELS: [&str; 10] = [
     "T-shirt/top",
@@ -25,7 +28,32 @@ pub const FASHION_LABELS: [&str; 10] = [
 ];
 
 /// Names accepted by `by_name`.
-pub const NAMES: [&str; 5] = ["fashion", "small", "vgg16", "vgg19", "resnet-small"];
+pub const NAMES: [&str; 10] = [
+    "fashion",
+    "small",
+    "vgg16",
+    "vgg19",
+    "resnet-small",
+    "resnet50",
+    "mobilenetv2",
+    "efficientnet-b0",
+    "densenet121",
+    "squeezenet1.1",
+];
+
+/// The ImageNet-shaped zoo models that take any input size (a multiple of 32): `NAME@N`.
+fn sized(name: &str, hw: usize) -> Option<Model> {
+    Some(match name {
+        "vgg16" => vgg16(hw),
+        "vgg19" => vgg19(hw),
+        "resnet50" => resnet50(hw),
+        "mobilenetv2" => mobilenetv2(hw),
+        "efficientnet-b0" => efficientnet_b0(hw),
+        "densenet121" => densenet121(hw),
+        "squeezenet1.1" => squeezenet11(hw),
+        _ => return None,
+    })
+}
 
 /// The trained Fashion-MNIST classifier (the `small` architecture), as written by
 /// `origami train` with its default settings (assets/fashion-small.onnx, 0.9 MB).
@@ -37,16 +65,15 @@ pub fn fashion() -> Model {
     crate::onnx::from_bytes(FASHION_ONNX, None).expect("bundled fashion-small.onnx imports")
 }
 
-/// A zoo model by name: `fashion` (trained), `small`, `vgg16`, `vgg19` (224×224),
-/// `resnet-small` (seeded, untrained).
+/// A zoo model by name: `fashion` (trained), `small`, `resnet-small`, and the ImageNet shapes
+/// at 224×224 (`vgg16`, `vgg19`, `resnet50`, `mobilenetv2`, `efficientnet-b0`, `densenet121`,
+/// `squeezenet1.1`; seeded, untrained).
 pub fn by_name(name: &str) -> Option<Model> {
     match name {
         "fashion" => Some(fashion()),
         "small" => Some(small()),
-        "vgg16" => Some(vgg16(224)),
-        "vgg19" => Some(vgg19(224)),
         "resnet-small" => Some(resnet_small()),
-        _ => None,
+        _ => sized(name, 224),
     }
 }
 
@@ -292,8 +319,8 @@ pub fn seeded_input(model: &Model, seed: u64) -> crate::Tensor {
 }
 
 /// A model by its command-line spec: an ONNX file (a path ending in `.onnx`, or any existing
-/// path), `vgg16@N` / `vgg19@N` (input size N, a multiple of 32 up to 1024), or a built-in name
-/// (`NAMES`).
+/// path), `NAME@N` for an ImageNet-shaped zoo model at input size N (a multiple of 32 up to
+/// 1024, e.g. `vgg16@64`, `resnet50@96`), or a built-in name (`NAMES`).
 pub fn load(spec: &str) -> Result<Model, crate::ModelError> {
     let p = std::path::Path::new(spec);
     if spec.ends_with(".onnx") || p.exists() {
@@ -306,14 +333,15 @@ pub fn load(spec: &str) -> Result<Model, crate::ModelError> {
             .map_err(|_| bad(format!("bad size in '{spec}'")))?;
         if n == 0 || !n.is_multiple_of(32) || n > 1024 {
             return Err(bad(format!(
-                "VGG input size must be a multiple of 32 between 32 and 1024, got {n}"
+                "input size must be a multiple of 32 between 32 and 1024, got {n}"
             )));
         }
-        return match base {
-            "vgg16" => Ok(vgg16(n)),
-            "vgg19" => Ok(vgg19(n)),
-            _ => Err(bad("only vgg16@N and vgg19@N take a size".into())),
-        };
+        return sized(base, n).ok_or_else(|| {
+            bad(format!(
+                "'{base}' takes no size (sized: vgg16, vgg19, resnet50, mobilenetv2, \
+                 efficientnet-b0, densenet121, squeezenet1.1)"
+            ))
+        });
     }
     by_name(spec).ok_or_else(|| {
         bad(format!(

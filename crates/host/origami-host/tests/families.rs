@@ -162,3 +162,45 @@ fn quantized_and_float_agree_on_the_top_class() {
         );
     }
 }
+
+/// The ImageNet-shaped zoo models (at 32×32, to keep the test short): `--split 2` and the whole
+/// network blinded (Slalom) reproduce the quantized reference bit for bit, and the split hands
+/// the host one tensor.
+#[test]
+fn zoo_architectures_run_blinded_bit_identical_to_the_reference() {
+    for name in [
+        "resnet50",
+        "mobilenetv2",
+        "efficientnet-b0",
+        "densenet121",
+        "squeezenet1.1",
+    ] {
+        let model = zoo::load(&format!("{name}@32")).unwrap();
+        let plan = plan_for(&model);
+        let x = zoo::seeded_input(&model, 7);
+        for placement in [Placement::Origami { split: 2 }, Placement::Slalom] {
+            let cfg = CoreConfig {
+                placement,
+                verify: true,
+                threads: 1,
+            };
+            let mut e = Engine::new(plan.clone(), cfg, Box::new(CpuAccelerator::new())).unwrap();
+            e.precompute(1).unwrap();
+            let head_end = plan.head_end(placement).unwrap();
+            assert_eq!(exec::live_across(&plan.model, head_end).len(), 1, "{name}");
+            let (got, _) = e
+                .infer(x.clone())
+                .unwrap_or_else(|err| panic!("{name} ({}): {err}", placement.name()));
+            let want = reference(&plan, &x, head_end, 1).unwrap();
+            assert_eq!(got.shape, want.shape, "{name}");
+            assert!(
+                got.data
+                    .iter()
+                    .zip(&want.data)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{name} ({}): differs from the quantized reference",
+                placement.name()
+            );
+        }
+    }
+}

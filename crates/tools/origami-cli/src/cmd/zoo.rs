@@ -22,13 +22,16 @@ pub fn main(cmd: ZooCmd) -> Result<()> {
             for n in zoo::NAMES {
                 let m = zoo::by_name(n).context("zoo")?;
                 println!(
-                    "{n:<14} input {:?}  {} linear layers  {:.3} GMAC",
+                    "{n:<16} input {:?}  {} linear layers  {:.3} GMAC",
                     m.input_shape,
                     m.linear_nodes().len(),
                     m.macs()? as f64 / 1e9
                 );
             }
-            println!("(vgg16@N / vgg19@N: the same network at N×N input, N a multiple of 32)");
+            println!(
+                "(NAME@N for the 224×224 models, e.g. resnet50@96: the same network at N×N input, \
+                 N a multiple of 32)"
+            );
             Ok(())
         }
         ZooCmd::Export { name, out } => {
