@@ -102,6 +102,11 @@ fn check_side(hw: usize) {
 
 /// Gain of the last normalization in a residual branch.
 const BRANCH_GAIN: f32 = 0.25;
+/// SiLU passes less of a unit Gaussian's second moment than ReLU's He scaling assumes (≈0.36
+/// against 0.5): the normalization before it makes up the difference.
+const SILU_GAIN: f32 = 1.2;
+/// Squeeze-and-excitation gates start near sigmoid(0) = 0.5: the projection after a gate doubles.
+const SE_GAIN: f32 = 2.0;
 
 /// ResNet-50 (torchvision v1.5: the stride sits on the 3×3 convolution). 54 linear layers,
 /// ≈ 4.1 GMAC at 224.
@@ -258,7 +263,7 @@ pub fn efficientnet_b0(hw: usize) -> Model {
         (6, 3, 1, 320, 1),
     ];
     let mut b = Builder::new(0xb0);
-    let mut x = b.conv_bn("stem", INPUT, 3, 32, 3, 2, 1, Act::Silu, 1.0);
+    let mut x = b.conv_bn("stem", INPUT, 3, 32, 3, 2, 1, Act::Silu, SILU_GAIN);
     let mut c = 32;
     let mut i = 0;
     for &(e, k, s, out, n) in &CFG {
@@ -300,7 +305,7 @@ pub fn efficientnet_b0(hw: usize) -> Model {
             let g = b.push(format!("{p}.se.gate"), Op::Unary(Unary::Sigmoid), vec![g]);
             y = b.push(format!("{p}.se.scale"), Op::Binary(BinOp::Mul), vec![y, g]);
             let residual = stride == 1 && c == out;
-            let gain = if residual { BRANCH_GAIN } else { 1.0 };
+            let gain = if residual { BRANCH_GAIN } else { SE_GAIN };
             y = b.conv_bn(
                 &format!("{p}.project"),
                 y,
@@ -321,7 +326,7 @@ pub fn efficientnet_b0(hw: usize) -> Model {
             i += 1;
         }
     }
-    x = b.conv_bn("head", x, c, 1280, 1, 1, 1, Act::Silu, 1.0);
+    x = b.conv_bn("head", x, c, 1280, 1, 1, 1, Act::Silu, SILU_GAIN);
     b.classifier(x, 1280);
     b.finish("efficientnet-b0", vec![3, hw, hw], None)
 }
