@@ -1,9 +1,10 @@
-//! Times the exact field layers of VGG-16 blocks 1–2 (224×224) on the CPU accelerator.
+//! Times the exact field layers of VGG-16 blocks 1–2 (224×224, the layers `--split 4` blinds)
+//! and fc6 on the CPU accelerator, f64 and int8 field kernels side by side (best of 3 each).
 //! `cargo run --release -p origami-accel --example field [threads]`
 use std::sync::Arc;
 use std::time::Instant;
 
-use origami_accel::{Accelerator, CpuAccelerator, FieldLayer};
+use origami_accel::{Accelerator, CpuAccelerator, FieldKernel, FieldLayer};
 use origami_model::linalg::{ConvGeom, LinearShape};
 use origami_model::{zoo, Op};
 
@@ -36,29 +37,68 @@ fn main() {
             ));
         }
     }
-    let mut acc = CpuAccelerator::new();
-    acc.prepare(
-        Arc::new(m),
-        &layers.iter().map(|(_, l)| l.clone()).collect::<Vec<_>>(),
-    )
-    .unwrap();
-    let mut total = 0.0;
+    layers.truncate(4); // conv1_1 .. conv2_2
+    layers.push((
+        "fc6".into(),
+        FieldLayer {
+            layer: 99,
+            shape: LinearShape::Dense {
+                in_f: 25_088,
+                out_f: 4096,
+            },
+            weight: (0..25_088 * 4096).map(|j: i32| j % 255 - 127).collect(),
+        },
+    ));
+    let m = Arc::new(m);
+    let kernels = [FieldKernel::F64, FieldKernel::Auto];
+    let mut accs: Vec<CpuAccelerator> = kernels
+        .iter()
+        .map(|&k| {
+            let mut a = CpuAccelerator::with_field_kernel(k).unwrap();
+            let ls: Vec<FieldLayer> = layers.iter().map(|(_, l)| l.clone()).collect();
+            a.prepare(m.clone(), &ls).unwrap();
+            a
+        })
+        .collect();
+    println!(
+        "{threads} thread(s); field kernels: f64 | {}",
+        accs[1].field_kernel()
+    );
+    println!("| layer | f64 ms | f64 GOP/s | int8 ms | int8 GOP/s | int8 speed-up |");
+    println!("|---|---|---|---|---|---|");
+    let mut total = [0.0; 2];
     for (name, l) in &layers {
         let x: Vec<u32> = (0..l.shape.in_len())
             .map(|j| (j as u32).wrapping_mul(2654435761) % origami_field::P)
             .collect();
-        let mut best = f64::MAX;
-        for _ in 0..3 {
-            let t = Instant::now();
-            acc.field_linear(l.layer, &x).unwrap();
-            best = best.min(t.elapsed().as_secs_f64() * 1e3);
+        let mut best = [f64::MAX; 2];
+        let mut outs = Vec::new();
+        for (b, acc) in best.iter_mut().zip(&mut accs) {
+            for _ in 0..3 {
+                let t = Instant::now();
+                let y = acc.field_linear(l.layer, &x).unwrap();
+                *b = b.min(t.elapsed().as_secs_f64() * 1e3);
+                outs.push(y);
+            }
         }
-        let macs = (l.shape.out_len() * l.shape.k()) as f64;
+        assert!(outs.windows(2).all(|w| w[0] == w[1]), "kernels disagree");
+        // One multiply-add = 2 operations, as GFLOP/s counts them.
+        let gop = |ms: f64| 2.0 * (l.shape.out_len() * l.shape.k()) as f64 / ms / 1e6;
         println!(
-            "{name:<8} {best:>8.2} ms {:>6.1} GFLOP/s (f64, exact)",
-            2.0 * macs / best / 1e6
+            "| {name} | {:.2} | {:.1} | {:.2} | {:.1} | {:.2}x |",
+            best[0],
+            gop(best[0]),
+            best[1],
+            gop(best[1]),
+            best[0] / best[1]
         );
-        total += best;
+        total[0] += best[0];
+        total[1] += best[1];
     }
-    println!("blocks 1-2 field layers: {total:.1} ms");
+    println!(
+        "| all | {:.1} | | {:.1} | | {:.2}x |",
+        total[0],
+        total[1],
+        total[0] / total[1]
+    );
 }

@@ -1,7 +1,7 @@
 //! The untrusted accelerator seam.
 //!
 //! `Accelerator` is narrow and object-safe: prepare a model, run an exact field linear layer on
-//! blinded data, run the plain float tail, synchronize. Backends: `CpuAccelerator` (here),
+//! blinded data, run the plain float tail, synchronize. Backends: `CpuAccelerator` (here: int8 limb or f64 field GEMMs),
 //! CUDA (`origami-cuda`, later). Wrappers implement it too: `Recording` (what the untrusted side
 //! sees; the audit trains on exactly that) and `Tampering` (a malicious accelerator for tests).
 //! Every backend must pass `conformance::check_all`.
@@ -13,9 +13,11 @@ use origami_model::{Model, NodeId, Tensor, ValueId};
 
 pub mod conformance;
 mod cpu;
+mod int8;
 mod wrappers;
 
-pub use cpu::CpuAccelerator;
+pub use cpu::{CpuAccelerator, FieldKernel};
+pub use int8::Limbs;
 pub use wrappers::{Record, Recording, Tampering};
 
 /// Largest weight magnitude a field layer may have: exactness of the f64 path needs
