@@ -1,12 +1,17 @@
 //! Side-by-side benchmark of placements on one model and input, in one process: warm-ups,
 //! medians, ratios, enclave-core memory and the offline precompute cost per image.
+//!
+//! Besides the four placements, `tee-plain` ([`BenchConfig::tee_plain`]): the whole float model
+//! run by the fastest float executor (this project's, `origami_model::exec`) on the enclave's
+//! threads — what a user runs instead in a confidential VM with no accelerator. It is the honest
+//! all-in-TEE baseline; `enclave` (the quantized integer path in the enclave core) is slower.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use origami_accel::{AccelError, Accelerator};
 use origami_enclave::CoreConfig;
-use origami_model::Tensor;
+use origami_model::{Op, Tensor};
 use origami_plan::{Placement, Plan};
 use serde::Serialize;
 
@@ -28,6 +33,26 @@ pub struct BenchConfig {
     /// Images per run: heads one by one through the enclave, then one batched tail call
     /// (`Engine::infer_batch`, as the server batches). 1: `Engine::infer`.
     pub batch: usize,
+    /// Also time `tee-plain` (after the placements).
+    pub tee_plain: bool,
+}
+
+/// `tee-plain`'s result name.
+pub const TEE_PLAIN: &str = "tee-plain";
+
+/// The whole float model on `threads` threads of its own (a confidential VM's cores): the
+/// same executor and bits as the `plain` placement's tail at the same thread count.
+pub fn tee_plain(
+    model: &origami_model::Model,
+    input: &Tensor,
+    threads: usize,
+) -> Result<Tensor, HostError> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .build()
+        .map_err(|e| HostError::Baseline(format!("thread pool: {e}")))?;
+    pool.install(|| origami_model::exec::run(model, input))
+        .map_err(|e| HostError::Baseline(e.to_string()))
 }
 
 /// One placement's measurements (milliseconds).
@@ -136,6 +161,57 @@ pub fn run(
             enclave_peak_request_bytes: stats.peak_request_bytes,
             enclave_peak_precompute_bytes: stats.peak_precompute_bytes,
             sealed_pad_bytes_per_image: sealed_per_image,
+        });
+    }
+    if cfg.tee_plain {
+        let total = cfg.warmup + cfg.iters;
+        let batch = cfg.batch.max(1);
+        let x = if batch == 1 {
+            input.clone()
+        } else {
+            let v = vec![input; batch];
+            Tensor::stack(&v).map_err(|e| HostError::Baseline(format!("batch: {e}")))?
+        };
+        let mut tot = Vec::new();
+        for i in 0..total {
+            let t = std::time::Instant::now();
+            tee_plain(&plan.model, &x, cfg.enclave_threads)?;
+            if i >= cfg.warmup {
+                tot.push(ms(t.elapsed()));
+            }
+            progress(TEE_PLAIN, i + 1, total);
+        }
+        let median_ms = median(&mut tot);
+        let weights: usize = plan
+            .model
+            .nodes
+            .iter()
+            .map(|n| match &n.op {
+                Op::Conv(c) => c.weight.len() + c.bias.len(),
+                Op::Dense(d) => d.weight.len() + d.bias.len(),
+                _ => 0,
+            })
+            .sum();
+        results.push(PlacementResult {
+            placement: TEE_PLAIN.into(),
+            batch,
+            median_ms,
+            per_image_ms: median_ms / batch as f64,
+            min_ms: tot.first().copied().unwrap_or(0.0),
+            max_ms: tot.last().copied().unwrap_or(0.0),
+            iters: tot.len(),
+            enclave_ms: median_ms,
+            field_ms: 0.0,
+            tail_ms: 0.0,
+            offloads: 0,
+            bytes_to_accelerator: 0,
+            precompute_ms_per_image: 0.0,
+            precompute_threads: 0,
+            // The linear layers' float weights; activations are not tracked for this baseline.
+            enclave_static_bytes: weights * 4,
+            enclave_peak_request_bytes: 0,
+            enclave_peak_precompute_bytes: 0,
+            sealed_pad_bytes_per_image: 0,
         });
     }
     Ok(results)

@@ -34,6 +34,9 @@ pub enum HostError {
     /// The pad store has no sealed u for a pad the enclave asked for.
     #[error("sealed pad {pad_id} for layer {layer} is missing from the pad store")]
     PadMissing { pad_id: u64, layer: u16 },
+    /// The `tee-plain` benchmark baseline could not run (thread pool, model input).
+    #[error("tee-plain baseline: {0}")]
+    Baseline(String),
 }
 
 /// Sealed pads kept outside the enclave (host memory; `padfile` saves and loads them). Each

@@ -541,3 +541,34 @@ fn batched_inference_matches_the_reference_per_image() {
         }
     }
 }
+
+/// `origami bench`'s tee-plain baseline (the float model on the enclave's threads) answers
+/// exactly what the plain placement answers, at the same thread count.
+#[test]
+fn tee_plain_equals_plain() {
+    for model in [zoo::small(), zoo::resnet_small()] {
+        let plan = plan_for(&model);
+        let mut e = engine(
+            &plan,
+            Placement::Plain,
+            false,
+            Box::new(CpuAccelerator::new()),
+        );
+        for s in 0..2 {
+            let x = zoo::seeded_input(&model, 300 + s);
+            let (plain, _) = e.infer(x.clone()).unwrap();
+            let tee = origami_host::bench::tee_plain(&plan.model, &x, rayon::current_num_threads())
+                .unwrap();
+            assert_eq!(plain.shape, tee.shape);
+            assert!(
+                plain
+                    .data
+                    .iter()
+                    .zip(&tee.data)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{}: tee-plain differs from plain",
+                model.name
+            );
+        }
+    }
+}

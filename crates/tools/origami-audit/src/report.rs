@@ -15,6 +15,13 @@ use crate::AuditError;
 static FONT: &[u8] = include_bytes!("../assets/DejaVuSansMono.ttf");
 const FAMILY: &str = "origami-mono";
 
+/// The bundled font's family name for plotters, registered on first use (other charts, such
+/// as `origami bench --chart`, draw with it too).
+pub fn font_family() -> &'static str {
+    font();
+    FAMILY
+}
+
 fn font() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {

@@ -293,6 +293,8 @@ fn bench_writes_one_entry_per_placement() {
         "--verify",
         "--json",
         json.to_str().unwrap(),
+        "--chart",
+        d.join("b.png").to_str().unwrap(),
     ]);
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
@@ -301,12 +303,31 @@ fn bench_writes_one_entry_per_placement() {
         .iter()
         .map(|r| r["placement"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["enclave", "slalom", "origami --split 4", "plain"]);
+    assert_eq!(
+        names,
+        [
+            "enclave",
+            "slalom",
+            "origami --split 4",
+            "plain",
+            "tee-plain"
+        ]
+    );
     for r in results {
         assert!(r["median_ms"].as_f64().unwrap() > 0.0);
         assert_eq!(r["batch"], 1);
     }
     assert!(v["ratios"]["origami/plain"].as_f64().unwrap() > 0.0);
+    // Every placement against both all-in-TEE baselines; both thread counts recorded.
+    for p in ["slalom", "origami --split 4", "plain"] {
+        for base in ["enclave", "tee-plain"] {
+            assert!(v["ratios"][format!("{base}/{p}")].as_f64().unwrap() > 0.0);
+        }
+    }
+    assert!(v["accelerator_threads"].as_u64().unwrap() >= 1);
+    assert_eq!(v["enclave_threads"], 1);
+    let png = image::open(d.join("b.png")).unwrap();
+    assert!(png.width() > 500 && png.height() > 300);
     // Batches: heads through the enclave one by one, one tail call; per-image times.
     run_ok(&[
         "bench",
@@ -342,6 +363,8 @@ fn bench_writes_one_entry_per_placement() {
     assert!(e.contains("--batch"), "{e}");
     let e = run_err(&["bench", "--model", "small", "--precompute-threads", "0"]);
     assert!(e.contains("--precompute-threads"), "{e}");
+    let e = run_err(&["bench", "--model", "small", "--placements", "plain,cvm"]);
+    assert!(e.contains("'cvm'") && e.contains("tee-plain"), "{e}");
 }
 
 /// No CUDA driver here (the development and CI machines): `--accel cuda` must refuse clearly.

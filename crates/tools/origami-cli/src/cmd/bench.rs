@@ -1,4 +1,5 @@
-//! `origami bench`: the four placements side by side on one model and input.
+//! `origami bench`: the four placements and the `tee-plain` baseline side by side on one model
+//! and input; `--chart` draws where each request's time goes (`bench_chart.rs`).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -34,8 +35,10 @@ pub struct Args {
     /// --enclave-threads); more makes large --batch runs start sooner, timings unchanged.
     #[arg(long)]
     pub precompute_threads: Option<usize>,
-    /// Only these placements (comma-separated: enclave,slalom,origami,plain).
-    #[arg(long, default_value = "enclave,slalom,origami,plain")]
+    /// Only these placements (comma-separated: enclave,slalom,origami,plain,tee-plain).
+    /// tee-plain: the whole float model on the enclave's threads, as in a confidential VM with
+    /// no accelerator (the honest all-in-TEE baseline).
+    #[arg(long, default_value = "enclave,slalom,origami,plain,tee-plain")]
     pub placements: String,
     /// Images per run: heads one by one through the enclave, then one batched tail call
     /// (as the server batches); times are per run and per image.
@@ -44,6 +47,10 @@ pub struct Args {
     /// Write results as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Draw a PNG: per placement a stacked bar of enclave, blinded-layer and tail time, with
+    /// the ratios.
+    #[arg(long)]
+    pub chart: Option<PathBuf>,
     #[arg(long, default_value_t = 4)]
     pub calib: usize,
 }
@@ -78,14 +85,19 @@ pub fn main(a: Args, accel: Accel) -> Result<()> {
     };
     let split = split.unwrap_or_else(|| default_split(&m));
     let mut list = Vec::new();
+    let mut tee_plain = false;
     for p in placements.split(',').map(str::trim) {
-        list.push(match p {
-            "origami" => Placement::Origami { split },
-            other => Placement::parse(other, None)?,
-        });
+        match p {
+            "origami" => list.push(Placement::Origami { split }),
+            bench::TEE_PLAIN => tee_plain = true,
+            other => list.push(Placement::parse(other, None).with_context(|| {
+                format!("--placements: '{other}' (enclave, slalom, origami, plain, tee-plain)")
+            })?),
+        }
     }
     let accel_name = accel.make()?.name();
-    println!("bench: model {} ({:.2} GMAC), accelerator {accel_name}, enclave {enclave_threads} thread(s) (precompute {precompute_threads}), verify {verify}, batch {batch}, {warmup} warm-up + {iters} runs", m.name, m.macs()? as f64 / 1e9);
+    let accel_threads = rayon::current_num_threads();
+    println!("bench: model {} ({:.2} GMAC), accelerator {accel_name}, accelerator {accel_threads} thread(s), enclave {enclave_threads} thread(s) (precompute {precompute_threads}), verify {verify}, batch {batch}, {warmup} warm-up + {iters} runs", m.name, m.macs()? as f64 / 1e9);
     let t = Instant::now();
     let plan = build_plan(&m, calib)?;
     println!("plan built in {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
@@ -97,8 +109,10 @@ pub fn main(a: Args, accel: Accel) -> Result<()> {
         enclave_threads,
         precompute_threads,
         batch,
+        tee_plain,
     };
-    let bar = ProgressBar::new((cfg.placements.len() * (warmup + iters)) as u64);
+    let runs = cfg.placements.len() + usize::from(tee_plain);
+    let bar = ProgressBar::new((runs * (warmup + iters)) as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed}]")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -143,13 +157,17 @@ pub fn main(a: Args, accel: Accel) -> Result<()> {
     println!("* enclave core peak: resident weights and probes + the larger of per-request and precompute buffers");
     let find = |p: &str| results.iter().find(|r| r.placement.starts_with(p));
     let mut ratios = serde_json::Map::new();
-    if let Some(e) = find("enclave") {
-        for r in &results {
-            if r.placement != e.placement {
-                ratios.insert(
-                    format!("enclave/{}", r.placement),
-                    (e.median_ms / r.median_ms).into(),
-                );
+    // Every placement against both all-in-TEE baselines: the quantized enclave core and
+    // tee-plain (the float model on the enclave's threads).
+    for base in ["enclave", bench::TEE_PLAIN] {
+        if let Some(e) = results.iter().find(|r| r.placement == base) {
+            for r in &results {
+                if r.placement != e.placement {
+                    ratios.insert(
+                        format!("{base}/{}", r.placement),
+                        (e.median_ms / r.median_ms).into(),
+                    );
+                }
             }
         }
     }
@@ -168,6 +186,7 @@ pub fn main(a: Args, accel: Accel) -> Result<()> {
             "gmac": m.macs()? as f64 / 1e9,
             "input": input_path.map(|p| p.display().to_string()).unwrap_or_else(|| "seeded".into()),
             "accelerator": accel_name,
+            "accelerator_threads": accel_threads,
             "enclave_threads": enclave_threads,
             "precompute_threads": precompute_threads,
             "batch": batch,
@@ -179,6 +198,14 @@ pub fn main(a: Args, accel: Accel) -> Result<()> {
         });
         std::fs::write(path, serde_json::to_string_pretty(&doc)?)
             .with_context(|| format!("writing {}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    if let Some(path) = a.chart.as_deref() {
+        let title = format!(
+            "{}: accelerator {accel_threads} thread(s), enclave {enclave_threads} thread(s), batch {batch}",
+            m.name
+        );
+        super::bench_chart::write(&title, &results, &ratios, path)?;
         println!("wrote {}", path.display());
     }
     Ok(())

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod bench;
+pub mod bench_chart;
 pub mod demo;
 pub mod enclave;
 pub mod infer;
