@@ -4,8 +4,9 @@
 //!
 //! Which field kernel: [`FieldKernel::Auto`] (the default) runs every layer whose weights fit
 //! in i8 and whose depth fits the no-overflow bound on int8 limbs (three 8-bit limbs, or four
-//! 7-bit ones on kernels that may saturate), others on f64. The int8 path measured about 2x the
-//! f64 path's throughput on VGG-16's blinded layers (docs/BENCHMARKS.md). f64 exactness:
+//! 7-bit ones on kernels that may saturate), others on f64. The int8 path measured 1.3–1.6x the
+//! f64 path on VGG-16's 3×3 convolutions (K ≥ 576) and 7.9x on fc6, 0.66x on conv1_1 (K = 27)
+//! at one thread (docs/BENCHMARKS.md). f64 exactness:
 //! |Σ w·x̄| < 2^53, checked per layer by `FieldLayer::check_exact`. Both give the same bits.
 
 use std::collections::HashMap;
