@@ -36,8 +36,8 @@ def main() -> int:
     ap.add_argument("--out", help="write the report here as well as to stdout")
     args = ap.parse_args()
 
-    # Our runs: (model, batch, math, placement) -> result, with the file it came from; one file
-    # is one `origami bench` run.
+    # Our runs: (model, batch, math, placement, enclave threads) -> result, with the file it
+    # came from; one file is one `origami bench` run.
     ours = {}
     cards = set()
     for path in sorted(glob.glob(os.path.join(args.dir, "bench-*.json"))):
@@ -47,12 +47,13 @@ def main() -> int:
         acc = doc.get("accelerator", "?")
         cards.add(acc.replace(" [tf32 tail]", ""))
         math = "tf32" if "[tf32 tail]" in acc else "fp32"
+        b = doc.get("batch", 1)
+        t = doc.get("enclave_threads", 1)
         for r in doc.get("results", []):
             place = r["placement"].split(" ")[0]
-            b = doc.get("batch", 1)
-            r = dict(r, file=os.path.basename(path))
+            r = dict(r, file=os.path.basename(path), threads=t)
             r.setdefault("per_image_ms", r["median_ms"] / b)
-            ours[(doc["model"], b, math, place)] = r
+            ours[(doc["model"], b, math, place, t)] = r
 
     torch = load(os.path.join(args.dir, "torch-baseline.json")) or {"results": []}
     base = {(r["model"], r["batch"], r["mode"]): r for r in torch["results"]}
@@ -63,16 +64,18 @@ def main() -> int:
     say("")
     say(f"Accelerator (ours): {', '.join(sorted(cards)) or '—'}. "
         f"PyTorch: {torch.get('device', '—')}, torch {torch.get('torch', '—')}, "
-        f"cuDNN {torch.get('cudnn', '—')}. Enclave: simulated in-process, 1 thread.")
+        f"cuDNN {torch.get('cudnn', '—')}. Enclave: simulated in-process on the GPU machine's "
+        f"CPU, threads as listed.")
     say("")
     say("## Our runs (`origami --accel cuda bench`)")
     say("")
-    say("| model | batch | tail math | placement | median ms / run | ms / image | enclave ms "
-        "| blinded ms | tail ms | precompute ms / image | file |")
-    say("|---|---|---|---|---|---|---|---|---|---|---|")
-    for (m, b, math, p), r in sorted(ours.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
-        say(f"| {m} | {b} | {math} | {p} | {fmt(r['median_ms'])} | {fmt(r['per_image_ms'], 3)} "
-            f"| {fmt(r['enclave_ms'])} | {fmt(r['field_ms'])} | {fmt(r['tail_ms'])} "
+    say("| model | batch | tail math | placement | enclave threads | median ms / run "
+        "| ms / image | enclave ms | blinded ms | tail ms | precompute ms / image | file |")
+    say("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for (m, b, math, p, t), r in sorted(ours.items()):
+        say(f"| {m} | {b} | {math} | {p} | {t} | {fmt(r['median_ms'])} "
+            f"| {fmt(r['per_image_ms'], 3)} | {fmt(r['enclave_ms'])} | {fmt(r['field_ms'])} "
+            f"| {fmt(r['tail_ms'])} "
             f"| {fmt(r.get('precompute_ms_per_image'))} (×{r.get('precompute_threads', 1)} threads) "
             f"| {r['file']} |")
     say("")
@@ -102,32 +105,52 @@ def main() -> int:
         say(f"| {goal} | {m} | {b} | {fmt(a, 3)} | {fmt(ref, 3)} | {ratio:.2f}x "
             f"| {'≤' if le else '≥'} {limit}x | {'yes' if met else 'NO'} |")
 
-    def per_run(m, b, math, p):
-        r = ours.get((m, b, math, p))
-        return r["median_ms"] if r else None
+    def get(m, b, p, math="fp32", t=1):
+        return ours.get((m, b, math, p, t))
 
+    def same_run(a, b):
+        """(a, b) when both come from one `origami bench` run, else (a, None)."""
+        return a, (b if a and b and a["file"] == b["file"] else None)
+
+    def ms(r, key="median_ms"):
+        return r[key] if r else None
+
+    many = max([k[4] for k in ours if k[3] == "tee-plain"] or [1])
     for m in models:
         for b in sorted({k[1] for k in ours if k[0] == m} | {k[1] for k in base if k[0] == m}):
-            plain = per_run(m, b, "fp32", "plain")
+            plain = ms(get(m, b, "plain"))
             for mode in ("fp32", "fp32-tuned"):
                 ref = base.get((m, b, mode))
                 row(f"plain fp32 / PyTorch {mode}", m, b, plain, ref and ref["median_ms"], 1.2)
             ref = base.get((m, b, "default"))
             row("plain --tf32 / PyTorch default (TF32 convs)", m, b,
-                per_run(m, b, "tf32", "plain"), ref and ref["median_ms"], 1.2)
-        # Same `origami bench` run (bs1, four placements): the enclave and origami come from
-        # one file.
-        e, o = ours.get((m, 1, "fp32", "enclave")), ours.get((m, 1, "fp32", "origami"))
-        same = e and o and e["file"] == o["file"]
-        row("enclave / origami (speedup; same run)", m, 1, e and e["median_ms"],
-            o and o["median_ms"] if same else None, 30, le=False)
-        p = ours.get((m, 1, "fp32", "plain"))
-        same = o and p and o["file"] == p["file"]
-        row("origami / plain (same run)", m, 1, o and o["median_ms"],
-            p and p["median_ms"] if same else None, 2.0)
+                ms(get(m, b, "plain", "tf32")), ref and ref["median_ms"], 1.2)
+        o = get(m, 1, "origami")
+        for base_p in ("enclave", "tee-plain"):
+            a, r = same_run(get(m, 1, base_p), o)
+            row(f"{base_p} (1 thread) / origami (speedup; same run)", m, 1, ms(a), ms(r), 30,
+                le=False)
+        if many > 1:
+            row(f"tee-plain on {many} threads / origami (speedup; same call)", m, 1,
+                ms(get(m, 1, "tee-plain", t=many)), ms(o), 3, le=False)
+        for b in sorted({k[1] for k in ours if k[0] == m}):
+            a, r = same_run(get(m, b, "origami"), get(m, b, "plain"))
+            row("origami / plain per image (same run)", m, b, ms(a, "per_image_ms"),
+                ms(r, "per_image_ms"), 2.0)
     say("")
-    say("Ratios are of medians. `enclave / origami` is a speedup (goal: at least 30x for VGG-19); "
-        "the others are slowdowns (goal: at most the stated factor).")
+    say("Ratios are of medians. Rows marked speedup are the baseline's time over origami's "
+        "(goal: at least the factor); the others are slowdowns (goal: at most the factor).")
+    threads = sorted({k[4] for k in ours if k[3] == "origami" and k[1] == 1})
+    if len(threads) > 1:
+        say("")
+        say("## Enclave threads (origami, batch 1)")
+        say("")
+        say("| model | enclave threads | median ms | enclave ms | blinded ms | tail ms |")
+        say("|---|---|---|---|---|---|")
+        for (m, b, math, p, t), r in sorted(ours.items()):
+            if p == "origami" and b == 1 and math == "fp32":
+                say(f"| {m} | {t} | {fmt(r['median_ms'])} | {fmt(r['enclave_ms'])} "
+                    f"| {fmt(r['field_ms'])} | {fmt(r['tail_ms'])} |")
 
     text = "\n".join(out) + "\n"
     sys.stdout.write(text)
