@@ -11,6 +11,29 @@
 //! - the largest prime keeps the most headroom for the fixed-point values of the network
 //!   (|W·x + b| < p/2 ≈ 2^23 must hold; the plan checks it, see `origami-enclave::plan`).
 
+/// `pub fn NAME(args) -> R => KERNEL`: NAME calls KERNEL (an `#[inline(always)]` fn) built
+/// for AVX2 where the CPU has it, else built for the baseline target. The build never assumes
+/// the CPU (no `target-cpu`): the hot loops of the enclave are compiled twice and chosen at
+/// run time. Items may also be `pub(crate)` or private.
+#[macro_export]
+macro_rules! with_avx2 {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($a:ident: $t:ty),* $(,)?) $(-> $r:ty)? => $kernel:ident) => {
+        $(#[$m])*
+        $vis fn $name($($a: $t),*) $(-> $r)? {
+            #[cfg(target_arch = "x86_64")]
+            if std::is_x86_feature_detected!("avx2") {
+                #[target_feature(enable = "avx2")]
+                unsafe fn avx2($($a: $t),*) $(-> $r)? {
+                    $kernel($($a),*)
+                }
+                // SAFETY: the CPU has AVX2, checked just above.
+                return unsafe { avx2($($a),*) };
+            }
+            $kernel($($a),*)
+        }
+    };
+}
+
 pub mod freivalds;
 pub mod pad;
 

@@ -10,25 +10,7 @@ use origami_field::MaskRng;
 /// The two hottest loops of a request, compiled twice: for the baseline x86-64 target and for
 /// AVX2, chosen at run time (the build never assumes the CPU: no `target-cpu`).
 mod simd {
-    /// `pub fn NAME(args) -> R => KERNEL`: NAME calls KERNEL (an `#[inline(always)]` fn) built
-    /// for AVX2 where the CPU has it, else built for the baseline target.
-    macro_rules! with_avx2 {
-        ($(#[$m:meta])* pub fn $name:ident($($a:ident: $t:ty),* $(,)?) $(-> $r:ty)? => $kernel:ident) => {
-            $(#[$m])*
-            pub fn $name($($a: $t),*) $(-> $r)? {
-                #[cfg(target_arch = "x86_64")]
-                if std::is_x86_feature_detected!("avx2") {
-                    #[target_feature(enable = "avx2")]
-                    unsafe fn avx2($($a: $t),*) $(-> $r)? {
-                        $kernel($($a),*)
-                    }
-                    // SAFETY: the CPU has AVX2, checked just above.
-                    return unsafe { avx2($($a),*) };
-                }
-                $kernel($($a),*)
-            }
-        };
-    }
+    use origami_field::with_avx2;
 
     with_avx2!(
         /// [`blind32_kernel`], with AVX2 where the CPU has it.

@@ -13,14 +13,14 @@
 use std::collections::VecDeque;
 
 use std::sync::Arc;
-use zeroize::Zeroize;
+use zeroize::{Zeroize, Zeroizing};
 
-use origami_field::freivalds::combine_rows;
-use origami_field::{reduce, reduce_f64, PadKey, SealedPad, Sealer, P};
+use origami_field::{reduce_f64, PadKey, SealedPad, Sealer, P};
 use origami_model::exec;
-use origami_model::linalg::{conv2d, gemm_nt, ConvGeom, LinearShape};
+use origami_model::linalg::{conv2d, gemm_nt, LinearShape};
 use origami_model::{NodeId, Tensor, ValueId, INPUT};
 
+use crate::probe::Probe;
 use origami_plan::plan::Plan;
 use origami_plan::qops::{
     eval_nonlinear, finish_unblinded, linear_local, requantize, requantize_blind, QVal,
@@ -52,26 +52,12 @@ pub struct CoreStats {
     pub pads_consumed: u64,
 }
 
-/// Secret Freivalds vectors for one layer and the probe weights (sᵀW split in 12-bit limbs).
-struct Probe {
-    s: [Vec<u32>; 2],
-    shape: LinearShape,
-    /// 4 rows: s₀ low limb, s₀ high limb, s₁ low, s₁ high.
-    w: Vec<f64>,
-}
-
-impl Drop for Probe {
-    fn drop(&mut self) {
-        self.s[0].zeroize();
-        self.s[1].zeroize();
-        self.w.zeroize();
-    }
-}
-
 enum Await {
     Linear {
         li: usize,
-        blinded: Option<Vec<u32>>,
+        /// The requantized input x̃, kept for the Freivalds check (the enclave's own
+        /// plaintext: wiped when dropped).
+        xq: Option<Zeroizing<Vec<i32>>>,
     },
     Tail,
 }
@@ -170,8 +156,8 @@ impl EnclaveCore {
                 static_bytes += l.wq.len() * 8;
             }
             if off && cfg.verify {
-                let p = make_probe(&probe_key, l.layer, &l.shape, &l.wq);
-                static_bytes += p.w.len() * 8 + p.s[0].len() * 8;
+                let p = Probe::new(&probe_key, l.layer, &l.shape, &l.wq, plan.act_clamp)?;
+                static_bytes += p.bytes();
                 probes.push(Some(p));
             } else {
                 probes.push(None);
@@ -434,7 +420,7 @@ impl EnclaveCore {
             .as_mut()
             .ok_or_else(|| EnclaveError::Misuse("no request in flight".into()))?;
         match (s.awaiting.take(), reply) {
-            (Some(Await::Linear { li, blinded }), Reply::Linear { result, sealed_u }) => {
+            (Some(Await::Linear { li, xq }), Reply::Linear { result, sealed_u }) => {
                 let l = &self.plan.linears[li];
                 let node = &self.plan.model.nodes[l.node.index()];
                 let out_len = l.shape.out_len();
@@ -459,13 +445,13 @@ impl EnclaveCore {
                 let u = self
                     .sealer
                     .open_in_place(pad_id, l.layer, out_len, sealed_u)?;
-                if let (Some(probe), Some(x)) = (&self.probes[li], &blinded) {
-                    if !freivalds_ok(probe, x, &result, self.cfg.threads) {
+                if let (Some(probe), Some(xq)) = (&self.probes[li], &xq) {
+                    if !probe.check(xq, &result, &u, self.cfg.threads) {
                         return Err(misbehaved(Misbehaviour::FreivaldsFailed));
                     }
                 }
                 let held =
-                    s.env_bytes() + result.len() * 8 + blinded.as_ref().map_or(0, |b| b.len() * 4);
+                    s.env_bytes() + result.len() * 8 + xq.as_ref().map_or(0, |b| b.len() * 4);
                 let (value, next) = l.produces();
                 let y = finish_unblinded(
                     l,
@@ -515,17 +501,19 @@ impl EnclaveCore {
                         .pad_id
                         .ok_or_else(|| EnclaveError::Misuse("no pad".into()))?;
                     // Requantize and blind in one pass: x̄ = x̃ + r mod p, with r regenerated
-                    // from the pad key; neither r nor x̃ is ever held whole (1024-element
-                    // chunks, wiped).
+                    // from the pad key; r is never held whole (1024-element chunks, wiped).
                     let mut rng = self.pad_key.mask_stream(pad_id, l.layer);
                     let blinded = requantize_blind(x, l.in_exp, plan.act_clamp, &mut rng);
+                    // x̃ itself only for the Freivalds check (src/probe.rs), wiped after it.
+                    let keep = self.probes[li]
+                        .as_ref()
+                        .map(|_| Zeroizing::new(requantize(x, l.in_exp, plan.act_clamp)));
                     drop_dead(s, &n.inputs, i, &self.last_use);
-                    let keep = self.probes[li].as_ref().map(|_| blinded.clone());
                     let held = s.env_bytes()
                         + blinded.len() * 4
                         + keep.as_ref().map_or(0, |k| k.len() * 4);
                     self.stats.peak_request_bytes = self.stats.peak_request_bytes.max(held);
-                    s.awaiting = Some(Await::Linear { li, blinded: keep });
+                    s.awaiting = Some(Await::Linear { li, xq: keep });
                     return Ok(Step::Offload(Offload {
                         layer: l.layer,
                         pad_id,
@@ -608,92 +596,4 @@ fn drop_dead(s: &mut Session, inputs: &[ValueId], node: usize, last_use: &[usize
             s.env[v.index()] = None;
         }
     }
-}
-
-/// Builds the probe: v_j = s_jᵀ·W mod p, as a linear layer with 4 outputs (12-bit limbs) so
-/// that an f64 GEMM on x̄ < 2^24 stays exact: 2^12 · 2^24 · K < 2^53 for K < 2^17.
-fn make_probe(key: &PadKey, layer: u16, shape: &LinearShape, wq: &[f64]) -> Probe {
-    let m = match shape {
-        LinearShape::Conv(g) => g.out_c,
-        LinearShape::Dense { out_f, .. } => *out_f,
-    };
-    let k = shape.k();
-    let s: [Vec<u32>; 2] = [0u64, 1].map(|j| {
-        let mut v = vec![0u32; m];
-        key.mask_stream(j, layer).fill(&mut v);
-        v
-    });
-    let (probe_shape, kfull) = match shape {
-        LinearShape::Conv(g) => {
-            let pg = ConvGeom {
-                out_c: 4,
-                groups: 1,
-                ..*g
-            };
-            (LinearShape::Conv(pg), pg.k())
-        }
-        LinearShape::Dense { in_f, .. } => (
-            LinearShape::Dense {
-                in_f: *in_f,
-                out_f: 4,
-            },
-            *in_f,
-        ),
-    };
-    let mut w = vec![0f64; 4 * kfull];
-    for (j, sj) in s.iter().enumerate() {
-        let mut v = vec![0u64; kfull];
-        match shape {
-            LinearShape::Conv(g) => {
-                let (ipg, opg, kk) = (g.in_c / g.groups, g.out_c / g.groups, g.kh * g.kw);
-                for oc in 0..g.out_c {
-                    let grp = oc / opg;
-                    for t in 0..ipg * kk {
-                        let wv = reduce(wq[oc * k + t] as i64) as u64;
-                        let dst = grp * ipg * kk + t;
-                        v[dst] = (v[dst] + sj[oc] as u64 * wv) % P as u64;
-                    }
-                }
-            }
-            LinearShape::Dense { .. } => {
-                for o in 0..m {
-                    for t in 0..k {
-                        let wv = reduce(wq[o * k + t] as i64) as u64;
-                        v[t] = (v[t] + sj[o] as u64 * wv) % P as u64;
-                    }
-                }
-            }
-        }
-        for t in 0..kfull {
-            w[(2 * j) * kfull + t] = (v[t] & 0xFFF) as f64;
-            w[(2 * j + 1) * kfull + t] = (v[t] >> 12) as f64;
-        }
-    }
-    Probe {
-        s,
-        shape: probe_shape,
-        w,
-    }
-}
-
-/// Checks sᵀ·y ≡ (sᵀW)·x̄ (mod p) for both secret vectors, column by column.
-fn freivalds_ok(p: &Probe, x: &[u32], y: &[u32], threads: usize) -> bool {
-    let xf: Vec<f64> = x.iter().map(|&v| v as f64).collect();
-    let cols = match p.shape {
-        LinearShape::Conv(g) => g.oh * g.ow,
-        LinearShape::Dense { .. } => 1,
-    };
-    let mut z = vec![0f64; 4 * cols];
-    match &p.shape {
-        LinearShape::Conv(g) => conv2d(g, &xf, &p.w, &mut z, threads),
-        LinearShape::Dense { in_f, .. } => gemm_nt(1, *in_f, 4, &xf, &p.w, &mut z, threads),
-    }
-    (0..2).all(|j| {
-        let lhs = combine_rows(&p.s[j], y, cols);
-        (0..cols).all(|c| {
-            let lo = reduce_f64(z[(2 * j) * cols + c]) as u64;
-            let hi = reduce_f64(z[(2 * j + 1) * cols + c]) as u64;
-            ((lo + (hi << 12)) % P as u64) as u32 == lhs[c]
-        })
-    })
 }

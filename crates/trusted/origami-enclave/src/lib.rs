@@ -3,6 +3,7 @@
 
 pub mod core;
 pub mod listen;
+mod probe;
 pub mod process;
 pub mod service;
 
