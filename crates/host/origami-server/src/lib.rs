@@ -136,6 +136,7 @@ impl std::fmt::Display for Mismatch {
 mod listen;
 mod metrics;
 pub mod supervise;
+pub mod v2;
 mod worker;
 pub use metrics::Metrics;
 use worker::{with_collateral, Job, Outcome, SharedEvidence, Worker};
@@ -160,6 +161,8 @@ pub enum ErrorCode {
     /// The request is sealed to a session key the enclave has rotated out: fetch the evidence
     /// again (same instance and measurement, new key) and seal to the new key. 409.
     KeyRetired,
+    /// No such model or version (the v2 routes): 404.
+    NotFound,
 }
 
 impl ErrorCode {
@@ -172,6 +175,7 @@ impl ErrorCode {
             ErrorCode::RequestFailed => "request_failed",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::KeyRetired => "key_retired",
+            ErrorCode::NotFound => "not_found",
         }
     }
 }
@@ -199,6 +203,11 @@ struct AppState {
     inflight: Arc<tokio::sync::Semaphore>,
     max_body: usize,
     body_timeout: Duration,
+    /// What the v2 routes say about the model.
+    v2: Arc<v2::ModelInfo>,
+    needs_pads: bool,
+    /// The enclave worker thread runs (cleared when it stops).
+    worker_up: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A running server.
@@ -293,9 +302,29 @@ pub async fn start(
         }
     }
     worker.precompute(worker.pool.shortfall())?;
+    let needs_pads = worker.needs_pads;
+    let worker_up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let up = worker_up.clone();
     let worker = std::thread::Builder::new()
         .name("origami-enclave-worker".into())
-        .spawn(move || worker.run(rx))?;
+        .spawn(move || {
+            // Cleared however the worker ends (a panic included): /v2/health/ready says so.
+            struct Down(Arc<std::sync::atomic::AtomicBool>);
+            impl Drop for Down {
+                fn drop(&mut self) {
+                    self.0.store(false, Ordering::Relaxed);
+                }
+            }
+            let _down = Down(up);
+            worker.run(rx)
+        })?;
+    // The plan was built from this model, so its shapes are valid.
+    let output_shape = plan
+        .model
+        .validate()
+        .ok()
+        .and_then(|mut shapes| shapes.pop())
+        .unwrap_or_default();
     let state = AppState {
         evidence: shared,
         jobs: tx,
@@ -305,12 +334,20 @@ pub async fn start(
         )),
         max_body,
         body_timeout: cfg.body_timeout,
+        v2: Arc::new(v2::ModelInfo {
+            name: v2::url_name(&plan.model.name),
+            input_shape: plan.model.input_shape.clone(),
+            output_shape,
+        }),
+        needs_pads,
+        worker_up,
     };
     let app = Router::new()
         .route("/v1/evidence", get(get_evidence))
         .route("/v1/infer", post(post_infer))
         .route("/metrics", get(get_metrics))
         .route("/healthz", get(|| async { "ok\n" }))
+        .merge(v2::routes())
         .with_state(state);
     let addr = listener.local_addr()?;
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -368,51 +405,16 @@ async fn get_metrics(State(s): State<AppState>) -> Response {
 async fn post_infer(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     s.metrics.received.fetch_add(1, Ordering::Relaxed);
     // A slot first: a request that finds none is refused before its body is read.
-    let Ok(_slot) = s.inflight.clone().try_acquire_owned() else {
-        s.metrics.unavailable.fetch_add(1, Ordering::Relaxed);
+    let Some(_slot) = take_slot(&s) else {
         return error_response(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::QueueFull,
             "too many requests in flight, retry later",
         );
     };
-    let too_large = |s: &AppState| {
-        s.metrics.bad_request.fetch_add(1, Ordering::Relaxed);
-        error_response(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::BadRequest,
-            &format!(
-                "request body larger than {} bytes (a sealed input of this model is smaller)",
-                s.max_body
-            ),
-        )
-    };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > s.max_body as u64) {
-        return too_large(&s);
-    }
-    let limited = http_body_util::Limited::new(body, s.max_body);
-    let body = match tokio::time::timeout(s.body_timeout, limited.collect()).await {
-        Ok(Ok(b)) => b.to_bytes(),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return too_large(&s),
-        Ok(Err(e)) => {
-            s.metrics.bad_request.fetch_add(1, Ordering::Relaxed);
-            return error_response(
-                StatusCode::BAD_REQUEST,
-                ErrorCode::BadRequest,
-                &format!("reading the request body: {e}"),
-            );
-        }
-        Err(_) => {
-            s.metrics.bad_request.fetch_add(1, Ordering::Relaxed);
-            return error_response(
-                StatusCode::REQUEST_TIMEOUT,
-                ErrorCode::BadRequest,
-                &format!("request body not received within {:?}", s.body_timeout),
-            );
-        }
+    let body = match read_body(&s, &headers, body, s.max_body).await {
+        Ok(b) => b,
+        Err(f) => return error_response(f.status, f.code, &f.message),
     };
     let req: SealedRequest = match origami_proto::decode(&body) {
         Ok(r) => r,
@@ -425,6 +427,97 @@ async fn post_infer(State(s): State<AppState>, headers: HeaderMap, body: Body) -
             );
         }
     };
+    match run_job(&s, req).await {
+        Ok(a) => (
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            origami_proto::encode(&a),
+        )
+            .into_response(),
+        Err(f) => error_response(f.status, f.code, &f.message),
+    }
+}
+
+/// Why a request was not answered: the HTTP status, the matchable code and the message (none
+/// of it derived from the request's content, which the host cannot read anyway).
+pub(crate) struct Failure {
+    pub(crate) status: StatusCode,
+    pub(crate) code: ErrorCode,
+    pub(crate) message: String,
+}
+
+impl Failure {
+    pub(crate) fn bad(status: StatusCode, message: String) -> Self {
+        Failure {
+            status,
+            code: ErrorCode::BadRequest,
+            message,
+        }
+    }
+}
+
+/// One of the in-flight slots, or None (counted as refused).
+pub(crate) fn take_slot(s: &AppState) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    let slot = s.inflight.clone().try_acquire_owned().ok();
+    if slot.is_none() {
+        s.metrics.unavailable.fetch_add(1, Ordering::Relaxed);
+    }
+    slot
+}
+
+/// The request body, at most `limit` bytes (413 beyond, checked on the declared length
+/// before reading), within the body deadline (408).
+pub(crate) async fn read_body(
+    s: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<axum::body::Bytes, Failure> {
+    let too_large = || {
+        s.metrics.bad_request.fetch_add(1, Ordering::Relaxed);
+        Failure::bad(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "request body larger than {limit} bytes (a sealed input of this model is smaller)"
+            ),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let limited = http_body_util::Limited::new(body, limit);
+    match tokio::time::timeout(s.body_timeout, limited.collect()).await {
+        Ok(Ok(b)) => Ok(b.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Ok(Err(e)) => {
+            s.metrics.bad_request.fetch_add(1, Ordering::Relaxed);
+            Err(Failure::bad(
+                StatusCode::BAD_REQUEST,
+                format!("reading the request body: {e}"),
+            ))
+        }
+        Err(_) => {
+            s.metrics.bad_request.fetch_add(1, Ordering::Relaxed);
+            Err(Failure::bad(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("request body not received within {:?}", s.body_timeout),
+            ))
+        }
+    }
+}
+
+/// Queues a sealed request for the enclave worker and waits for its sealed answer.
+pub(crate) async fn run_job(
+    s: &AppState,
+    req: SealedRequest,
+) -> Result<origami_proto::session::SealedAnswer, Failure> {
+    let stopped = || Failure {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        code: ErrorCode::Unavailable,
+        message: "the enclave worker stopped".into(),
+    };
     let (tx, rx) = oneshot::channel();
     let job = Job {
         req,
@@ -435,35 +528,25 @@ async fn post_infer(State(s): State<AppState>, headers: HeaderMap, body: Body) -
         Ok(()) => {}
         Err(TrySendError::Full(_)) => {
             s.metrics.unavailable.fetch_add(1, Ordering::Relaxed);
-            return error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                ErrorCode::QueueFull,
-                "queue full, retry later",
-            );
+            return Err(Failure {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                code: ErrorCode::QueueFull,
+                message: "queue full, retry later".into(),
+            });
         }
-        Err(TrySendError::Disconnected(_)) => {
-            return error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                ErrorCode::Unavailable,
-                "the enclave worker stopped",
-            );
-        }
+        Err(TrySendError::Disconnected(_)) => return Err(stopped()),
     }
     match rx.await {
-        Ok(Outcome::Answer(a)) => (
-            [(header::CONTENT_TYPE, "application/octet-stream")],
-            origami_proto::encode(&a),
-        )
-            .into_response(),
+        Ok(Outcome::Answer(a)) => Ok(a),
         Ok(Outcome::Error {
             status,
             code,
             message,
-        }) => error_response(status, code, &message),
-        Err(_) => error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::Unavailable,
-            "the enclave worker stopped",
-        ),
+        }) => Err(Failure {
+            status,
+            code,
+            message,
+        }),
+        Err(_) => Err(stopped()),
     }
 }
