@@ -130,7 +130,9 @@ for m in vgg19 vgg16; do
     bench "bench-$m" 100 --model "$m" --iters 5
 done
 if command -v python3 >/dev/null; then
-    PYTHONUNBUFFERED=1 step torch-baseline 100 python3 scripts/torch-baseline.py \
+    # Without our LD_LIBRARY_PATH: the CUDA directory's cuDNN (9.14 on the H200 machine) is older
+    # than the one PyTorch's wheels were built against (9.19), and torch refuses to load it.
+    PYTHONUNBUFFERED=1 step torch-baseline 100 env -u LD_LIBRARY_PATH python3 scripts/torch-baseline.py \
         --iters 20 --json "$OUTD/torch-baseline.json"
     cat "$OUTD/torch-baseline.log"
 else

@@ -4,7 +4,8 @@
 //! - `POST /v1/infer` — a sealed request (postcard `SealedRequest`) → a sealed answer (postcard
 //!   `SealedAnswer`); the host never holds a key that opens either;
 //! - `GET /metrics` — Prometheus text: requests by outcome, latency histogram, batch sizes, pad
-//!   pool level; `GET /healthz`.
+//!   pool level; `GET /healthz`;
+//! - the Open Inference Protocol (KServe v2) routes over the same sealed requests (`v2`).
 //!
 //! One worker thread owns the enclave service, the accelerator and the pad pool. Requests queue
 //! (bounded; a full queue is 503); the worker takes up to `max_batch` of them per wake-up,

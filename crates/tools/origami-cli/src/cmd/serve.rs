@@ -178,6 +178,11 @@ pub fn main(a: Args, accel: Accel) -> Result<()> {
         let ev = running.evidence.clone();
         println!("listening on http://{}", running.addr);
         println!(
+            "KServe v2: http://{}/v2/models/{} (docs/SERVING.md)",
+            running.addr,
+            origami_server::v2::url_name(&m.name)
+        );
+        println!(
             "enclave: platform {} | {} | model {} ({}…) | placement {} | host sees: {}",
             ev.platform.name(),
             runs_where,
