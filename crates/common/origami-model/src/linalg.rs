@@ -208,6 +208,27 @@ pub enum LinearShape {
 }
 
 impl LinearShape {
+    /// The layer as a convolution: a dense layer is a 1 × 1 convolution of `in_f` channels on
+    /// a 1 × 1 input.
+    pub fn as_conv(&self) -> ConvGeom {
+        match *self {
+            LinearShape::Conv(g) => g,
+            LinearShape::Dense { in_f, out_f } => ConvGeom {
+                in_c: in_f,
+                h: 1,
+                w: 1,
+                out_c: out_f,
+                kh: 1,
+                kw: 1,
+                stride: [1, 1],
+                pads: [0; 4],
+                groups: 1,
+                oh: 1,
+                ow: 1,
+            },
+        }
+    }
+
     /// Elements of one image's input.
     pub fn in_len(&self) -> usize {
         match self {

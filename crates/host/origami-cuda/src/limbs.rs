@@ -203,24 +203,9 @@ impl FieldPlan {
     /// The plan for a layer of this shape and these weights (which must already satisfy
     /// `FieldLayer::check_exact`; this only checks what the GPU layout itself needs).
     pub fn new(shape: &LinearShape, weight: &[i32]) -> Result<Self, AccelError> {
-        let geom = match *shape {
-            LinearShape::Conv(g) => g,
-            LinearShape::Dense { in_f, out_f } => ConvGeom {
-                in_c: in_f,
-                h: 1,
-                w: 1,
-                out_c: out_f,
-                kh: 1,
-                kw: 1,
-                stride: [1, 1],
-                pads: [0; 4],
-                groups: 1,
-                oh: 1,
-                ow: 1,
-            },
-        };
+        let geom = shape.as_conv();
         let g = &geom;
-        if g.groups == 0 || g.in_c % g.groups != 0 || g.out_c % g.groups != 0 {
+        if g.groups == 0 || !g.in_c.is_multiple_of(g.groups) || !g.out_c.is_multiple_of(g.groups) {
             return Err(AccelError::BadInput(format!(
                 "groups {} must divide {} input and {} output channels",
                 g.groups, g.in_c, g.out_c

@@ -20,8 +20,8 @@
 //! **Cost.** The right side never forms X: Σ_x b_x·x̃[c, y′, x·sx + kx − pl] per input row and
 //! kernel column first (in_c·h·kw·ow products), then Σ_y a_y over the rows each kernel row
 //! reaches (in_c·kh·kw·oh). The left side is one pass over the reply and the pad (out_c·oh·ow
-//! products per trial). Against a two-vector check with the conv itself (2·K·oh·ow products per
-//! reply) this is about kh·out_c/out_c ≈ kh times less work on the input side.
+//! products per trial). A check with the conv itself and two rows of sᵀW costs 2·in_c·kh·kw·oh·ow
+//! products on the input side; this one costs 3·in_c·h·kw·ow, about 2·kh/3 times fewer.
 //!
 //! **Exactness.** Products are u32 × u32 → u64 (SSE2 `pmuludq` vectorizes them on the baseline
 //! x86-64 target): the input side uses x̃ + clamp ∈ [0, 2·clamp] (clamp < 2^17) and takes the
@@ -77,22 +77,7 @@ impl Probe {
         wq: &[f64],
         clamp: i64,
     ) -> Result<Self, EnclaveError> {
-        let g = match shape {
-            LinearShape::Conv(g) => *g,
-            LinearShape::Dense { in_f, out_f } => ConvGeom {
-                in_c: *in_f,
-                h: 1,
-                w: 1,
-                out_c: *out_f,
-                kh: 1,
-                kw: 1,
-                stride: [1, 1],
-                pads: [0; 4],
-                groups: 1,
-                oh: 1,
-                ow: 1,
-            },
-        };
+        let g = shape.as_conv();
         // Row sums of ow products (2·clamp)·2^24 in u64 (see the module doc).
         if !(0..1 << 20).contains(&clamp) || (g.ow as u128 * 2 * clamp as u128) << 24 >= 1 << 63 {
             return Err(EnclaveError::Plan(format!(
