@@ -79,3 +79,34 @@ pub enum Rejection {
         model: String,
     },
 }
+
+impl Rejection {
+    /// A stable name for the cause (`"simulated"`, `"measurement_not_allowed"`, …), for
+    /// bindings and logs that match on the cause without its wording.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Rejection::UnknownPolicyPlatform(_) => "unknown_policy_platform",
+            Rejection::AnyCodeOnRealPlatform(_) => "any_code_on_real_platform",
+            Rejection::Simulated => "simulated",
+            Rejection::BadSimulatedProof(_) => "bad_simulated_proof",
+            Rejection::QuoteTooLarge { .. } => "quote_too_large",
+            Rejection::QuoteMalformed(_) => "quote_malformed",
+            Rejection::NotSgxQuote => "not_sgx_quote",
+            Rejection::NoCollateral => "no_collateral",
+            Rejection::CollateralTooLarge { .. } => "collateral_too_large",
+            Rejection::CollateralMalformed(_) => "collateral_malformed",
+            Rejection::DcapFailed(_) => "dcap_failed",
+            Rejection::CollateralTooOld { .. } => "collateral_too_old",
+            Rejection::TcbStatus { .. } => "tcb_status",
+            Rejection::DebugEnclave => "debug_enclave",
+            Rejection::CodeIdMismatch { .. } => "code_id_mismatch",
+            Rejection::ReportDataMismatch => "report_data_mismatch",
+            Rejection::PlatformKeyPresent => "platform_key_present",
+            Rejection::HostSeesMisstated => "host_sees_misstated",
+            Rejection::PlacementNotAllowed { .. } => "placement_not_allowed",
+            Rejection::Unverified { .. } => "unverified",
+            Rejection::MeasurementNotAllowed { .. } => "measurement_not_allowed",
+            Rejection::SplitTooEarly { .. } => "split_too_early",
+        }
+    }
+}

@@ -70,6 +70,21 @@ pub enum Failure {
     Internal,
 }
 
+impl Failure {
+    /// A stable name for the cause (`"bad_input"`, `"saturation"`, …), for bindings that
+    /// match on it.
+    pub fn code(self) -> &'static str {
+        match self {
+            Failure::BadInput => "bad_input",
+            Failure::Saturation => "saturation",
+            Failure::AcceleratorMisbehaved => "accelerator_misbehaved",
+            Failure::PadRejected => "pad_rejected",
+            Failure::HostMisbehaved => "host_misbehaved",
+            Failure::Internal => "internal",
+        }
+    }
+}
+
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {

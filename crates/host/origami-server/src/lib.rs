@@ -319,12 +319,14 @@ pub async fn start(
             let _down = Down(up);
             worker.run(rx)
         })?;
-    // The plan was built from this model, so its shapes are valid.
+    // The plan was built from this model, so its shapes are valid. They carry the batch axis
+    // (1); the v2 metadata adds it back, as for the input.
     let output_shape = plan
         .model
         .validate()
         .ok()
         .and_then(|mut shapes| shapes.pop())
+        .map(|s| s.get(1..).unwrap_or_default().to_vec())
         .unwrap_or_default();
     let state = AppState {
         evidence: shared,

@@ -38,7 +38,7 @@ async fn serve_attest_infer_under_load() {
             ),
             "{e:?}"
         );
-        let mut client = Client::connect(&base, &policy(&plan)).unwrap();
+        let client = Client::connect(&base, &policy(&plan)).unwrap();
         assert!(client.evidence().host_sees.contains("not the answer"));
         let head_end = plan.head_end(placement).unwrap();
         let x = zoo::seeded_input(&plan.model, 1);
@@ -86,7 +86,7 @@ async fn serve_attest_infer_under_load() {
                 let plan = plan.clone();
                 let base = base.clone();
                 std::thread::spawn(move || {
-                    let mut client = Client::connect(&base, &policy(&plan)).unwrap();
+                    let client = Client::connect(&base, &policy(&plan)).unwrap();
                     for i in 0..20u64 {
                         let x = zoo::seeded_input(&plan.model, 1000 + c * 100 + i);
                         let got = client.infer(&x).unwrap();
@@ -132,7 +132,7 @@ async fn graceful_shutdown_answers_requests_in_flight() {
     let base = format!("http://{}", server.addr);
     let p = plan.clone();
     let client = tokio::task::spawn_blocking(move || {
-        let mut c = Client::connect(&base, &policy(&p)).unwrap();
+        let c = Client::connect(&base, &policy(&p)).unwrap();
         let x = zoo::seeded_input(&p.model, 7);
         c.infer(&x).map(|y| (x, y))
     });
@@ -186,7 +186,7 @@ async fn origami_tails(batch_tails: bool) {
             .map(|c| {
                 let (plan, base, policy) = (plan.clone(), base.clone(), policy.clone());
                 std::thread::spawn(move || {
-                    let mut client = Client::connect(&base, &policy).unwrap();
+                    let client = Client::connect(&base, &policy).unwrap();
                     for i in 0..5u64 {
                         let x = zoo::seeded_input(&plan.model, 5000 + c * 100 + i);
                         let got = client.infer(&x).unwrap();
@@ -317,7 +317,7 @@ async fn host_faults_and_huge_bodies_fail_alone() {
     .unwrap();
     let base = format!("http://{}", server.addr);
     tokio::task::spawn_blocking(move || {
-        let mut client = Client::connect(&base, &policy(&plan)).unwrap();
+        let client = Client::connect(&base, &policy(&plan)).unwrap();
         let key = client.evidence().enclave_key;
         let x = zoo::seeded_input(&plan.model, 1);
         match client.infer(&x) {
@@ -390,7 +390,7 @@ async fn session_keys_rotate_without_a_restart() {
             placements: vec!["enclave".into()],
             ..policy(&plan)
         };
-        let mut client = Client::connect(&base, &pol).unwrap();
+        let client = Client::connect(&base, &pol).unwrap();
         let first = client.evidence().clone();
         let head_end = plan.head_end(placement).unwrap();
         for seed in 0..13 {
@@ -510,7 +510,7 @@ async fn a_restart_into_a_weaker_placement_is_refused() {
             placements: vec!["slalom".into(), "origami".into()],
             ..policy(&plan)
         };
-        let mut client = Client::connect(&base, &pol).unwrap();
+        let client = Client::connect(&base, &pol).unwrap();
         assert_eq!(client.evidence().measurement.placement, Placement::Slalom);
         let x = zoo::seeded_input(&plan.model, 5);
         match client.infer(&x) {
@@ -603,7 +603,7 @@ async fn slow_and_surplus_connections_are_cut_off() {
     }
     let (b, p, x) = (base.clone(), pol.clone(), zoo::seeded_input(&plan.model, 9));
     let refused = tokio::task::spawn_blocking(move || {
-        let mut client = Client::connect(&b, &p).unwrap();
+        let client = Client::connect(&b, &p).unwrap();
         // The stuck requests take their slots as soon as their headers are parsed.
         for _ in 0..100 {
             match client.infer(&x) {
@@ -631,7 +631,7 @@ async fn slow_and_surplus_connections_are_cut_off() {
     let head_end = plan.head_end(placement).unwrap();
     let pl = plan.clone();
     tokio::task::spawn_blocking(move || {
-        let mut client = Client::connect(&b, &p).unwrap();
+        let client = Client::connect(&b, &p).unwrap();
         let x = zoo::seeded_input(&pl.model, 10);
         assert!(same(
             &client.infer(&x).unwrap(),
@@ -669,7 +669,7 @@ async fn slow_and_surplus_connections_are_cut_off() {
     let (b, p, pl) = (base.clone(), pol.clone(), plan.clone());
     tokio::task::spawn_blocking(move || {
         // The held connections' slots free once the server sees them close.
-        let mut client = (0..100)
+        let client = (0..100)
             .find_map(|_| {
                 Client::connect(&b, &p)
                     .map_err(|_| std::thread::sleep(std::time::Duration::from_millis(20)))

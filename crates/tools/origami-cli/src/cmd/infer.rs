@@ -34,7 +34,7 @@ pub fn main(a: Args) -> Result<()> {
     let m = load_model(model)?;
     let policy = origami_client::load_policy(policy)?;
     let x = input::load_input(image_path, &m)?;
-    let mut client = origami_client::Client::connect(server, &policy)?;
+    let client = origami_client::Client::connect(server, &policy)?;
     let ev = client.evidence();
     println!(
         "verified evidence: platform {} | placement {} | host sees: {}",

@@ -56,7 +56,7 @@ pub fn main(a: Args) -> Result<()> {
                 let policy = policy.clone();
                 let server = server.to_string();
                 std::thread::spawn(move || -> Result<Vec<f64>> {
-                    let mut client = origami_client::Client::connect(&server, &policy)?;
+                    let client = origami_client::Client::connect(&server, &policy)?;
                     let mut lat = Vec::with_capacity(requests);
                     for i in 0..requests {
                         let x = zoo::seeded_input(&m, (c * 1_000_000 + i) as u64);
