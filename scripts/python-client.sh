@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the Python client's wheel (crates/client/origami-python, maturin + PyO3, abi3: one
 # wheel for every CPython >= 3.9) into target/wheels/ and installs it into a fresh venv,
-# target/py-client-venv, with NumPy, pytest and tritonclient[http] (a stock KServe v2 client)
-# from PyPI. Prints the exports the Rust test that runs the Python suite needs
+# target/py-client-venv, with NumPy, pytest, mypy (checks the stubs) and tritonclient[http] (a
+# stock KServe v2 client) from PyPI. Prints the exports the Rust test that runs the Python suite needs
 # (crates/tools/origami-cli/tests/python.rs); use as
 #     eval "$(scripts/python-client.sh)"
 # Needs python3 with venv and pip, the Rust toolchain, and PyPI. On failure it says so on
@@ -20,8 +20,8 @@ fail() { log "$*"; exit 1; }
 rm -rf "$venv"
 python3 -m venv "$venv" >&2 || fail "python3 -m venv failed (Debian: apt-get install python3-venv)"
 "$venv/bin/pip" install -q --upgrade pip >&2 || fail "pip upgrade failed"
-"$venv/bin/pip" install -q "numpy>=1.21" pytest >&2 \
-    || fail "could not install numpy and pytest from PyPI"
+"$venv/bin/pip" install -q "numpy>=1.21" pytest mypy >&2 \
+    || fail "could not install numpy, pytest and mypy from PyPI"
 rm -f "$wheels"/origami_client-*.whl
 start=$(date +%s)
 # What `pip install ./crates/client/origami-python` does (the README's command): pip fetches

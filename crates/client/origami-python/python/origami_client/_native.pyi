@@ -1,12 +1,28 @@
 """Type stubs of the native module (re-exported by ``origami_client``)."""
 
 import os
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Mapping, Optional, Union, final
 
 import numpy as np
 import numpy.typing as npt
 
 __version__: str
+__all__ = [
+    "AnswerRejected",
+    "Client",
+    "EnclaveFailed",
+    "EnclaveRestarted",
+    "Evidence",
+    "EvidenceRejected",
+    "KeyRotated",
+    "MeasurementChanged",
+    "OrigamiError",
+    "PolicyError",
+    "ReattestedError",
+    "SealedRequest",
+    "ServerError",
+    "__version__",
+]
 
 class OrigamiError(Exception):
     """Base class of every error the Origami client raises."""
@@ -56,6 +72,7 @@ class MeasurementChanged(OrigamiError):
     was: str
     now: str
 
+@final
 class Evidence:
     """The evidence a client verified: what runs where, and what the host sees."""
 
@@ -87,6 +104,7 @@ class Evidence:
     def enclave_key(self) -> str:
         """Hex X25519 session key requests are sealed to."""
 
+@final
 class SealedRequest:
     """A request sealed to the attested enclave (``Client.seal``); its answer opens once."""
 
@@ -99,16 +117,17 @@ class SealedRequest:
         Raises AnswerRejected (not sealed by the enclave for this request), EnclaveFailed, or
         OrigamiError when called a second time."""
 
+@final
 class Client:
     """A verified connection to one Origami server's enclave; safe to share between threads."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         url: str,
         policy: Union[str, "os.PathLike[str]", Mapping[str, Any]],
         *,
         timeout: Optional[float] = None,
-    ) -> None:
+    ) -> "Client":
         """Fetch the evidence and verify it against ``policy`` (a TOML file or a dict).
 
         Raises PolicyError, EvidenceRejected or ServerError."""
