@@ -44,6 +44,9 @@ pub enum Platform {
     Simulated,
     /// Intel SGX under Gramine: a DCAP quote whose report data holds the digest.
     SgxGramine,
+    /// An Intel TDX confidential VM: a TDX quote (configfs-tsm) whose report data holds the
+    /// digest; the code id hashes MRTD and RTMR0–3 (`crate::tdx`).
+    Tdx,
 }
 
 impl Platform {
@@ -52,16 +55,18 @@ impl Platform {
         match self {
             Platform::Simulated => "simulated",
             Platform::SgxGramine => "sgx-gramine",
+            Platform::Tdx => "tdx",
         }
     }
 
     /// Every platform, for checking the names in a policy.
-    pub const ALL: [Platform; 2] = [Platform::Simulated, Platform::SgxGramine];
+    pub const ALL: [Platform; 3] = [Platform::Simulated, Platform::SgxGramine, Platform::Tdx];
 
     pub fn name(self) -> &'static str {
         match self {
             Platform::Simulated => "simulated (NO TEE: development only)",
             Platform::SgxGramine => "sgx-gramine",
+            Platform::Tdx => "tdx (Intel TDX confidential VM)",
         }
     }
 }
@@ -222,6 +227,18 @@ pub struct Policy {
     /// expired) after a TCB recovery; set it to the number of the latest recovery you require.
     #[serde(default)]
     pub sgx_min_tcb_eval_data_number: Option<u32>,
+    /// `tdx`: accepted TCB statuses of the platform (as `sgx_tcb_status`). Empty: `["UpToDate"]`
+    /// only. `Revoked` is never accepted.
+    #[serde(default)]
+    pub tdx_tcb_status: Vec<String>,
+    /// `tdx`: accept a DEBUG TD (the host can read its memory: never in production). Off unless
+    /// set.
+    #[serde(default)]
+    pub tdx_allow_debug: bool,
+    /// `tdx`: the lowest TCB evaluation data number accepted in the collateral (as
+    /// `sgx_min_tcb_eval_data_number`).
+    #[serde(default)]
+    pub tdx_min_tcb_eval_data_number: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -302,6 +319,7 @@ pub fn verify_at(ev: &Evidence, policy: &Policy, now_secs: u64) -> Result<[u8; 3
                 .map_err(|_| bad("the simulated signature does not match the evidence"))?;
         }
         Platform::SgxGramine => crate::sgx::verify_quote(ev, &digest, policy, now_secs)?,
+        Platform::Tdx => crate::tdx::verify_quote(ev, &digest, policy, now_secs)?,
     }
     if ev.host_sees != ev.measurement.placement.host_sees() {
         return reject(Rejection::HostSeesMisstated);

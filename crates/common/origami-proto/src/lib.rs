@@ -12,7 +12,9 @@ pub mod placement;
 pub mod rejection;
 pub mod session;
 pub mod sgx;
+pub mod tdx;
 pub mod tensor;
+pub mod tsm;
 pub mod wire;
 
 pub use placement::{Placement, PlacementError};

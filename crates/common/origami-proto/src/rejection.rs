@@ -6,7 +6,7 @@
 #[non_exhaustive]
 pub enum Rejection {
     // The policy itself.
-    #[error("policy: unknown platform {0:?} in [[measurements]] (simulated | sgx-gramine)")]
+    #[error("policy: unknown platform {0:?} in [[measurements]] (simulated | sgx-gramine | tdx)")]
     UnknownPolicyPlatform(String),
     #[error(
         "policy: code_id = \"*\" on platform {0}: any code is accepted for simulated evidence only"
@@ -24,6 +24,8 @@ pub enum Rejection {
     QuoteMalformed(String),
     #[error("the quote is not an SGX enclave quote (TDX?)")]
     NotSgxQuote,
+    #[error("the quote is not a TDX quote (SGX?)")]
+    NotTdxQuote,
     #[error(
         "sgx-gramine evidence without DCAP collateral: start the server with --sgx-collateral FILE"
     )]
@@ -36,7 +38,7 @@ pub enum Rejection {
     DcapFailed(String),
     #[error("the DCAP collateral's TCB evaluation data number is {got}, below the policy's minimum {min}: the host serves collateral from before a TCB recovery (fetch current collateral)")]
     CollateralTooOld { got: u32, min: u32 },
-    #[error("the SGX platform's TCB status is {status} (advisories: {advisories}); the policy accepts {allowed}")]
+    #[error("the platform's TCB status is {status} (advisories: {advisories}); the policy accepts {allowed}")]
     TcbStatus {
         status: String,
         advisories: String,
@@ -44,7 +46,9 @@ pub enum Rejection {
     },
     #[error("the SGX enclave runs in DEBUG mode (the host can read its memory): refused by policy (sgx_allow_debug)")]
     DebugEnclave,
-    #[error("the quote's MRENCLAVE {quote} differs from the evidence's code id {evidence}")]
+    #[error("the TDX guest is a DEBUG TD (the host can read its memory): refused by policy (tdx_allow_debug)")]
+    DebugTd,
+    #[error("the quote's code measurement {quote} (MRENCLAVE, or the TD's registers hashed) differs from the evidence's code id {evidence}")]
     CodeIdMismatch { quote: String, evidence: String },
     #[error(
         "the quote's report data does not bind this evidence (session key, measurement, instance)"
@@ -92,6 +96,7 @@ impl Rejection {
             Rejection::QuoteTooLarge { .. } => "quote_too_large",
             Rejection::QuoteMalformed(_) => "quote_malformed",
             Rejection::NotSgxQuote => "not_sgx_quote",
+            Rejection::NotTdxQuote => "not_tdx_quote",
             Rejection::NoCollateral => "no_collateral",
             Rejection::CollateralTooLarge { .. } => "collateral_too_large",
             Rejection::CollateralMalformed(_) => "collateral_malformed",
@@ -99,6 +104,7 @@ impl Rejection {
             Rejection::CollateralTooOld { .. } => "collateral_too_old",
             Rejection::TcbStatus { .. } => "tcb_status",
             Rejection::DebugEnclave => "debug_enclave",
+            Rejection::DebugTd => "debug_td",
             Rejection::CodeIdMismatch { .. } => "code_id_mismatch",
             Rejection::ReportDataMismatch => "report_data_mismatch",
             Rejection::PlatformKeyPresent => "platform_key_present",

@@ -91,13 +91,58 @@ pub fn check_report(
     Ok(())
 }
 
-/// The TCB statuses `policy` accepts.
-fn allowed_status(policy: &Policy) -> Vec<&str> {
-    if policy.sgx_tcb_status.is_empty() {
+/// The TCB statuses a policy accepts (`allowed`; empty: `UpToDate` only).
+fn allowed_status(allowed: &[String]) -> Vec<&str> {
+    if allowed.is_empty() {
         vec!["UpToDate"]
     } else {
-        policy.sgx_tcb_status.iter().map(String::as_str).collect()
+        allowed.iter().map(String::as_str).collect()
     }
+}
+
+/// The checks after dcap-qvl verified a quote (SGX or TDX): the collateral's TCB evaluation
+/// data number is at least `min_eval`, and the TCB status is one of `allowed` (never
+/// `Revoked`).
+pub(crate) fn check_tcb(
+    verifier: &dcap_qvl::verify::QuoteVerifier,
+    ev: &Evidence,
+    collateral: &QuoteCollateralV3,
+    now_secs: u64,
+    verified: &dcap_qvl::verify::VerifiedReport,
+    allowed: &[String],
+    min_eval: Option<u32>,
+) -> Result<(), ProtoError> {
+    if let Some(min) = min_eval {
+        // The claims API reports the collateral's evaluation data number; the claims-only
+        // policy applies no checks of its own (ours follow below).
+        let claims = verifier
+            .verify_with_policy(
+                &ev.proof,
+                collateral.clone(),
+                now_secs,
+                &dcap_qvl::QuotePolicy::claims_only(now_secs),
+            )
+            .map_err(|e| reject(Rejection::DcapFailed(format!("{e:#}"))))?;
+        if claims.tcb.eval_data_number < min {
+            return Err(reject(Rejection::CollateralTooOld {
+                got: claims.tcb.eval_data_number,
+                min,
+            }));
+        }
+    }
+    let allowed = allowed_status(allowed);
+    if verified.status == "Revoked" || !allowed.contains(&verified.status.as_str()) {
+        return Err(reject(Rejection::TcbStatus {
+            status: verified.status.clone(),
+            advisories: if verified.advisory_ids.is_empty() {
+                "none".to_string()
+            } else {
+                verified.advisory_ids.join(", ")
+            },
+            allowed: allowed.join(", "),
+        }));
+    }
+    Ok(())
 }
 
 /// Verifies `ev.proof` (a DCAP quote) with `ev.collateral` at `now_secs`, then the report
@@ -124,36 +169,15 @@ pub fn verify_quote(
     let verified = verifier
         .verify(&ev.proof, &collateral, now_secs)
         .map_err(|e| reject(Rejection::DcapFailed(format!("{e:#}"))))?;
-    if let Some(min) = policy.sgx_min_tcb_eval_data_number {
-        // The claims API reports the collateral's evaluation data number; the claims-only
-        // policy applies no checks of its own (ours follow below).
-        let claims = verifier
-            .verify_with_policy(
-                &ev.proof,
-                collateral.clone(),
-                now_secs,
-                &dcap_qvl::QuotePolicy::claims_only(now_secs),
-            )
-            .map_err(|e| reject(Rejection::DcapFailed(format!("{e:#}"))))?;
-        if claims.tcb.eval_data_number < min {
-            return Err(reject(Rejection::CollateralTooOld {
-                got: claims.tcb.eval_data_number,
-                min,
-            }));
-        }
-    }
-    let allowed = allowed_status(policy);
-    if verified.status == "Revoked" || !allowed.contains(&verified.status.as_str()) {
-        return Err(reject(Rejection::TcbStatus {
-            status: verified.status.clone(),
-            advisories: if verified.advisory_ids.is_empty() {
-                "none".to_string()
-            } else {
-                verified.advisory_ids.join(", ")
-            },
-            allowed: allowed.join(", "),
-        }));
-    }
+    check_tcb(
+        &verifier,
+        ev,
+        &collateral,
+        now_secs,
+        &verified,
+        &policy.sgx_tcb_status,
+        policy.sgx_min_tcb_eval_data_number,
+    )?;
     // The report dcap-qvl verified, not a second parse of the bytes.
     let verified_report = verified
         .report

@@ -32,7 +32,8 @@ struct Args {
     #[arg(long)]
     token_file: Option<PathBuf>,
     /// simulated (no TEE: development only; the evidence says so) | sgx-gramine (DCAP quotes
-    /// from Gramine's /dev/attestation)
+    /// from Gramine's /dev/attestation) | tdx (TDX quotes from configfs-tsm, inside a TDX
+    /// confidential VM)
     #[arg(long, default_value = "simulated")]
     platform: String,
     /// Gramine's attestation interface (sgx-gramine).
@@ -63,7 +64,8 @@ fn attester(platform: &str, attestation_dir: &std::path::Path) -> Result<Box<dyn
     Ok(match platform {
         "simulated" => Box::new(SimulatedPlatform::new(self_code_id()?)?),
         "sgx-gramine" => Box::new(origami_proto::sgx::GraminePlatform::open(attestation_dir)?),
-        other => bail!("unknown platform {other:?}: simulated | sgx-gramine"),
+        "tdx" => Box::new(origami_proto::tdx::TdxPlatform::open()?),
+        other => bail!("unknown platform {other:?}: simulated | sgx-gramine | tdx"),
     })
 }
 

@@ -78,7 +78,7 @@ class Evidence:
 
     @property
     def platform(self) -> str:
-        """``simulated`` or ``sgx-gramine``."""
+        """``simulated``, ``sgx-gramine`` or ``tdx``."""
     @property
     def code_id(self) -> str:
         """Hex SHA-256 of the enclave code (MRENCLAVE under SGX)."""

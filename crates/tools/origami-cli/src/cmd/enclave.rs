@@ -22,7 +22,8 @@ pub struct Args {
     #[arg(long)]
     pub token_file: Option<PathBuf>,
     /// simulated (no TEE: development only; the evidence says so) | sgx-gramine (DCAP
-    /// quotes from Gramine's /dev/attestation; see docs/SGX.md)
+    /// quotes from Gramine's /dev/attestation; see docs/SGX.md) | tdx (TDX quotes from
+    /// configfs-tsm inside a TDX confidential VM; docs/CVM.md)
     #[arg(long, default_value = "simulated")]
     pub platform: String,
     /// Gramine's attestation interface (sgx-gramine).

@@ -1,0 +1,203 @@
+//! The `tdx` platform: the enclave runs in an Intel TDX confidential VM and is attested with a
+//! TDX quote (DCAP, quote format v4/v5) that the VM asks for through configfs-tsm (`crate::tsm`).
+//!
+//! **What is measured.** In a CVM the TEE measures the boot chain, not one binary: MRTD (the
+//! initial TD memory: the virtual firmware), RTMR0 (firmware configuration), RTMR1 (the kernel
+//! and its boot loader), RTMR2 (the kernel command line and initrd), RTMR3 (whatever the running
+//! VM extends; nothing, in the minimal image that starts `origami-enclave` with fixed arguments).
+//! The evidence's code id for `tdx` is `tdx_code_id`: SHA-256 over a domain label and the five
+//! registers, so a policy's `code_id` pins all of them at once (docs/CVM.md: how an operator gets
+//! the values of a reproducible image).
+//!
+//! **Client side** (`verify_quote`): dcap-qvl checks the quote's signature chain up to Intel's
+//! root CA with the collateral the host attaches, then: the TCB status must be allowed by the
+//! policy (`tdx_tcb_status`, default `UpToDate`), the collateral's TCB evaluation number at least
+//! `tdx_min_tcb_eval_data_number`, the TD must not be a DEBUG TD (TD attributes bit 0) unless
+//! `tdx_allow_debug`, the registers must hash to the evidence's code id and the report data must
+//! be the evidence digest (`sgx::report_data`: digest ‖ 0^32).
+
+use std::path::{Path, PathBuf};
+
+use dcap_qvl::quote::{Quote, TDReport10};
+use dcap_qvl::QuoteCollateralV3;
+use sha2::{Digest, Sha256};
+
+use crate::evidence::{Attester, Evidence, Measurement, Platform, Policy};
+use crate::rejection::Rejection;
+use crate::sgx::{report_data, MAX_COLLATERAL, MAX_QUOTE};
+use crate::tsm::{self, Provider, TsmFs};
+use crate::ProtoError;
+
+/// The DEBUG bit of the TD attributes (TUD byte, bit 0): the host can read a debug TD's memory.
+const TD_ATTRIBUTES_DEBUG: u8 = 0x01;
+
+fn reject(r: Rejection) -> ProtoError {
+    ProtoError::Evidence(r)
+}
+
+/// The code id of a TD: SHA-256("origami/v1/tdx-code" ‖ MRTD ‖ RTMR0 ‖ RTMR1 ‖ RTMR2 ‖ RTMR3).
+pub fn tdx_code_id(r: &TDReport10) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"origami/v1/tdx-code");
+    for reg in [&r.mr_td, &r.rt_mr0, &r.rt_mr1, &r.rt_mr2, &r.rt_mr3] {
+        h.update(reg);
+    }
+    h.finalize().into()
+}
+
+/// Parses a DCAP quote (bounded) that must carry a TD report (TDX 1.0 or 1.5).
+pub fn parse_tdx_quote(quote: &[u8]) -> Result<TDReport10, ProtoError> {
+    if quote.len() > MAX_QUOTE {
+        return Err(reject(Rejection::QuoteTooLarge {
+            len: quote.len(),
+            max: MAX_QUOTE,
+        }));
+    }
+    let q = Quote::parse(quote).map_err(|e| reject(Rejection::QuoteMalformed(e.to_string())))?;
+    q.report
+        .as_td10()
+        .copied()
+        .ok_or_else(|| reject(Rejection::NotTdxQuote))
+}
+
+/// Checks a TD report against the evidence and policy (after the quote's signature chain and
+/// TCB status were verified).
+pub fn check_td_report(
+    r: &TDReport10,
+    ev: &Evidence,
+    digest: &[u8; 32],
+    policy: &Policy,
+) -> Result<(), ProtoError> {
+    if r.td_attributes[0] & TD_ATTRIBUTES_DEBUG != 0 && !policy.tdx_allow_debug {
+        return Err(reject(Rejection::DebugTd));
+    }
+    let code = tdx_code_id(r);
+    if code != ev.measurement.code_id {
+        return Err(reject(Rejection::CodeIdMismatch {
+            quote: crate::evidence::hex(&code),
+            evidence: crate::evidence::hex(&ev.measurement.code_id),
+        }));
+    }
+    if r.report_data != report_data(digest) {
+        return Err(reject(Rejection::ReportDataMismatch));
+    }
+    if ev.platform_key != [0; 32] {
+        return Err(reject(Rejection::PlatformKeyPresent));
+    }
+    Ok(())
+}
+
+/// Verifies `ev.proof` (a TDX quote) with `ev.collateral` at `now_secs`, then the TD report
+/// against the evidence and policy.
+pub fn verify_quote(
+    ev: &Evidence,
+    digest: &[u8; 32],
+    policy: &Policy,
+    now_secs: u64,
+) -> Result<(), ProtoError> {
+    let report = parse_tdx_quote(&ev.proof)?;
+    if ev.collateral.is_empty() {
+        return Err(reject(Rejection::NoCollateral));
+    }
+    if ev.collateral.len() > MAX_COLLATERAL {
+        return Err(reject(Rejection::CollateralTooLarge {
+            len: ev.collateral.len(),
+            max: MAX_COLLATERAL,
+        }));
+    }
+    let collateral: QuoteCollateralV3 = serde_json::from_str(&ev.collateral)
+        .map_err(|e| reject(Rejection::CollateralMalformed(e.to_string())))?;
+    let verifier = dcap_qvl::verify::QuoteVerifier::new_prod().allow_debug(policy.tdx_allow_debug);
+    let verified = verifier
+        .verify(&ev.proof, &collateral, now_secs)
+        .map_err(|e| reject(Rejection::DcapFailed(format!("{e:#}"))))?;
+    crate::sgx::check_tcb(
+        &verifier,
+        ev,
+        &collateral,
+        now_secs,
+        &verified,
+        &policy.tdx_tcb_status,
+        policy.tdx_min_tcb_eval_data_number,
+    )?;
+    // The report dcap-qvl verified, not a second parse of the bytes.
+    let verified_report = verified
+        .report
+        .as_td10()
+        .ok_or_else(|| reject(Rejection::NotTdxQuote))?;
+    debug_assert_eq!(verified_report, &report);
+    check_td_report(verified_report, ev, digest, policy)
+}
+
+/// The TDX guest's attestation: configfs-tsm reports under `root`.
+pub struct TdxPlatform<F: TsmFs = tsm::RealFs> {
+    fs: F,
+    root: PathBuf,
+    code_id: [u8; 32],
+}
+
+impl TdxPlatform<tsm::RealFs> {
+    /// Opens configfs-tsm at its standard place; checks that the provider is TDX and reads
+    /// this TD's registers from a first quote.
+    pub fn open() -> Result<Self, ProtoError> {
+        Self::open_with(tsm::RealFs, Path::new(tsm::TSM_REPORT_ROOT))
+    }
+}
+
+impl<F: TsmFs> TdxPlatform<F> {
+    pub fn open_with(fs: F, root: &Path) -> Result<Self, ProtoError> {
+        let mut p = TdxPlatform {
+            fs,
+            root: root.to_path_buf(),
+            code_id: [0; 32],
+        };
+        let first = p.quote(&[0; 64])?;
+        p.code_id = tdx_code_id(&parse_tdx_quote(&first)?);
+        Ok(p)
+    }
+
+    fn quote(&self, data: &[u8; 64]) -> Result<Vec<u8>, ProtoError> {
+        let r = tsm::report(&self.fs, &self.root, data)?;
+        if r.provider != Provider::Tdx {
+            return Err(ProtoError::Attestation(format!(
+                "configfs-tsm's provider is {:?}, not TDX: use --platform sev-snp on an SEV-SNP guest",
+                r.provider
+            )));
+        }
+        Ok(r.outblob)
+    }
+}
+
+impl<F: TsmFs + Send> Attester for TdxPlatform<F> {
+    fn platform(&self) -> Platform {
+        Platform::Tdx
+    }
+
+    fn code_id(&self) -> [u8; 32] {
+        self.code_id
+    }
+
+    fn attest(
+        &self,
+        measurement: Measurement,
+        enclave_key: [u8; 32],
+        instance: [u8; 16],
+    ) -> Result<Evidence, ProtoError> {
+        if measurement.code_id != self.code_id {
+            return Err(ProtoError::Attestation(
+                "the measurement's code id is not this TD's".into(),
+            ));
+        }
+        let mut ev = Evidence::unsigned(Platform::Tdx, measurement, enclave_key, instance, [0; 32]);
+        let want = report_data(&ev.digest());
+        let quote = self.quote(&want)?;
+        let r = parse_tdx_quote(&quote)?;
+        if r.report_data != want || tdx_code_id(&r) != self.code_id {
+            return Err(ProtoError::Attestation(
+                "the TDX quote is over other report data or registers than this TD's".into(),
+            ));
+        }
+        ev.proof = quote;
+        Ok(ev)
+    }
+}
