@@ -11,10 +11,12 @@ command -v cargo-fuzz >/dev/null || { echo "cargo-fuzz not found: cargo install 
 # Seed the quote target with a real SGX quote, so it reaches DCAP verification.
 mkdir -p corpus/sgx_quote
 cp ../crates/common/origami-proto/tests/data/sgx_quote corpus/sgx_quote/sample
+mkdir -p corpus/tdx_quote
+cp ../crates/common/origami-proto/tests/data/tdx_quote corpus/tdx_quote/sample
 # Seed the ONNX target with real model files, so it starts from graphs that import.
 mkdir -p corpus/onnx
 for f in ../crates/common/origami-model/tests/fixtures/*.onnx; do cp "$f" corpus/onnx/; done
-for t in frame wire evidence sgx_quote onnx enclave; do
+for t in frame wire evidence sgx_quote tdx_quote onnx enclave; do
   echo "== $t (${secs}s)"
   # Bounded: inputs up to 64 KiB, 512 MiB of memory, 5 s per input.
   # onnx and enclave run small models: faer's GEMM reserves ~520 MiB of scratch on first use

@@ -8,7 +8,7 @@
 //! placements = ["slalom"]          # default ["slalom", "enclave"]; "origami" only if listed
 //! allow_unverified = false         # the default: blinded placements must run Freivalds checks
 //! [[measurements]]
-//! platform = "sgx-gramine"         # simulated | sgx-gramine | tdx: the entry admits only this platform
+//! platform = "sgx-gramine"         # simulated | sgx-gramine | tdx | sev-snp: the entry admits only this platform
 //! code_id = "9f2c…"                # hex SHA-256 of the enclave code ("*": any, simulated only)
 //! model_hash = "118b…"             # hex model hash
 //! min_split = 4                    # origami: refuse splits earlier than this

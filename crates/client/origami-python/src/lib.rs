@@ -164,7 +164,7 @@ fn policy_from(policy: &Bound<'_, PyAny>) -> PyResult<Policy> {
 /// The evidence a client verified: what runs where, and what the host sees.
 #[pyclass(frozen, module = "origami_client", name = "Evidence")]
 struct Evidence {
-    /// `simulated`, `sgx-gramine` or `tdx`.
+    /// `simulated`, `sgx-gramine`, `tdx` or `sev-snp`.
     #[pyo3(get)]
     platform: String,
     /// Hex SHA-256 of the enclave code (MRENCLAVE under SGX).

@@ -47,6 +47,10 @@ pub enum Platform {
     /// An Intel TDX confidential VM: a TDX quote (configfs-tsm) whose report data holds the
     /// digest; the code id hashes MRTD and RTMR0–3 (`crate::tdx`).
     Tdx,
+    /// An AMD SEV-SNP confidential VM: an SNP report (configfs-tsm) whose report data holds the
+    /// digest, signed by a VCEK chained to AMD; the code id hashes MEASUREMENT and HOST_DATA
+    /// (`crate::snp`).
+    SevSnp,
 }
 
 impl Platform {
@@ -56,17 +60,24 @@ impl Platform {
             Platform::Simulated => "simulated",
             Platform::SgxGramine => "sgx-gramine",
             Platform::Tdx => "tdx",
+            Platform::SevSnp => "sev-snp",
         }
     }
 
     /// Every platform, for checking the names in a policy.
-    pub const ALL: [Platform; 3] = [Platform::Simulated, Platform::SgxGramine, Platform::Tdx];
+    pub const ALL: [Platform; 4] = [
+        Platform::Simulated,
+        Platform::SgxGramine,
+        Platform::Tdx,
+        Platform::SevSnp,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Platform::Simulated => "simulated (NO TEE: development only)",
             Platform::SgxGramine => "sgx-gramine",
             Platform::Tdx => "tdx (Intel TDX confidential VM)",
+            Platform::SevSnp => "sev-snp (AMD SEV-SNP confidential VM)",
         }
     }
 }
@@ -239,6 +250,13 @@ pub struct Policy {
     /// `sgx_min_tcb_eval_data_number`).
     #[serde(default)]
     pub tdx_min_tcb_eval_data_number: Option<u32>,
+    /// `sev-snp`: accept a guest whose policy allows debugging (the hypervisor can read its
+    /// memory: never in production). Off unless set.
+    #[serde(default)]
+    pub snp_allow_debug: bool,
+    /// `sev-snp`: the lowest reported TCB accepted, per component.
+    #[serde(default)]
+    pub snp_min_tcb: Option<crate::snp::SnpTcb>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -320,6 +338,7 @@ pub fn verify_at(ev: &Evidence, policy: &Policy, now_secs: u64) -> Result<[u8; 3
         }
         Platform::SgxGramine => crate::sgx::verify_quote(ev, &digest, policy, now_secs)?,
         Platform::Tdx => crate::tdx::verify_quote(ev, &digest, policy, now_secs)?,
+        Platform::SevSnp => crate::snp::verify_report(ev, &digest, policy)?,
     }
     if ev.host_sees != ev.measurement.placement.host_sees() {
         return reject(Rejection::HostSeesMisstated);
@@ -556,10 +575,10 @@ mod tests {
                 ..
             }
         ));
-        pol.measurements[0].platform = "sev-snp".into();
+        pol.measurements[0].platform = "sev".into();
         assert_eq!(
             refused(&ev, &pol),
-            Rejection::UnknownPolicyPlatform("sev-snp".into())
+            Rejection::UnknownPolicyPlatform("sev".into())
         );
         // A policy without the platform is refused when read.
         let json =

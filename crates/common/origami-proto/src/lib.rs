@@ -12,6 +12,7 @@ pub mod placement;
 pub mod rejection;
 pub mod session;
 pub mod sgx;
+pub mod snp;
 pub mod tdx;
 pub mod tensor;
 pub mod tsm;

@@ -6,7 +6,7 @@
 #[non_exhaustive]
 pub enum Rejection {
     // The policy itself.
-    #[error("policy: unknown platform {0:?} in [[measurements]] (simulated | sgx-gramine | tdx)")]
+    #[error("policy: unknown platform {0:?} in [[measurements]] (simulated | sgx-gramine | tdx | sev-snp)")]
     UnknownPolicyPlatform(String),
     #[error(
         "policy: code_id = \"*\" on platform {0}: any code is accepted for simulated evidence only"
@@ -48,6 +48,16 @@ pub enum Rejection {
     DebugEnclave,
     #[error("the TDX guest is a DEBUG TD (the host can read its memory): refused by policy (tdx_allow_debug)")]
     DebugTd,
+    #[error("malformed SNP attestation report: {0}")]
+    SnpReportMalformed(String),
+    #[error("the VCEK does not chain to AMD's ARK and ASK (Milan, Genoa or Turin)")]
+    SnpChain,
+    #[error("the VCEK did not sign this SNP report")]
+    SnpSignature,
+    #[error("the SEV-SNP guest's policy allows debugging (the hypervisor can read its memory): refused by policy (snp_allow_debug)")]
+    DebugSnpGuest,
+    #[error("the SNP report's TCB ({got}) is below the policy's minimum ({min})")]
+    SnpTcbTooOld { got: String, min: String },
     #[error("the quote's code measurement {quote} (MRENCLAVE, or the TD's registers hashed) differs from the evidence's code id {evidence}")]
     CodeIdMismatch { quote: String, evidence: String },
     #[error(
@@ -105,6 +115,11 @@ impl Rejection {
             Rejection::TcbStatus { .. } => "tcb_status",
             Rejection::DebugEnclave => "debug_enclave",
             Rejection::DebugTd => "debug_td",
+            Rejection::SnpReportMalformed(_) => "snp_report_malformed",
+            Rejection::SnpChain => "snp_chain",
+            Rejection::SnpSignature => "snp_signature",
+            Rejection::DebugSnpGuest => "debug_snp_guest",
+            Rejection::SnpTcbTooOld { .. } => "snp_tcb_too_old",
             Rejection::CodeIdMismatch { .. } => "code_id_mismatch",
             Rejection::ReportDataMismatch => "report_data_mismatch",
             Rejection::PlatformKeyPresent => "platform_key_present",

@@ -100,10 +100,46 @@ fn allowed_status(allowed: &[String]) -> Vec<&str> {
     }
 }
 
+/// A DCAP quote (`ev.proof`, SGX or TDX) verified by dcap-qvl with the host's collateral
+/// (`ev.collateral`, bounded) at `now_secs`, then its TCB judged by `check_tcb`.
+pub(crate) fn verify_dcap(
+    ev: &Evidence,
+    now_secs: u64,
+    allow_debug: bool,
+    allowed: &[String],
+    min_eval: Option<u32>,
+) -> Result<dcap_qvl::verify::VerifiedReport, ProtoError> {
+    if ev.collateral.is_empty() {
+        return Err(reject(Rejection::NoCollateral));
+    }
+    if ev.collateral.len() > MAX_COLLATERAL {
+        return Err(reject(Rejection::CollateralTooLarge {
+            len: ev.collateral.len(),
+            max: MAX_COLLATERAL,
+        }));
+    }
+    let collateral: QuoteCollateralV3 = serde_json::from_str(&ev.collateral)
+        .map_err(|e| reject(Rejection::CollateralMalformed(e.to_string())))?;
+    let verifier = dcap_qvl::verify::QuoteVerifier::new_prod().allow_debug(allow_debug);
+    let verified = verifier
+        .verify(&ev.proof, &collateral, now_secs)
+        .map_err(|e| reject(Rejection::DcapFailed(format!("{e:#}"))))?;
+    check_tcb(
+        &verifier,
+        ev,
+        &collateral,
+        now_secs,
+        &verified,
+        allowed,
+        min_eval,
+    )?;
+    Ok(verified)
+}
+
 /// The checks after dcap-qvl verified a quote (SGX or TDX): the collateral's TCB evaluation
 /// data number is at least `min_eval`, and the TCB status is one of `allowed` (never
 /// `Revoked`).
-pub(crate) fn check_tcb(
+fn check_tcb(
     verifier: &dcap_qvl::verify::QuoteVerifier,
     ev: &Evidence,
     collateral: &QuoteCollateralV3,
@@ -154,27 +190,10 @@ pub fn verify_quote(
     now_secs: u64,
 ) -> Result<(), ProtoError> {
     let report = parse_sgx_quote(&ev.proof)?;
-    if ev.collateral.is_empty() {
-        return Err(reject(Rejection::NoCollateral));
-    }
-    if ev.collateral.len() > MAX_COLLATERAL {
-        return Err(reject(Rejection::CollateralTooLarge {
-            len: ev.collateral.len(),
-            max: MAX_COLLATERAL,
-        }));
-    }
-    let collateral: QuoteCollateralV3 = serde_json::from_str(&ev.collateral)
-        .map_err(|e| reject(Rejection::CollateralMalformed(e.to_string())))?;
-    let verifier = dcap_qvl::verify::QuoteVerifier::new_prod().allow_debug(policy.sgx_allow_debug);
-    let verified = verifier
-        .verify(&ev.proof, &collateral, now_secs)
-        .map_err(|e| reject(Rejection::DcapFailed(format!("{e:#}"))))?;
-    check_tcb(
-        &verifier,
+    let verified = verify_dcap(
         ev,
-        &collateral,
         now_secs,
-        &verified,
+        policy.sgx_allow_debug,
         &policy.sgx_tcb_status,
         policy.sgx_min_tcb_eval_data_number,
     )?;

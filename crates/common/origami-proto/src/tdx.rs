@@ -6,8 +6,8 @@
 //! and its boot loader), RTMR2 (the kernel command line and initrd), RTMR3 (whatever the running
 //! VM extends; nothing, in the minimal image that starts `origami-enclave` with fixed arguments).
 //! The evidence's code id for `tdx` is `tdx_code_id`: SHA-256 over a domain label and the five
-//! registers, so a policy's `code_id` pins all of them at once (docs/CVM.md: how an operator gets
-//! the values of a reproducible image).
+//! registers, so a policy's `code_id` pins all of them at once (docs/CVM.md; the reproducible VM
+//! image whose values an operator would pin is not written yet).
 //!
 //! **Client side** (`verify_quote`): dcap-qvl checks the quote's signature chain up to Intel's
 //! root CA with the collateral the host attaches, then: the TCB status must be allowed by the
@@ -19,12 +19,11 @@
 use std::path::{Path, PathBuf};
 
 use dcap_qvl::quote::{Quote, TDReport10};
-use dcap_qvl::QuoteCollateralV3;
 use sha2::{Digest, Sha256};
 
 use crate::evidence::{Attester, Evidence, Measurement, Platform, Policy};
 use crate::rejection::Rejection;
-use crate::sgx::{report_data, MAX_COLLATERAL, MAX_QUOTE};
+use crate::sgx::{report_data, MAX_QUOTE};
 use crate::tsm::{self, Provider, TsmFs};
 use crate::ProtoError;
 
@@ -96,27 +95,10 @@ pub fn verify_quote(
     now_secs: u64,
 ) -> Result<(), ProtoError> {
     let report = parse_tdx_quote(&ev.proof)?;
-    if ev.collateral.is_empty() {
-        return Err(reject(Rejection::NoCollateral));
-    }
-    if ev.collateral.len() > MAX_COLLATERAL {
-        return Err(reject(Rejection::CollateralTooLarge {
-            len: ev.collateral.len(),
-            max: MAX_COLLATERAL,
-        }));
-    }
-    let collateral: QuoteCollateralV3 = serde_json::from_str(&ev.collateral)
-        .map_err(|e| reject(Rejection::CollateralMalformed(e.to_string())))?;
-    let verifier = dcap_qvl::verify::QuoteVerifier::new_prod().allow_debug(policy.tdx_allow_debug);
-    let verified = verifier
-        .verify(&ev.proof, &collateral, now_secs)
-        .map_err(|e| reject(Rejection::DcapFailed(format!("{e:#}"))))?;
-    crate::sgx::check_tcb(
-        &verifier,
+    let verified = crate::sgx::verify_dcap(
         ev,
-        &collateral,
         now_secs,
-        &verified,
+        policy.tdx_allow_debug,
         &policy.tdx_tcb_status,
         policy.tdx_min_tcb_eval_data_number,
     )?;

@@ -185,6 +185,19 @@ fn bad_inputs_fail_with_clear_errors() {
         "sev",
     ]);
     assert!(e.contains("unknown platform"), "{e}");
+    // Confidential-VM platforms outside a CVM: configfs-tsm is missing, said plainly.
+    for platform in ["tdx", "sev-snp"] {
+        let e = run_err(&[
+            "enclave",
+            "--tcp",
+            "127.0.0.1:0",
+            "--token-file",
+            token,
+            "--platform",
+            platform,
+        ]);
+        assert!(e.contains("no configfs-tsm report interface"), "{e}");
+    }
     let e = run_err(&["--accel", "tpu", "demo"]);
     assert!(e.contains("unknown accelerator"), "{e}");
     let e = run_err(&["--tf32", "demo"]);
@@ -204,7 +217,22 @@ fn bad_inputs_fail_with_clear_errors() {
         "--sgx-collateral",
         bad.to_str().unwrap(),
     ]);
-    assert!(e.contains("not JSON DCAP collateral"), "{e}");
+    assert!(e.contains("not JSON collateral"), "{e}");
+    // serve's enclave platform: named choices, and only for the child it starts.
+    let e = run_err(&["serve", "--listen", "127.0.0.1:0", "--platform", "sgx"]);
+    assert!(e.contains("simulated | tdx | sev-snp"), "{e}");
+    let e = run_err(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--in-process",
+        "--platform",
+        "tdx",
+    ]);
+    assert!(e.contains("simulated only"), "{e}");
+    // Outside a confidential VM the tdx child finds no configfs-tsm and says so.
+    let e = run_err(&["serve", "--listen", "127.0.0.1:0", "--platform", "tdx"]);
+    assert!(e.contains("configfs-tsm") || e.contains("enclave"), "{e}");
     // Unsupported operator: named with its node.
     let e = run_err(&[
         "run",
@@ -745,6 +773,33 @@ fn start_serve(extra: &[&str]) -> Served {
         enclave_pid,
         rest,
     }
+}
+
+/// SIGTERM (what Kubernetes and `docker stop` send) stops `origami serve` as Ctrl-C does:
+/// exit status 0, the graceful-shutdown line, and its enclave child gone with it.
+#[test]
+fn serve_stops_gracefully_on_sigterm_with_its_enclave() {
+    let Served {
+        mut child,
+        enclave_pid,
+        rest,
+        ..
+    } = start_serve(&[]);
+    let pid = enclave_pid.expect("serve printed its enclave's pid");
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    let gone = (0..200).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(25));
+        (unsafe { libc::kill(pid, 0) }) != 0
+    });
+    if !gone {
+        // Never leave it behind (it would also hold this test's output pipe open).
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    assert!(status.success(), "{status:?}");
+    assert!(gone, "the enclave process {pid} outlived the server");
+    let rest: Vec<String> = rest.iter().collect();
+    assert!(rest.iter().any(|l| l.contains("shutting down")), "{rest:?}");
 }
 
 fn stop(mut child: std::process::Child) {

@@ -33,7 +33,7 @@ struct Args {
     token_file: Option<PathBuf>,
     /// simulated (no TEE: development only; the evidence says so) | sgx-gramine (DCAP quotes
     /// from Gramine's /dev/attestation) | tdx (TDX quotes from configfs-tsm, inside a TDX
-    /// confidential VM)
+    /// confidential VM) | sev-snp (SNP reports from configfs-tsm, inside an SEV-SNP VM)
     #[arg(long, default_value = "simulated")]
     platform: String,
     /// Gramine's attestation interface (sgx-gramine).
@@ -65,7 +65,8 @@ fn attester(platform: &str, attestation_dir: &std::path::Path) -> Result<Box<dyn
         "simulated" => Box::new(SimulatedPlatform::new(self_code_id()?)?),
         "sgx-gramine" => Box::new(origami_proto::sgx::GraminePlatform::open(attestation_dir)?),
         "tdx" => Box::new(origami_proto::tdx::TdxPlatform::open()?),
-        other => bail!("unknown platform {other:?}: simulated | sgx-gramine | tdx"),
+        "sev-snp" => Box::new(origami_proto::snp::SnpPlatform::open()?),
+        other => bail!("unknown platform {other:?}: simulated | sgx-gramine | tdx | sev-snp"),
     })
 }
 

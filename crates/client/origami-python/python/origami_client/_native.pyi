@@ -78,7 +78,7 @@ class Evidence:
 
     @property
     def platform(self) -> str:
-        """``simulated``, ``sgx-gramine`` or ``tdx``."""
+        """``simulated``, ``sgx-gramine``, ``tdx`` or ``sev-snp``."""
     @property
     def code_id(self) -> str:
         """Hex SHA-256 of the enclave code (MRENCLAVE under SGX)."""

@@ -55,10 +55,17 @@ pub struct Args {
     /// been made by the attached enclave instance.
     #[arg(long, requires = "enclave")]
     pub pads: Option<PathBuf>,
-    /// DCAP collateral (JSON, dcap-qvl's QuoteCollateralV3) attached to sgx-gramine
-    /// evidence; clients verify it against Intel's root CA.
+    /// Collateral attached to the evidence: DCAP collateral (JSON, dcap-qvl's
+    /// QuoteCollateralV3) for sgx-gramine and tdx, verified by clients against Intel's root CA;
+    /// for sev-snp, `{"vcek": PEM}` when the guest's certificate table has no VCEK.
     #[arg(long)]
     pub sgx_collateral: Option<PathBuf>,
+    /// The attestation platform of the enclave child this server starts: simulated (no TEE:
+    /// development only) | tdx | sev-snp (inside a TDX or SEV-SNP confidential VM, through
+    /// configfs-tsm; docs/CVM.md). sgx-gramine enclaves are started by Gramine and attached
+    /// with --enclave.
+    #[arg(long, default_value = "simulated")]
+    pub platform: String,
     /// Run the tails of a batch's requests (origami placement) as one accelerator call:
     /// auto (on with --accel cuda, off with cpu, where it only adds latency) | on | off.
     #[arg(long, default_value = "auto")]
@@ -108,6 +115,13 @@ pub fn main(a: Args, accel: Accel) -> Result<()> {
     );
     use origami_enclave::service::{self_code_id, EnclaveService};
     use origami_host::handle::EnclaveHandle;
+    let platform = a.platform.as_str();
+    if !["simulated", "tdx", "sev-snp"].contains(&platform) {
+        bail!("--platform {platform:?}: simulated | tdx | sev-snp (sgx-gramine enclaves run under Gramine: attach with --enclave)");
+    }
+    if platform != "simulated" && (attach.is_some() || in_process) {
+        bail!("--platform sets the platform of the enclave child `origami serve` starts; an attached enclave (--enclave) chose its own, and --in-process is simulated only");
+    }
     let (m, placement, plan) = served(model, mode, split, calib)?;
     let supervised = if let Some(endpoint) = attach.clone() {
         // The enclave is supervised elsewhere (systemd, Gramine): reconnect when it comes back.
@@ -125,6 +139,8 @@ pub fn main(a: Args, accel: Accel) -> Result<()> {
             mode.into(),
             "--calib".into(),
             calib.to_string(),
+            "--platform".into(),
+            platform.into(),
         ];
         // The resolved split (the audited default when none was given).
         if let Placement::Origami { split } = placement {
@@ -175,6 +191,13 @@ pub fn main(a: Args, accel: Accel) -> Result<()> {
             restart,
         )
         .await?;
+        // Ctrl-C, or SIGTERM (what Kubernetes, systemd and `docker stop` send): the same
+        // graceful stop, and the enclave child is stopped with the server. Both handlers are
+        // in place before the address is printed, so a signal sent as soon as the server says
+        // it listens is never the default (fatal) action.
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
         let ev = running.evidence.clone();
         println!("listening on http://{}", running.addr);
         println!(
@@ -198,8 +221,11 @@ pub fn main(a: Args, accel: Accel) -> Result<()> {
             hex(&ev.measurement.model_hash)
         );
         running
-            .until(async {
-                let _ = tokio::signal::ctrl_c().await;
+            .until(async move {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
                 println!("shutting down: finishing requests in flight");
             })
             .await?;
@@ -209,7 +235,8 @@ pub fn main(a: Args, accel: Accel) -> Result<()> {
     Ok(())
 }
 
-/// Reads DCAP collateral (JSON) for sgx-gramine evidence, checking it parses.
+/// Reads the evidence collateral (JSON: DCAP collateral for sgx-gramine and tdx, the VCEK for
+/// sev-snp), checking it parses.
 fn read_collateral(path: &Path) -> Result<String> {
     let meta = std::fs::metadata(path).with_context(|| format!("{}", path.display()))?;
     if meta.len() > origami_proto::sgx::MAX_COLLATERAL as u64 {
@@ -222,6 +249,6 @@ fn read_collateral(path: &Path) -> Result<String> {
     }
     let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
     serde_json::from_str::<serde_json::Value>(&text)
-        .with_context(|| format!("{}: not JSON DCAP collateral", path.display()))?;
+        .with_context(|| format!("{}: not JSON collateral", path.display()))?;
     Ok(text)
 }
