@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the runtime image of deploy/container/Dockerfile (`--target prebuilt`) around
-# binaries built outside it, and checks it: the image's user and stop signal, `origami demo`
+# binaries built outside it, and checks it: the image's user and entrypoint, `origami demo`
 # inside it, and `origami serve` inside it answering health and readiness (and, with
 # $ORIGAMI_PYTHON, a private inference from the Python client on the host), then stopping
 # gracefully on SIGTERM (dumb-init forwards it to origami) with its enclave child gone.

@@ -4,7 +4,8 @@
 use libfuzzer_sys::fuzz_target;
 use origami_proto::evidence::{verify_at, Evidence, Measurement, Platform, Policy};
 
-const COLLATERAL: &str = include_str!("../../crates/common/origami-proto/tests/data/tdx_quote_collateral.json");
+const COLLATERAL: &str =
+    include_str!("../../crates/common/origami-proto/tests/data/tdx_quote_collateral.json");
 
 fuzz_target!(|data: &[u8]| {
     let _ = origami_proto::tdx::parse_tdx_quote(data);
