@@ -63,7 +63,7 @@ log "built $image in $(( $(date +%s) - start )) s"
 rm -rf "$ctx"
 
 cfg=$("${B[@]}" inspect --type image --format '{{.OCIv1.Config.User}}|{{.OCIv1.Config.Entrypoint}}' "$image")
-log "image config: user|stop signal|entrypoint = $cfg"
+log "image config: user|entrypoint = $cfg"
 [[ $cfg == "10001:10001|"*dumb-init* ]] || fail "unexpected image config: $cfg"
 
 ctr=$("${B[@]}" from "$image")
