@@ -15,18 +15,16 @@
 //! least `snp_min_tcb`; MEASUREMENT and HOST_DATA must hash to the evidence's code id; the
 //! report data must be the evidence digest (digest ‖ 0^32).
 
-use std::path::Path;
-
 use serde::{Deserialize, Serialize};
 use sev::certs::snp::{builtin, ca, Certificate, Chain, Verifiable};
 use sev::firmware::guest::AttestationReport;
 use sev::parser::ByteParser;
 use sha2::{Digest, Sha256};
 
-use crate::evidence::{Attester, Evidence, Measurement, Platform, Policy};
+use crate::evidence::{Evidence, Platform, Policy};
 use crate::rejection::Rejection;
 use crate::sgx::report_data;
-use crate::tsm::{self, Provider, TsmFs};
+use crate::tsm::{self, CvmPlatform, CvmTee, GuestReport, Provider, TsmReport};
 use crate::ProtoError;
 
 /// An SNP attestation report is 1184 bytes (0x4A0).
@@ -226,47 +224,26 @@ pub fn vcek_from_cert_table(table: &[u8]) -> Result<Option<Vec<u8>>, ProtoError>
     Err(bad())
 }
 
-/// The SEV-SNP guest's attestation: configfs-tsm reports under `root`.
-pub struct SnpPlatform<F: TsmFs = tsm::RealFs> {
-    fs: F,
-    root: std::path::PathBuf,
-    code_id: [u8; 32],
-}
+/// What `CvmPlatform` needs of SEV-SNP: the report, its report data and code id, and the VCEK
+/// from the certificate table as collateral.
+pub struct Snp;
 
-impl SnpPlatform<tsm::RealFs> {
-    /// Opens configfs-tsm at its standard place; checks that the provider is SEV-SNP and
-    /// reads this guest's MEASUREMENT and HOST_DATA from a first report.
-    pub fn open() -> Result<Self, ProtoError> {
-        Self::open_with(tsm::RealFs, Path::new(tsm::TSM_REPORT_ROOT))
-    }
-}
+impl CvmTee for Snp {
+    const PLATFORM: Platform = Platform::SevSnp;
+    const PROVIDER: Provider = Provider::SevSnp;
 
-impl<F: TsmFs> SnpPlatform<F> {
-    pub fn open_with(fs: F, root: &Path) -> Result<Self, ProtoError> {
-        let mut p = SnpPlatform {
-            fs,
-            root: root.to_path_buf(),
-            code_id: [0; 32],
-        };
-        let first = p.report(&[0; 64])?;
-        p.code_id = snp_code_id(&first.parsed);
-        Ok(p)
-    }
-
-    fn report(&self, data: &[u8; 64]) -> Result<GuestReport, ProtoError> {
-        let r = tsm::report(&self.fs, &self.root, data)?;
-        if r.provider != Provider::SevSnp {
-            return Err(ProtoError::Attestation(format!(
-                "configfs-tsm's provider is {:?}, not SEV-SNP: use --platform tdx on a TDX guest",
-                r.provider
-            )));
-        }
-        let parsed = parse_snp_report(&r.outblob).map_err(|e| {
+    fn read(report: TsmReport) -> Result<GuestReport, ProtoError> {
+        let parsed = parse_snp_report(&report.outblob).map_err(|e| {
             ProtoError::Attestation(format!("the SNP firmware's report does not parse: {e}"))
         })?;
         // The VCEK from the certificate table, as collateral JSON (empty: the host must attach
         // one with --sgx-collateral).
-        let collateral = match r.auxblob.as_deref().map(vcek_from_cert_table).transpose()? {
+        let collateral = match report
+            .auxblob
+            .as_deref()
+            .map(vcek_from_cert_table)
+            .transpose()?
+        {
             Some(Some(der)) => {
                 let pem = Certificate::from_der(&der)
                     .and_then(|c| c.to_pem())
@@ -279,57 +256,13 @@ impl<F: TsmFs> SnpPlatform<F> {
             _ => String::new(),
         };
         Ok(GuestReport {
-            parsed,
-            bytes: r.outblob,
+            report_data: parsed.report_data,
+            code_id: snp_code_id(&parsed),
+            proof: report.outblob,
             collateral,
         })
     }
 }
 
-/// One report from the firmware: parsed, as bytes, and the VCEK collateral JSON (empty when
-/// the certificate table had none).
-struct GuestReport {
-    parsed: AttestationReport,
-    bytes: Vec<u8>,
-    collateral: String,
-}
-
-impl<F: TsmFs + Send> Attester for SnpPlatform<F> {
-    fn platform(&self) -> Platform {
-        Platform::SevSnp
-    }
-
-    fn code_id(&self) -> [u8; 32] {
-        self.code_id
-    }
-
-    fn attest(
-        &self,
-        measurement: Measurement,
-        enclave_key: [u8; 32],
-        instance: [u8; 16],
-    ) -> Result<Evidence, ProtoError> {
-        if measurement.code_id != self.code_id {
-            return Err(ProtoError::Attestation(
-                "the measurement's code id is not this guest's".into(),
-            ));
-        }
-        let mut ev = Evidence::unsigned(
-            Platform::SevSnp,
-            measurement,
-            enclave_key,
-            instance,
-            [0; 32],
-        );
-        let want = report_data(&ev.digest());
-        let r = self.report(&want)?;
-        if r.parsed.report_data != want || snp_code_id(&r.parsed) != self.code_id {
-            return Err(ProtoError::Attestation(
-                "the SNP report is over other report data or measurement than this guest's".into(),
-            ));
-        }
-        ev.proof = r.bytes;
-        ev.collateral = r.collateral;
-        Ok(ev)
-    }
-}
+/// The SEV-SNP guest's attestation: configfs-tsm reports (`CvmPlatform::open` in an SNP guest).
+pub type SnpPlatform<F = tsm::RealFs> = CvmPlatform<Snp, F>;

@@ -16,15 +16,13 @@
 //! `tdx_allow_debug`, the registers must hash to the evidence's code id and the report data must
 //! be the evidence digest (`sgx::report_data`: digest ‖ 0^32).
 
-use std::path::{Path, PathBuf};
-
 use dcap_qvl::quote::{Quote, TDReport10};
 use sha2::{Digest, Sha256};
 
-use crate::evidence::{Attester, Evidence, Measurement, Platform, Policy};
+use crate::evidence::{Evidence, Platform, Policy};
 use crate::rejection::Rejection;
 use crate::sgx::{report_data, MAX_QUOTE};
-use crate::tsm::{self, Provider, TsmFs};
+use crate::tsm::{self, CvmPlatform, CvmTee, GuestReport, Provider, TsmReport};
 use crate::ProtoError;
 
 /// The DEBUG bit of the TD attributes (TUD byte, bit 0): the host can read a debug TD's memory.
@@ -111,75 +109,23 @@ pub fn verify_quote(
     check_td_report(verified_report, ev, digest, policy)
 }
 
-/// The TDX guest's attestation: configfs-tsm reports under `root`.
-pub struct TdxPlatform<F: TsmFs = tsm::RealFs> {
-    fs: F,
-    root: PathBuf,
-    code_id: [u8; 32],
-}
+/// What `CvmPlatform` needs of TDX: the quote, its report data and its code id.
+pub struct Tdx;
 
-impl TdxPlatform<tsm::RealFs> {
-    /// Opens configfs-tsm at its standard place; checks that the provider is TDX and reads
-    /// this TD's registers from a first quote.
-    pub fn open() -> Result<Self, ProtoError> {
-        Self::open_with(tsm::RealFs, Path::new(tsm::TSM_REPORT_ROOT))
+impl CvmTee for Tdx {
+    const PLATFORM: Platform = Platform::Tdx;
+    const PROVIDER: Provider = Provider::Tdx;
+
+    fn read(report: TsmReport) -> Result<GuestReport, ProtoError> {
+        let r = parse_tdx_quote(&report.outblob)?;
+        Ok(GuestReport {
+            report_data: r.report_data,
+            code_id: tdx_code_id(&r),
+            proof: report.outblob,
+            collateral: String::new(),
+        })
     }
 }
 
-impl<F: TsmFs> TdxPlatform<F> {
-    pub fn open_with(fs: F, root: &Path) -> Result<Self, ProtoError> {
-        let mut p = TdxPlatform {
-            fs,
-            root: root.to_path_buf(),
-            code_id: [0; 32],
-        };
-        let first = p.quote(&[0; 64])?;
-        p.code_id = tdx_code_id(&parse_tdx_quote(&first)?);
-        Ok(p)
-    }
-
-    fn quote(&self, data: &[u8; 64]) -> Result<Vec<u8>, ProtoError> {
-        let r = tsm::report(&self.fs, &self.root, data)?;
-        if r.provider != Provider::Tdx {
-            return Err(ProtoError::Attestation(format!(
-                "configfs-tsm's provider is {:?}, not TDX: use --platform sev-snp on an SEV-SNP guest",
-                r.provider
-            )));
-        }
-        Ok(r.outblob)
-    }
-}
-
-impl<F: TsmFs + Send> Attester for TdxPlatform<F> {
-    fn platform(&self) -> Platform {
-        Platform::Tdx
-    }
-
-    fn code_id(&self) -> [u8; 32] {
-        self.code_id
-    }
-
-    fn attest(
-        &self,
-        measurement: Measurement,
-        enclave_key: [u8; 32],
-        instance: [u8; 16],
-    ) -> Result<Evidence, ProtoError> {
-        if measurement.code_id != self.code_id {
-            return Err(ProtoError::Attestation(
-                "the measurement's code id is not this TD's".into(),
-            ));
-        }
-        let mut ev = Evidence::unsigned(Platform::Tdx, measurement, enclave_key, instance, [0; 32]);
-        let want = report_data(&ev.digest());
-        let quote = self.quote(&want)?;
-        let r = parse_tdx_quote(&quote)?;
-        if r.report_data != want || tdx_code_id(&r) != self.code_id {
-            return Err(ProtoError::Attestation(
-                "the TDX quote is over other report data or registers than this TD's".into(),
-            ));
-        }
-        ev.proof = quote;
-        Ok(ev)
-    }
-}
+/// The TDX guest's attestation: configfs-tsm reports (`CvmPlatform::open` in a TD).
+pub type TdxPlatform<F = tsm::RealFs> = CvmPlatform<Tdx, F>;

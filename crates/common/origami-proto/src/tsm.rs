@@ -9,10 +9,14 @@
 //! between, the report may be over other data, so it is refused; `provider` names the TEE
 //! (`tdx_guest`, `sev_guest`); `rmdir` the entry. The file operations go through `TsmFs`, so
 //! the protocol is tested against a fake kernel that keeps the same rules.
+//!
+//! `CvmPlatform` is the attester of every confidential-VM platform on top of it; what differs
+//! (parsing the TEE's report, its code id) is the platform's `CvmTee` (`tdx::Tdx`, `snp::Snp`).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::evidence::{Attester, Evidence, Measurement, Platform};
 use crate::ProtoError;
 
 /// Where the kernel exposes report entries.
@@ -158,6 +162,109 @@ pub fn report<F: TsmFs>(
         outblob,
         auxblob,
     })
+}
+
+/// What one confidential-VM platform reads from its TEE's report: the part the attester
+/// checks (report data, code id) and what goes into the evidence (proof, collateral).
+pub struct GuestReport {
+    pub report_data: [u8; 64],
+    pub code_id: [u8; 32],
+    pub proof: Vec<u8>,
+    /// Collateral the guest itself can supply (SNP: the VCEK); empty otherwise.
+    pub collateral: String,
+}
+
+/// What differs between the confidential-VM platforms behind configfs-tsm.
+pub trait CvmTee {
+    const PLATFORM: Platform;
+    const PROVIDER: Provider;
+    /// Parses a report of this TEE (a failure is this guest's own attestation failing).
+    fn read(report: TsmReport) -> Result<GuestReport, ProtoError>;
+}
+
+impl Provider {
+    /// The platform a guest of this provider attests as.
+    pub fn platform(self) -> Platform {
+        match self {
+            Provider::Tdx => Platform::Tdx,
+            Provider::SevSnp => Platform::SevSnp,
+        }
+    }
+}
+
+/// A confidential VM's attester: reports from configfs-tsm under `root`, through `fs`.
+pub struct CvmPlatform<T: CvmTee, F: TsmFs = RealFs> {
+    fs: F,
+    root: PathBuf,
+    code_id: [u8; 32],
+    tee: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T: CvmTee> CvmPlatform<T, RealFs> {
+    /// Opens configfs-tsm at its standard place; checks the provider and reads this guest's
+    /// code id from a first report.
+    pub fn open() -> Result<Self, ProtoError> {
+        Self::open_with(RealFs, Path::new(TSM_REPORT_ROOT))
+    }
+}
+
+impl<T: CvmTee, F: TsmFs> CvmPlatform<T, F> {
+    pub fn open_with(fs: F, root: &Path) -> Result<Self, ProtoError> {
+        let mut p = CvmPlatform {
+            fs,
+            root: root.to_path_buf(),
+            code_id: [0; 32],
+            tee: std::marker::PhantomData,
+        };
+        p.code_id = p.report(&[0; 64])?.code_id;
+        Ok(p)
+    }
+
+    fn report(&self, data: &[u8; 64]) -> Result<GuestReport, ProtoError> {
+        let r = report(&self.fs, &self.root, data)?;
+        if r.provider != T::PROVIDER {
+            let other = r.provider.platform().id();
+            return Err(err(format!(
+                "configfs-tsm's provider is {:?}, not {}: use --platform {other} on this guest",
+                r.provider,
+                T::PLATFORM.id()
+            )));
+        }
+        T::read(r)
+    }
+}
+
+impl<T: CvmTee, F: TsmFs + Send> Attester for CvmPlatform<T, F> {
+    fn platform(&self) -> Platform {
+        T::PLATFORM
+    }
+
+    fn code_id(&self) -> [u8; 32] {
+        self.code_id
+    }
+
+    fn attest(
+        &self,
+        measurement: Measurement,
+        enclave_key: [u8; 32],
+        instance: [u8; 16],
+    ) -> Result<Evidence, ProtoError> {
+        if measurement.code_id != self.code_id {
+            return Err(err("the measurement's code id is not this guest's"));
+        }
+        let mut ev = Evidence::unsigned(T::PLATFORM, measurement, enclave_key, instance, [0; 32]);
+        let want = crate::sgx::report_data(&ev.digest());
+        let r = self.report(&want)?;
+        if r.report_data != want || r.code_id != self.code_id {
+            return Err(err(format!(
+                "the {} report is over other report data or measurements than this guest's",
+                T::PLATFORM.id()
+            )));
+        }
+        ev.proof = r.proof;
+        ev.collateral = r.collateral;
+        Ok(ev)
+    }
 }
 
 #[cfg(test)]
