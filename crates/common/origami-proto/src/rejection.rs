@@ -58,6 +58,8 @@ pub enum Rejection {
     DebugSnpGuest,
     #[error("the SNP report's TCB ({got}) is below the policy's minimum ({min})")]
     SnpTcbTooOld { got: String, min: String },
+    #[error("the VCEK was not issued for this report: {0}")]
+    SnpVcekMismatch(String),
     #[error("the quote's code measurement {quote} (MRENCLAVE, or the TD's registers hashed) differs from the evidence's code id {evidence}")]
     CodeIdMismatch { quote: String, evidence: String },
     #[error(
@@ -120,6 +122,7 @@ impl Rejection {
             Rejection::SnpSignature => "snp_signature",
             Rejection::DebugSnpGuest => "debug_snp_guest",
             Rejection::SnpTcbTooOld { .. } => "snp_tcb_too_old",
+            Rejection::SnpVcekMismatch(_) => "snp_vcek_mismatch",
             Rejection::CodeIdMismatch { .. } => "code_id_mismatch",
             Rejection::ReportDataMismatch => "report_data_mismatch",
             Rejection::PlatformKeyPresent => "platform_key_present",

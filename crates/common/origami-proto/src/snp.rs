@@ -173,8 +173,9 @@ pub fn check_snp_report(
 }
 
 /// Verifies `ev.proof` (an SNP report) with the VCEK in `ev.collateral`, then the report
-/// against the evidence and policy. (VCEKs carry no expiry to judge; revocation of a product
-/// line's ASK is AMD's CRL, not checked here.)
+/// against the evidence and policy: the VCEK must be the one issued for the report's TCB and
+/// chip (`vcek_issued_for`). (VCEKs carry no expiry to judge; revocation of a product line's
+/// ASK is AMD's CRL, not checked here.)
 pub fn verify_report(ev: &Evidence, digest: &[u8; 32], policy: &Policy) -> Result<(), ProtoError> {
     let report = parse_snp_report(&ev.proof)?;
     if ev.collateral.is_empty() {
@@ -195,7 +196,71 @@ pub fn verify_report(ev: &Evidence, digest: &[u8; 32], policy: &Policy) -> Resul
     (&chain, &report)
         .verify()
         .map_err(|_| reject(Rejection::SnpSignature))?;
+    vcek_issued_for(&x509_cert::Certificate::from(chain.vek), &report)?;
     check_snp_report(&report, ev, digest, policy)
+}
+
+/// AMD's X.509 extensions of a VCEK (the VCEK specification, 57230): the TCB it was derived
+/// for, one security patch level per component, and the chip's hardware id.
+const OID_BL_SPL: &str = "1.3.6.1.4.1.3704.1.3.1";
+const OID_TEE_SPL: &str = "1.3.6.1.4.1.3704.1.3.2";
+const OID_SNP_SPL: &str = "1.3.6.1.4.1.3704.1.3.3";
+const OID_UCODE_SPL: &str = "1.3.6.1.4.1.3704.1.3.8";
+const OID_FMC_SPL: &str = "1.3.6.1.4.1.3704.1.3.9";
+const OID_HW_ID: &str = "1.3.6.1.4.1.3704.1.4";
+
+/// A VCEK is derived per chip and per TCB: the one that signs a report must be the one issued
+/// for the report's REPORTED_TCB and (unless the guest masks it) its CHIP_ID. Without this a
+/// host could pair a report with the VCEK of an older, vulnerable TCB of the same chip, which
+/// the firmware can still be made to use, while the report claims the current TCB.
+pub fn vcek_issued_for(
+    vcek: &x509_cert::Certificate,
+    r: &AttestationReport,
+) -> Result<(), ProtoError> {
+    use x509_cert::der::Decode;
+    let mismatch = |m: String| reject(Rejection::SnpVcekMismatch(m));
+    let ext = |oid: &str| {
+        vcek.tbs_certificate
+            .extensions
+            .iter()
+            .flatten()
+            .find(|e| e.extn_id.to_string() == oid)
+            .map(|e| e.extn_value.as_bytes())
+    };
+    let spl = |name: &str, oid: &str| -> Result<u8, ProtoError> {
+        let v = ext(oid).ok_or_else(|| mismatch(format!("the VCEK has no {name} SPL")))?;
+        u8::from_der(v).map_err(|_| mismatch(format!("the VCEK's {name} SPL is malformed")))
+    };
+    let t = &r.reported_tcb;
+    let mut pairs = vec![
+        ("bootloader", spl("bootloader", OID_BL_SPL)?, t.bootloader),
+        ("tee", spl("tee", OID_TEE_SPL)?, t.tee),
+        ("snp", spl("snp", OID_SNP_SPL)?, t.snp),
+        ("microcode", spl("microcode", OID_UCODE_SPL)?, t.microcode),
+    ];
+    if let Some(fmc) = t.fmc {
+        pairs.push(("fmc", spl("fmc", OID_FMC_SPL)?, fmc));
+    }
+    for (name, cert, report) in pairs {
+        if cert != report {
+            return Err(mismatch(format!(
+                "its {name} SPL is {cert}, the report's reported TCB has {report}"
+            )));
+        }
+    }
+    // The hardware id: 64 bytes (Milan, Genoa) or 8 (Turin: the report's CHIP_ID is then
+    // those 8 bytes and zeros). A guest whose policy masks the chip id reports zeros.
+    let hw = ext(OID_HW_ID).ok_or_else(|| mismatch("the VCEK has no hardware id".into()))?;
+    let masked = r.chip_id == [0; 64];
+    let fits = hw.len() <= 64
+        && r.chip_id[..hw.len()] == *hw
+        && r.chip_id[hw.len()..].iter().all(|&b| b == 0);
+    if !masked && !fits {
+        return Err(mismatch(
+            "its hardware id is not the report's chip id".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// The VCEK from an SNP certificate table (`auxblob`): entries of a 16-byte GUID, a u32

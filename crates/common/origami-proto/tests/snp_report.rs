@@ -15,11 +15,13 @@ use origami_proto::evidence::{
 use origami_proto::rejection::Rejection;
 use origami_proto::sgx::report_data;
 use origami_proto::snp::{
-    check_snp_report, parse_snp_report, snp_code_id, vcek_from_cert_table, SnpCollateral,
-    SnpPlatform, SnpTcb, REPORT_LEN,
+    check_snp_report, parse_snp_report, snp_code_id, vcek_from_cert_table, vcek_issued_for,
+    SnpCollateral, SnpPlatform, SnpTcb, REPORT_LEN,
 };
 use origami_proto::tsm::TsmFs;
 use origami_proto::ProtoError;
+use sev::certs::snp::Certificate;
+use sev::firmware::guest::AttestationReport;
 
 const REPORT_HEX: &str = include_str!("data/report_milan.hex");
 const VCEK_DER: &[u8] = include_bytes!("data/vcek_milan.der");
@@ -277,4 +279,37 @@ fn the_attester_binds_the_digest_and_carries_the_vcek() {
     assert_eq!(c.vcek, vcek_pem());
     // The report data changed, so the VCEK's signature no longer holds: the client refuses.
     assert_eq!(err(&ev, &policy()), Rejection::SnpSignature);
+}
+
+#[test]
+fn the_vcek_must_be_the_one_issued_for_the_reports_tcb_and_chip() {
+    let vcek: x509_cert::Certificate = Certificate::from_der(VCEK_DER).unwrap().into();
+    let r = parse_snp_report(&report()).unwrap();
+    // AMD's sample: its VCEK was issued for this report's TCB and chip.
+    vcek_issued_for(&vcek, &r).unwrap();
+    let code = |r: &AttestationReport| match vcek_issued_for(&vcek, r) {
+        Err(ProtoError::Evidence(Rejection::SnpVcekMismatch(m))) => m,
+        other => panic!("expected a VCEK mismatch, got {other:?}"),
+    };
+    // A report claiming another TCB than its VCEK's (each component in turn): the signature
+    // check alone cannot see it when the host pairs a report with another TCB's VCEK.
+    for i in 0..4 {
+        let mut t = r.clone();
+        let c = match i {
+            0 => &mut t.reported_tcb.bootloader,
+            1 => &mut t.reported_tcb.tee,
+            2 => &mut t.reported_tcb.snp,
+            _ => &mut t.reported_tcb.microcode,
+        };
+        *c = c.wrapping_add(1);
+        assert!(code(&t).contains("SPL"), "component {i}");
+    }
+    // Another chip's report.
+    let mut t = r.clone();
+    t.chip_id[5] ^= 1;
+    assert!(code(&t).contains("chip id"));
+    // A masked chip id (all zeros) is accepted: the guest chose not to reveal it.
+    let mut t = r.clone();
+    t.chip_id = [0; 64];
+    vcek_issued_for(&vcek, &t).unwrap();
 }
