@@ -71,10 +71,15 @@ pub struct SnpCollateral {
 
 /// The code id of an SNP guest: SHA-256("origami/v1/snp-code" ‖ MEASUREMENT ‖ HOST_DATA).
 pub fn snp_code_id(r: &AttestationReport) -> [u8; 32] {
+    snp_code_id_of(&r.measurement, &r.host_data)
+}
+
+/// `snp_code_id` from MEASUREMENT and HOST_DATA themselves (`origami measure sev-snp`).
+pub fn snp_code_id_of(measurement: &[u8; 48], host_data: &[u8; 32]) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(b"origami/v1/snp-code");
-    h.update(r.measurement);
-    h.update(r.host_data);
+    h.update(measurement);
+    h.update(host_data);
     h.finalize().into()
 }
 

@@ -34,9 +34,15 @@ fn reject(r: Rejection) -> ProtoError {
 
 /// The code id of a TD: SHA-256("origami/v1/tdx-code" ‖ MRTD ‖ RTMR0 ‖ RTMR1 ‖ RTMR2 ‖ RTMR3).
 pub fn tdx_code_id(r: &TDReport10) -> [u8; 32] {
+    tdx_code_id_of(&r.mr_td, [&r.rt_mr0, &r.rt_mr1, &r.rt_mr2, &r.rt_mr3])
+}
+
+/// `tdx_code_id` from the registers themselves (`origami measure tdx`).
+pub fn tdx_code_id_of(mrtd: &[u8; 48], rtmrs: [&[u8; 48]; 4]) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(b"origami/v1/tdx-code");
-    for reg in [&r.mr_td, &r.rt_mr0, &r.rt_mr1, &r.rt_mr2, &r.rt_mr3] {
+    h.update(mrtd);
+    for reg in rtmrs {
         h.update(reg);
     }
     h.finalize().into()

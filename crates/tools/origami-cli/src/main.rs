@@ -80,6 +80,12 @@ enum Cmd {
     /// Load generator for a server: N concurrent clients (each attested under the policy) send
     /// seeded inputs; prints requests per second and latency percentiles.
     Loadtest(cmd::loadtest::Args),
+    /// The code id a client policy pins for a confidential VM (sev-snp: computed from the
+    /// firmware, kernel, initrd and command line it boots; tdx: from its registers).
+    Measure {
+        #[command(subcommand)]
+        cmd: cmd::measure::MeasureCmd,
+    },
     /// Print the quantization plan of a model.
     Plan(cmd::plan::Args),
     /// Train the built-in Fashion-MNIST classifier (seeded) and write it as ONNX.
@@ -135,6 +141,7 @@ fn real_main() -> Result<()> {
         Cmd::Precompute(a) => cmd::precompute::main(a),
         Cmd::Infer(a) => cmd::infer::main(a),
         Cmd::Loadtest(a) => cmd::loadtest::main(a),
+        Cmd::Measure { cmd } => cmd::measure::main(cmd),
         Cmd::Plan(a) => cmd::plan::main(a),
         Cmd::Train(a) => cmd::train::main(a),
         Cmd::Zoo { cmd } => cmd::zoo::main(cmd),

@@ -487,3 +487,151 @@ fn plan_and_run_say_where_a_head_inside_a_branch_really_ends() {
     let out = run("3");
     assert!(!out.contains("falls inside a branch"), "{out}");
 }
+
+/// `origami measure sev-snp` computes AMD's launch digest (the vectors the `sev` crate expects
+/// for its sample firmware; they come from `sev-snp-measure`) and the code id the client's
+/// verifier derives from a report with that MEASUREMENT and HOST_DATA.
+#[test]
+fn measure_sev_snp_gives_the_launch_digest_and_the_verifiers_code_id() {
+    let d = tmpdir("measure");
+    let ovmf = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/ovmf_AmdSev_suffix.bin"
+    );
+    let (kernel, initrd) = (d.join("vmlinuz"), d.join("initrd"));
+    std::fs::write(&kernel, b"").unwrap();
+    std::fs::write(&initrd, b"").unwrap();
+    let (k, i) = (kernel.to_str().unwrap(), initrd.to_str().unwrap());
+    let host_data = "ab".repeat(32);
+    let out = run_ok(&[
+        "measure",
+        "sev-snp",
+        "--ovmf",
+        ovmf,
+        "--kernel",
+        k,
+        "--initrd",
+        i,
+        "--cmdline",
+        "console=ttyS0 loglevel=7",
+        "--vcpus",
+        "1",
+        "--vcpu-type",
+        "EPYC-v4",
+        "--guest-features",
+        "0x21",
+        "--host-data",
+        &host_data,
+        "--model",
+        "fashion",
+    ]);
+    let field = |name: &str| -> String {
+        out.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in {out}"))
+            .trim()
+            .trim_matches('"')
+            .to_string()
+    };
+    let m = field("MEASUREMENT");
+    assert_eq!(
+        m,
+        "803f691094946e42068aaa3a8f9e26a5c89f36f7b73ecfb28c653360fe4b3aba7e534442e7e1e17895dfe778d0228977"
+    );
+    let mut measurement = [0u8; 48];
+    for (j, b) in measurement.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&m[2 * j..2 * j + 2], 16).unwrap();
+    }
+    let code = origami_proto::evidence::hex(&origami_proto::snp::snp_code_id_of(
+        &measurement,
+        &[0xab; 32],
+    ));
+    assert_eq!(field("code_id     "), code);
+    assert_eq!(field("code_id = "), code);
+    assert_eq!(field("platform = "), "sev-snp");
+    assert_eq!(
+        field("model_hash = "),
+        origami_proto::evidence::hex(&zoo::load("fashion").unwrap().hash())
+    );
+    // The SNP-only feature set gives AMD's other vector; another vCPU count another digest.
+    let out = run_ok(&[
+        "measure",
+        "sev-snp",
+        "--ovmf",
+        ovmf,
+        "--kernel",
+        k,
+        "--initrd",
+        i,
+        "--guest-features",
+        "0x1",
+    ]);
+    assert!(out.contains("MEASUREMENT ddc5224521617a536ee7ce9dd6224d1b58a8d4fda1c741f3ac99fc4bfa04ba6e9fc98646d4a07a9079397fa3852819b5"), "{out}");
+    let two = run_ok(&[
+        "measure", "sev-snp", "--ovmf", ovmf, "--kernel", k, "--initrd", i, "--vcpus", "2",
+    ]);
+    assert!(!two.contains("ddc5224521617a53"), "{two}");
+    // Clear errors for bad input.
+    let e = run_err(&["measure", "sev-snp", "--ovmf", "/nonexistent/OVMF.fd"]);
+    assert!(
+        e.contains("--ovmf /nonexistent/OVMF.fd: no such file"),
+        "{e}"
+    );
+    let e = run_err(&[
+        "measure",
+        "sev-snp",
+        "--ovmf",
+        ovmf,
+        "--vcpu-type",
+        "pentium",
+    ]);
+    assert!(e.contains("--vcpu-type pentium"), "{e}");
+    let e = run_err(&["measure", "sev-snp", "--ovmf", ovmf, "--host-data", "12"]);
+    assert!(e.contains("--host-data: expected 64 hex digits"), "{e}");
+    // Firmware without SEV metadata (not an SEV build) is refused, not measured.
+    let junk = d.join("junk.fd");
+    std::fs::write(&junk, vec![0u8; 8192]).unwrap();
+    let e = run_err(&["measure", "sev-snp", "--ovmf", junk.to_str().unwrap()]);
+    assert!(e.contains("computing the launch digest"), "{e}");
+}
+
+/// `origami measure tdx` hashes the five registers the way the verifier does from a quote.
+#[test]
+fn measure_tdx_gives_the_verifiers_code_id() {
+    let reg = |b: u8| format!("{b:02x}").repeat(48);
+    let out = run_ok(&[
+        "measure",
+        "tdx",
+        "--mrtd",
+        &reg(1),
+        "--rtmr0",
+        &reg(2),
+        "--rtmr1",
+        &reg(3),
+        "--rtmr2",
+        &reg(4),
+    ]);
+    let want =
+        origami_proto::tdx::tdx_code_id_of(&[1; 48], [&[2; 48], &[3; 48], &[4; 48], &[0; 48]]);
+    assert!(
+        out.contains(&format!(
+            "code_id = \"{}\"",
+            origami_proto::evidence::hex(&want)
+        )),
+        "{out}"
+    );
+    assert!(out.contains("platform = \"tdx\""), "{out}");
+    let e = run_err(&[
+        "measure",
+        "tdx",
+        "--mrtd",
+        "zz",
+        "--rtmr0",
+        &reg(2),
+        "--rtmr1",
+        &reg(3),
+        "--rtmr2",
+        &reg(4),
+    ]);
+    assert!(e.contains("--mrtd: expected 96 hex digits"), "{e}");
+}

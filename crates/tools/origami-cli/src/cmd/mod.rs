@@ -7,6 +7,7 @@ pub mod demo;
 pub mod enclave;
 pub mod infer;
 pub mod loadtest;
+pub mod measure;
 pub mod plan;
 pub mod precompute;
 pub mod run;
