@@ -593,6 +593,10 @@ fn measure_sev_snp_gives_the_launch_digest_and_the_verifiers_code_id() {
     std::fs::write(&junk, vec![0u8; 8192]).unwrap();
     let e = run_err(&["measure", "sev-snp", "--ovmf", junk.to_str().unwrap()]);
     assert!(e.contains("computing the launch digest"), "{e}");
+    // An empty or partial-page file is refused before parsing.
+    std::fs::write(&junk, b"").unwrap();
+    let e = run_err(&["measure", "sev-snp", "--ovmf", junk.to_str().unwrap()]);
+    assert!(e.contains("whole number of 4 KiB pages"), "{e}");
 }
 
 /// `origami measure tdx` hashes the five registers the way the verifier does from a quote.

@@ -8,7 +8,7 @@
 //! - `tdx`: the code id from MRTD and RTMR0–3, given as values (from the firmware vendor's
 //!   tools, or from a quote of a reference boot of the same image).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use sev::measurement::snp::{snp_calc_launch_digest, SnpMeasurementArgs};
@@ -113,15 +113,28 @@ fn unhex<const N: usize>(what: &str, s: &str) -> Result<[u8; N]> {
     Ok(out)
 }
 
-fn must_exist(what: &str, p: &PathBuf) -> Result<()> {
+fn must_exist(what: &str, p: &Path) -> Result<()> {
     if !p.exists() {
         bail!("{what} {}: no such file", p.display());
     }
     Ok(())
 }
 
+/// Firmware images are whole 4 KiB pages; OVMF builds are a few MiB.
+const MAX_FIRMWARE: u64 = 64 << 20;
+
 fn sev_snp(a: SnpArgs) -> Result<()> {
     must_exist("--ovmf", &a.ovmf)?;
+    let len = std::fs::metadata(&a.ovmf)
+        .with_context(|| format!("reading {}", a.ovmf.display()))?
+        .len();
+    if len == 0 || len % 4096 != 0 || len > MAX_FIRMWARE {
+        bail!(
+            "--ovmf {}: {len} bytes; a firmware image is a whole number of 4 KiB pages, at most {} MiB",
+            a.ovmf.display(),
+            MAX_FIRMWARE >> 20
+        );
+    }
     for (what, p) in [("--kernel", &a.kernel), ("--initrd", &a.initrd)] {
         if let Some(p) = p {
             must_exist(what, p)?;
@@ -143,7 +156,7 @@ fn sev_snp(a: SnpArgs) -> Result<()> {
         Some(h) => unhex("--host-data", h)?,
         None => [0; 32],
     };
-    let digest = snp_calc_launch_digest(SnpMeasurementArgs {
+    let args = SnpMeasurementArgs {
         vcpus: a.vcpus,
         vcpu_type,
         ovmf_file: a.ovmf.clone(),
@@ -153,8 +166,22 @@ fn sev_snp(a: SnpArgs) -> Result<()> {
         append: a.cmdline.as_deref(),
         ovmf_hash_str: None,
         vmm_type: Some(vmm),
-    })
-    .map_err(|e| anyhow::anyhow!("computing the launch digest: {e}"))?;
+    };
+    // The crate's firmware parser can panic on a file that is not an SEV build (an
+    // out-of-range offset in its footer table): report that as bad input.
+    let not_sev = || {
+        anyhow::anyhow!(
+            "computing the launch digest: {} is not an OVMF build with SEV metadata",
+            a.ovmf.display()
+        )
+    };
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let digest = std::panic::catch_unwind(|| snp_calc_launch_digest(args));
+    std::panic::set_hook(hook);
+    let digest = digest
+        .map_err(|_| not_sev())?
+        .map_err(|e| anyhow::anyhow!("computing the launch digest: {e}"))?;
     let measurement: [u8; 48] = unhex("the launch digest", &digest.get_hex_ld())?;
     println!("MEASUREMENT {}", hex(&measurement));
     println!("HOST_DATA   {}", hex(&host_data));
