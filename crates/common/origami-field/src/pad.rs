@@ -7,6 +7,10 @@
 //!   `pad_id << 16 | layer` in the counter block's upper half: every (pad, layer) gets its own
 //!   keystream, never shared. (It replaced ChaCha20 through rand_chacha, several times slower
 //!   per byte here: docs/BENCHMARKS.md, "Measurements behind design decisions".)
+//! - The mask of one (pad, layer) is cut into segments of `MASK_SEGMENT` elements; segment k is
+//!   drawn from the keystream's blocks from k·2^32 on (a segment uses about 2^14 of them), so
+//!   segments never share keystream and can be drawn on several threads: the elements do not
+//!   depend on the thread count (`PadKey::fill_mask`, and the blinding pass in origami-plan).
 //! - Values are drawn by rejection sampling (24 random bits, rejected when ≥ p), so r is exactly
 //!   uniform over all of Z_p — not the ≈80 % range of Slalom's code.
 //! - `Sealer` encrypts u with AES-256-GCM (AWS-LC through aws-lc-rs, with AES-NI/VAES: an order
@@ -26,6 +30,38 @@ use crate::{FieldError, P};
 
 /// Largest pad id: ids share a 64-bit stream number with the 16-bit layer index.
 pub const MAX_PAD_ID: u64 = (1 << 48) - 1;
+
+/// Mask elements per segment (see the module doc): segment k of a (pad, layer) starts at AES
+/// block k·2^32 of its stream.
+pub const MASK_SEGMENT: usize = 1 << 16;
+/// AES blocks reserved per segment: 2^32 blocks (64 GiB of keystream) for 2^16 elements that
+/// need 2^14 blocks plus one more per 2^22 draws rejected (p is 3 below 2^24).
+const SEGMENT_BLOCKS: u64 = 1 << 32;
+
+/// `f(first, part)` over `data` cut into up to `threads` contiguous parts of whole `unit`s
+/// (scoped threads; one part runs on the calling thread), `first` the index of `part[0]`.
+pub fn par_parts<T: Send>(
+    data: &mut [T],
+    unit: usize,
+    threads: usize,
+    f: impl Fn(usize, &mut [T]) + Sync,
+) {
+    let units = data.len().div_ceil(unit.max(1));
+    let parts = threads.min(units).max(1);
+    if parts == 1 {
+        return f(0, data);
+    }
+    let per = units.div_ceil(parts) * unit;
+    std::thread::scope(|sc| {
+        let mut chunks = data.chunks_mut(per).enumerate();
+        let (_, first) = chunks.next().expect("at least one part");
+        for (i, part) in chunks {
+            let f = &f;
+            sc.spawn(move || f(i * per, part));
+        }
+        f(0, first);
+    });
+}
 
 fn os_key() -> Result<[u8; 32], FieldError> {
     let mut key = [0u8; 32];
@@ -51,10 +87,28 @@ impl PadKey {
         Self(seed)
     }
 
-    /// The mask stream for one (pad, layer).
+    /// The mask stream for one (pad, layer): its first segment, or a stream of any length for
+    /// other uses of the key (the Freivalds vectors).
     pub fn mask_stream(&self, pad_id: u64, layer: u16) -> MaskRng {
+        self.mask_segment(pad_id, layer, 0)
+    }
+
+    /// Segment `segment` of the mask of one (pad, layer): elements `segment · MASK_SEGMENT ..`.
+    pub fn mask_segment(&self, pad_id: u64, layer: u16, segment: usize) -> MaskRng {
         assert!(pad_id <= MAX_PAD_ID, "pad id {pad_id} out of range"); // ids are assigned by the enclave, below 2^48
-        MaskRng::new(&self.0, pad_id << 16 | layer as u64)
+        let first = segment as u64 * SEGMENT_BLOCKS;
+        MaskRng::new(&self.0, pad_id << 16 | layer as u64, first)
+    }
+
+    /// The mask r of one (pad, layer), segment by segment on up to `threads` threads (the
+    /// same elements whatever the thread count).
+    pub fn fill_mask(&self, pad_id: u64, layer: u16, out: &mut [u32], threads: usize) {
+        par_parts(out, MASK_SEGMENT, threads, |first, part| {
+            for (k, seg) in part.chunks_mut(MASK_SEGMENT).enumerate() {
+                self.mask_segment(pad_id, layer, first / MASK_SEGMENT + k)
+                    .fill(seg);
+            }
+        });
     }
 }
 
@@ -82,13 +136,15 @@ pub struct MaskRng {
     stream: u64,
     /// Index of the next AES block to generate.
     block: u64,
+    /// End of this stream's reserved blocks (its segment's).
+    end: u64,
     /// Keystream not yet consumed: `buf[pos..]`. Secret: zeroized on drop.
     buf: Box<[u8; MASK_CHUNK]>,
     pos: usize,
 }
 
 impl MaskRng {
-    fn new(key: &[u8; 32], stream: u64) -> Self {
+    fn new(key: &[u8; 32], stream: u64, first: u64) -> Self {
         // A 32-byte key is always valid for AES-256.
         let key = UnboundCipherKey::new(&AES_256, key)
             .and_then(EncryptingKey::ctr)
@@ -96,7 +152,8 @@ impl MaskRng {
         Self {
             key,
             stream,
-            block: 0,
+            block: first,
+            end: first.saturating_add(SEGMENT_BLOCKS),
             buf: Box::new([0; MASK_CHUNK]),
             pos: MASK_CHUNK,
         }
@@ -104,6 +161,8 @@ impl MaskRng {
 
     #[cold]
     fn refill(&mut self) {
+        // Never reached in practice (2^32 blocks per segment): no keystream is used twice.
+        assert!(self.block < self.end, "mask segment exhausted");
         let mut iv = [0u8; 16];
         iv[..8].copy_from_slice(&self.stream.to_be_bytes());
         iv[8..].copy_from_slice(&self.block.to_be_bytes());
@@ -393,8 +452,7 @@ mod tests {
         let pt = hex("6bc1bee22e409f96e93d7e117393172aae2d8a571e03ac9c9eb76fac45af8e51");
         let ct = hex("601ec313775789a5b7a7f504bbf3d228f443e3ca4d62b59aca84e990cacaf5c5");
         let ks: Vec<u8> = pt.iter().zip(&ct).map(|(p, c)| p ^ c).collect();
-        let mut rng = MaskRng::new(&key, 0xf0f1_f2f3_f4f5_f6f7);
-        rng.block = 0xf8f9_fafb_fcfd_feff;
+        let mut rng = MaskRng::new(&key, 0xf0f1_f2f3_f4f5_f6f7, 0xf8f9_fafb_fcfd_feff);
         let want: Vec<u32> = ks
             .chunks_exact(4)
             .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]) & 0x00FF_FFFF)
@@ -408,12 +466,39 @@ mod tests {
         // elements).
         let words = MASK_CHUNK / 4;
         let mut all = vec![0u32; words + 76];
-        MaskRng::new(&key, 7).fill(&mut all);
-        let mut second = MaskRng::new(&key, 7);
-        second.block = (MASK_CHUNK / 16) as u64;
+        MaskRng::new(&key, 7, 0).fill(&mut all);
+        let mut second = MaskRng::new(&key, 7, (MASK_CHUNK / 16) as u64);
         let mut next = vec![0u32; 76];
         second.fill(&mut next);
         assert_eq!(&all[words..], &next[..]);
+    }
+
+    /// The segmented mask: segment k is its own stretch of keystream (from block k·2^32), the
+    /// first segment is the plain stream, and the elements do not depend on the thread count.
+    #[test]
+    fn fill_mask_is_segmented_and_independent_of_threads() {
+        let k = PadKey::insecure_from_seed_for_tests([6; 32]);
+        let n = 3 * MASK_SEGMENT + 1234;
+        let mut one = vec![0u32; n];
+        k.fill_mask(5, 2, &mut one, 1);
+        for threads in [2, 3, 4, 7] {
+            let mut many = vec![0u32; n];
+            k.fill_mask(5, 2, &mut many, threads);
+            assert!(one == many, "threads {threads}");
+        }
+        let mut first = vec![0u32; MASK_SEGMENT];
+        k.mask_stream(5, 2).fill(&mut first);
+        assert_eq!(&one[..MASK_SEGMENT], &first[..]);
+        let mut third = vec![0u32; MASK_SEGMENT];
+        let mut r = k.mask_segment(5, 2, 2);
+        assert_eq!(r.block, 2 << 32);
+        r.fill(&mut third);
+        assert_eq!(&one[2 * MASK_SEGMENT..3 * MASK_SEGMENT], &third[..]);
+        // Segments differ from each other and from other layers' masks.
+        assert_ne!(&one[..64], &one[MASK_SEGMENT..MASK_SEGMENT + 64]);
+        let mut other = vec![0u32; 64];
+        k.fill_mask(5, 3, &mut other, 1);
+        assert_ne!(&one[..64], &other[..]);
     }
 
     /// `fill` (fast path over whole stretches) gives exactly the elements of `next_element`,

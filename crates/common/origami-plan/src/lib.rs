@@ -5,6 +5,7 @@
 //! (`EnclaveError`). Public code: host, server, audit and client tooling use it without the
 //! trusted crate (`origami-enclave`), which holds the keys and acts on these types.
 
+pub mod blinded;
 pub mod convert;
 pub mod plan;
 pub mod qops;

@@ -24,10 +24,20 @@ fn engine(
     verify: bool,
     accel: Box<dyn Accelerator>,
 ) -> Engine {
+    engine_on(plan, placement, verify, accel, 1)
+}
+
+fn engine_on(
+    plan: &Arc<Plan>,
+    placement: Placement,
+    verify: bool,
+    accel: Box<dyn Accelerator>,
+    threads: usize,
+) -> Engine {
     let cfg = CoreConfig {
         placement,
         verify,
-        threads: 1,
+        threads,
     };
     Engine::new(plan.clone(), cfg, accel).unwrap()
 }
@@ -106,6 +116,27 @@ fn vgg16_reduced_resolution_matches_the_reference() {
         let (got, _) = e.infer(x.clone()).unwrap();
         let want = reference(&plan, &x, plan.head_end(placement).unwrap(), 1).unwrap();
         assert_eq!(got, want, "{}", placement.name());
+    }
+}
+
+/// The enclave's passes on several threads (blinding, unblinding, the checks, precompute) give
+/// the same bits as on one: at 64×64 the first layers' inputs span several mask segments, so
+/// the threads' parts and the segments fall differently.
+#[test]
+fn every_enclave_thread_count_gives_the_reference() {
+    let m = zoo::vgg16(64);
+    let plan = plan_for(&m);
+    let x = zoo::seeded_input(&m, 6);
+    assert!(plan.linears[1].shape.in_len() > 2 * origami_field::pad::MASK_SEGMENT);
+    for placement in [Placement::Slalom, Placement::Origami { split: 4 }] {
+        let want = reference(&plan, &x, plan.head_end(placement).unwrap(), 1).unwrap();
+        for threads in [1, 2, 3] {
+            let accel = Box::new(CpuAccelerator::new());
+            let mut e = engine_on(&plan, placement, true, accel, threads);
+            e.precompute(1).unwrap();
+            let (got, _) = e.infer(x.clone()).unwrap();
+            assert_eq!(got, want, "{}, {threads} enclave threads", placement.name());
+        }
     }
 }
 

@@ -58,6 +58,11 @@ struct Args {
     /// Seeded calibration inputs (the bundled images are added for 28×28 models).
     #[arg(long, default_value_t = 4)]
     calib: usize,
+    /// Threads for the enclave's own work: blinding, unblinding, the Freivalds checks and pad
+    /// precompute (SGX enclaves and confidential VMs have many cores). Same results whatever
+    /// the count.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
 }
 
 fn attester(platform: &str, attestation_dir: &std::path::Path) -> Result<Box<dyn Attester>> {
@@ -98,12 +103,15 @@ fn real_main() -> Result<()> {
     if a.calib == 0 {
         bail!("--calib must be at least 1");
     }
+    if a.threads == 0 || a.threads > 1024 {
+        bail!("--threads must be 1 to 1024, got {}", a.threads);
+    }
     let plan = std::sync::Arc::new(Plan::served(model, placement, a.calib)?);
     let (name, model_hash) = (plan.model.name.clone(), plan.model_hash);
     let cfg = CoreConfig {
         placement,
         verify: !a.no_verify,
-        threads: 1,
+        threads: a.threads,
     };
     let mut service = EnclaveService::new(plan, cfg, attester)?;
     let ev = service.evidence().clone();

@@ -234,7 +234,7 @@ impl EnclaveCore {
                 .filter(|(_, &o)| o)
             {
                 let mut r = vec![0u32; l.shape.in_len()];
-                self.pad_key.mask_stream(id, l.layer).fill(&mut r);
+                self.pad_key.fill_mask(id, l.layer, &mut r, threads);
                 let mut rf: Vec<f64> = r.iter().map(|&v| v as f64).collect();
                 // r and u are secret: cleared once used (zeroize: not optimized away).
                 r.zeroize();
@@ -456,10 +456,10 @@ impl EnclaveCore {
                 let y = finish_unblinded(
                     l,
                     &node.name,
-                    &result,
-                    &u,
+                    (&result, &u),
                     &self.plan.shapes[value.index()],
                     l.fused_relu,
+                    self.cfg.threads,
                 )?;
                 self.stats.peak_request_bytes = self.stats.peak_request_bytes.max(held + y.bytes());
                 s.env[value.index()] = Some(y);
@@ -500,14 +500,21 @@ impl EnclaveCore {
                     let pad_id = s
                         .pad_id
                         .ok_or_else(|| EnclaveError::Misuse("no pad".into()))?;
-                    // Requantize and blind in one pass: x̄ = x̃ + r mod p, with r regenerated
-                    // from the pad key; r is never held whole (1024-element chunks, wiped).
-                    let mut rng = self.pad_key.mask_stream(pad_id, l.layer);
-                    let blinded = requantize_blind(x, l.in_exp, plan.act_clamp, &mut rng);
-                    // x̃ itself only for the Freivalds check (src/probe.rs), wiped after it.
-                    let keep = self.probes[li]
-                        .as_ref()
-                        .map(|_| Zeroizing::new(requantize(x, l.in_exp, plan.act_clamp)));
+                    // Requantize and blind in one pass on the enclave's threads: x̄ = x̃ + r
+                    // mod p, with r regenerated from the pad key segment by segment; r is never
+                    // held whole (1024-element chunks, wiped). x̃ comes out of the same pass
+                    // only for the Freivalds check (src/probe.rs), and is wiped after it.
+                    let key = &self.pad_key;
+                    let segment = |k: usize| key.mask_segment(pad_id, l.layer, k);
+                    let (blinded, keep) = requantize_blind(
+                        x,
+                        l.in_exp,
+                        plan.act_clamp,
+                        &segment,
+                        self.cfg.threads,
+                        self.probes[li].is_some(),
+                    );
+                    let keep = keep.map(Zeroizing::new);
                     drop_dead(s, &n.inputs, i, &self.last_use);
                     let held = s.env_bytes()
                         + blinded.len() * 4

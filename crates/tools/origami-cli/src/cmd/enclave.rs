@@ -40,6 +40,9 @@ pub struct Args {
     pub verify: VerifyFlags,
     #[arg(long, default_value_t = 4)]
     pub calib: usize,
+    /// Threads for the enclave's own work (blinding, unblinding, checks, precompute).
+    #[arg(long, default_value_t = 1)]
+    pub enclave_threads: usize,
 }
 
 pub fn main(a: Args) -> Result<()> {
@@ -54,6 +57,7 @@ pub fn main(a: Args) -> Result<()> {
         split,
         verify,
         calib,
+        enclave_threads,
     } = a;
     let no_verify = !verify.on();
     // The enclave runs as its own binary (`origami-enclave`, what a TEE measures);
@@ -81,6 +85,7 @@ pub fn main(a: Args) -> Result<()> {
     arg("--model", model.into());
     arg("--mode", mode.into());
     arg("--calib", calib.to_string().into());
+    arg("--threads", enclave_threads.to_string().into());
     if let Some(k) = split {
         arg("--split", k.to_string().into());
     }

@@ -24,6 +24,10 @@ pub struct Args {
     pub split: Option<usize>,
     #[command(flatten)]
     pub verify: VerifyFlags,
+    /// Threads for the enclave's own work (blinding, unblinding, checks, pad precompute) in
+    /// the enclave child or --in-process; an attached enclave (--enclave) chose its own.
+    #[arg(long, default_value_t = 1)]
+    pub enclave_threads: usize,
     /// Most requests taken per worker wake-up.
     #[arg(long, default_value_t = 8)]
     pub max_batch: usize,
@@ -115,6 +119,12 @@ pub fn main(a: Args, accel: Accel) -> Result<()> {
     );
     use origami_enclave::service::{self_code_id, EnclaveService};
     use origami_host::handle::EnclaveHandle;
+    if a.enclave_threads == 0 || a.enclave_threads > 1024 {
+        bail!(
+            "--enclave-threads must be 1 to 1024, got {}",
+            a.enclave_threads
+        );
+    }
     let platform = a.platform.as_str();
     if !["simulated", "tdx", "sev-snp"].contains(&platform) {
         bail!("--platform {platform:?}: simulated | tdx | sev-snp (sgx-gramine enclaves run under Gramine: attach with --enclave)");
@@ -139,6 +149,8 @@ pub fn main(a: Args, accel: Accel) -> Result<()> {
             mode.into(),
             "--calib".into(),
             calib.to_string(),
+            "--threads".into(),
+            a.enclave_threads.to_string(),
             "--platform".into(),
             platform.into(),
         ];
@@ -161,7 +173,7 @@ pub fn main(a: Args, accel: Accel) -> Result<()> {
             let core = origami_enclave::CoreConfig {
                 placement,
                 verify,
-                threads: 1,
+                threads: a.enclave_threads,
             };
             let service = EnclaveService::simulated(plan.clone(), core, self_code_id()?)?;
             // Nothing to restart: the keys die with this process.
