@@ -174,6 +174,7 @@ fn pool_int(
     data: &[i32],
     p: &Pool,
     max: bool,
+    threads: usize,
 ) -> Result<(Vec<usize>, Vec<i32>), EnclaveError> {
     let (n, c, h, w) = (shape[0], shape[1], shape[2], shape[3]);
     let (oh, ow) = p
@@ -181,7 +182,13 @@ fn pool_int(
         .map_err(|e| EnclaveError::Plan(e.to_string()))?;
     let mut out = vec![0i32; n * c * oh * ow];
     if max && exec::is_pool_2x2(p) {
-        exec::max_pool_2x2(data, h, w, &mut out);
+        // Planes split over the enclave's threads.
+        let (ip, op) = (h * w, oh * ow);
+        origami_field::pad::par_parts(&mut out, op.max(1), threads, |start, part| {
+            let first = start / op.max(1);
+            let planes = part.len() / op.max(1);
+            exec::max_pool_2x2(&data[first * ip..(first + planes) * ip], h, w, part);
+        });
         return Ok((vec![n, c, oh, ow], out));
     }
     for (pi, plane) in data.chunks(h * w).enumerate() {
@@ -235,6 +242,11 @@ fn div_round(a: i64, b: i64) -> i64 {
 /// A non-linear node on enclave values. Integer implementations where they exist; otherwise
 /// the float operator on dequantized values (e.g. Softmax, an unfolded BatchNorm).
 pub fn eval_nonlinear(node: &Node, ins: &[&QVal]) -> Result<QVal, EnclaveError> {
+    eval_nonlinear_on(node, ins, 1)
+}
+
+/// [`eval_nonlinear`] with max-pooling over planes on up to `threads` threads (same bits).
+pub fn eval_nonlinear_on(node: &Node, ins: &[&QVal], threads: usize) -> Result<QVal, EnclaveError> {
     if let QVal::Int { shape, data, exp } = ins[0] {
         let int = |shape: Vec<usize>, data: Vec<i32>| QVal::Int {
             shape,
@@ -260,11 +272,11 @@ pub fn eval_nonlinear(node: &Node, ins: &[&QVal]) -> Result<QVal, EnclaveError> 
                 ));
             }
             Op::MaxPool(p) => {
-                let (s, d) = pool_int(shape, data, p, true)?;
+                let (s, d) = pool_int(shape, data, p, true, threads)?;
                 return Ok(int(s, d));
             }
             Op::AvgPool(p) => {
-                let (s, d) = pool_int(shape, data, p, false)?;
+                let (s, d) = pool_int(shape, data, p, false, threads)?;
                 return Ok(int(s, d));
             }
             Op::GlobalAvgPool => {

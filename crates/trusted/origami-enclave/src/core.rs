@@ -23,7 +23,7 @@ use origami_model::{NodeId, Tensor, ValueId, INPUT};
 use crate::probe::Probe;
 use origami_plan::plan::Plan;
 use origami_plan::qops::{
-    eval_nonlinear, finish_unblinded, linear_local, requantize, requantize_blind, QVal,
+    eval_nonlinear_on, finish_unblinded, linear_local, requantize, requantize_blind, QVal,
 };
 pub use origami_plan::step::{Handoff, Offload, Placement, Reply, Step};
 use origami_plan::{EnclaveError, Misbehaviour};
@@ -420,7 +420,13 @@ impl EnclaveCore {
             .as_mut()
             .ok_or_else(|| EnclaveError::Misuse("no request in flight".into()))?;
         match (s.awaiting.take(), reply) {
-            (Some(Await::Linear { li, xq }), Reply::Linear { result, sealed_u }) => {
+            (
+                Some(Await::Linear { li, xq }),
+                Reply::Linear {
+                    mut result,
+                    sealed_u,
+                },
+            ) => {
                 let l = &self.plan.linears[li];
                 let node = &self.plan.model.nodes[l.node.index()];
                 let out_len = l.shape.out_len();
@@ -434,9 +440,14 @@ impl EnclaveCore {
                         expected: out_len,
                     }));
                 }
-                // A branch-free maximum (vectorized) rather than an early-exit scan: this runs
-                // over every output of every blinded layer.
-                if result.iter().fold(0u32, |m, &v| m.max(v)) >= P {
+                // A branch-free maximum (vectorized) rather than an early-exit scan, on the
+                // enclave's threads: this runs over every output of every blinded layer.
+                let top = std::sync::atomic::AtomicU32::new(0);
+                origami_field::pad::par_parts(&mut result, 1 << 16, self.cfg.threads, |_, r| {
+                    let m = r.iter().fold(0u32, |m, &v| m.max(v));
+                    top.fetch_max(m, std::sync::atomic::Ordering::Relaxed);
+                });
+                if top.into_inner() >= P {
                     return Err(misbehaved(Misbehaviour::NotReduced));
                 }
                 let pad_id = s
@@ -556,7 +567,7 @@ impl EnclaveCore {
                             .ok_or_else(|| EnclaveError::Misuse("missing value".into()))
                     })
                     .collect::<Result<_, _>>()?;
-                let y = eval_nonlinear(n, &ins)?;
+                let y = eval_nonlinear_on(n, &ins, self.cfg.threads)?;
                 s.env[n.output.index()] = Some(y);
             }
             drop_dead(s, &n.inputs, i, &self.last_use);
