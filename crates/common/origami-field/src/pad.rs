@@ -15,10 +15,12 @@
 //!   uniform over all of Z_p — not the ≈80 % range of Slalom's code.
 //! - `Sealer` encrypts u with AES-256-GCM (AWS-LC through aws-lc-rs, with AES-NI/VAES: an order
 //!   of magnitude faster per byte on one core than the pure-Rust ChaCha20-Poly1305 it replaced,
-//!   docs/BENCHMARKS.md; u is 38 MB per VGG-16 request) under a second OS key. The nonce is
-//!   `pad_id ‖ layer`, unique because the enclave seals each (pad, layer) exactly once per key;
-//!   the associated data binds the model hash, pad id, layer and length, so a sealed u cannot be
-//!   moved to another pad, layer, model or enclave instance. AWS-LC cleanses the key state when
+//!   docs/BENCHMARKS.md; u is 38 MB per VGG-16 request) under a second OS key, in independent
+//!   pieces of `PIECE_WORDS` words so the enclave opens u on several threads. The nonce is
+//!   `pad_id ‖ layer ‖ piece`, unique because the enclave seals each (pad, layer) exactly once
+//!   per key; the associated data binds the model hash, pad id, layer, whole length, piece
+//!   index and piece count, so a sealed u (or a piece of it) cannot be moved to another pad,
+//!   layer, model, place or enclave instance, and no piece can be dropped or reordered. AWS-LC cleanses the key state when
 //!   the sealer is dropped.
 
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
@@ -236,20 +238,27 @@ pub struct PadBinding {
 }
 
 impl PadBinding {
-    fn nonce(&self) -> [u8; 12] {
+    /// pad id ‖ layer ‖ piece: unique per sealer, since each (pad, layer) is sealed once.
+    fn nonce(&self, piece: u16) -> [u8; 12] {
         let mut n = [0u8; 12];
         n[..8].copy_from_slice(&self.pad_id.to_le_bytes());
         n[8..10].copy_from_slice(&self.layer.to_le_bytes());
+        n[10..].copy_from_slice(&piece.to_le_bytes());
         n
     }
 
-    fn aad(&self, len: usize) -> Vec<u8> {
-        let mut a = Vec::with_capacity(64);
-        a.extend_from_slice(b"origami-pad-v2"); // v2: AES-256-GCM (v1: ChaCha20-Poly1305)
+    /// Binds a piece to its model, pad, layer, place and the whole length (so pieces cannot
+    /// be moved, reordered, dropped or taken from another u).
+    fn aad(&self, len: usize, piece: usize, pieces: usize) -> Vec<u8> {
+        let mut a = Vec::with_capacity(80);
+        // v3: u in independently sealed pieces (v2: one AES-256-GCM message; v1: ChaCha20-Poly1305)
+        a.extend_from_slice(b"origami-pad-v3");
         a.extend_from_slice(&self.model_hash);
         a.extend_from_slice(&self.pad_id.to_le_bytes());
         a.extend_from_slice(&self.layer.to_le_bytes());
         a.extend_from_slice(&(len as u64).to_le_bytes());
+        a.extend_from_slice(&(piece as u32).to_le_bytes());
+        a.extend_from_slice(&(pieces as u32).to_le_bytes());
         a
     }
 }
@@ -271,8 +280,22 @@ pub struct Sealer {
     model_hash: [u8; 32],
 }
 
-/// Bytes of the AES-GCM tag after each sealed u.
+/// Bytes of an AES-GCM tag.
 const TAG_LEN: usize = 16;
+/// Words of u per sealed piece: u is sealed as independent AES-GCM messages of 1 MiB, so the
+/// enclave opens it on several threads (one message cannot be split).
+pub const PIECE_WORDS: usize = 1 << 18;
+
+/// Pieces of a u of `len` words (at least one), or None past the 16-bit piece index.
+fn pieces(len: usize) -> Option<usize> {
+    let k = len.div_ceil(PIECE_WORDS).max(1);
+    (k <= u16::MAX as usize + 1).then_some(k)
+}
+
+/// The sealed size of a u of `len` words: ciphertext, then one tag per piece.
+pub fn sealed_len(len: usize) -> Option<usize> {
+    len.checked_mul(4)?.checked_add(pieces(len)? * TAG_LEN)
+}
 
 fn aes_key(key: &[u8; 32]) -> LessSafeKey {
     // A 32-byte key is always valid for AES-256-GCM.
@@ -307,22 +330,47 @@ impl Sealer {
             pad_id,
             layer,
         };
-        let mut buf = Zeroizing::new(Vec::with_capacity(u.len() * 4 + TAG_LEN));
+        let n = u.len();
+        // Layout: the pieces' ciphertexts in order (u's bytes, encrypted in place), then their
+        // tags in order. Past 2^16 pieces (2^34 words, far beyond any layer) nothing is sealed:
+        // an empty ciphertext never opens, so nothing unsealed can leak.
+        let Some(k) = pieces(n) else {
+            return SealedPad {
+                pad_id,
+                layer,
+                len: n,
+                ciphertext: Vec::new(),
+            };
+        };
+        let mut buf = Zeroizing::new(Vec::with_capacity(n * 4 + k * TAG_LEN));
         for v in u {
             buf.extend_from_slice(&v.to_le_bytes());
         }
-        let aad = b.aad(u.len());
-        // Sealing in memory fails only past GCM's 64 GiB message limit (u is far smaller); an
-        // empty ciphertext would then never open, so nothing unsealed can leak either way.
-        let ciphertext = match self.aead.seal_in_place_append_tag(
-            Nonce::assume_unique_for_key(b.nonce()),
-            Aad::from(&aad[..]),
-            &mut *buf,
-        ) {
-            // Encrypted in place: the buffer now holds ciphertext ‖ tag, no secret.
-            Ok(()) => std::mem::take(&mut *buf),
-            Err(_) => Vec::new(),
-        };
+        let mut tags = Vec::with_capacity(k * TAG_LEN);
+        for i in 0..k {
+            let part =
+                &mut buf[(i * PIECE_WORDS * 4).min(n * 4)..((i + 1) * PIECE_WORDS * 4).min(n * 4)];
+            let aad = b.aad(n, i, k);
+            match self.aead.seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(b.nonce(i as u16)),
+                Aad::from(&aad[..]),
+                part,
+            ) {
+                Ok(tag) => tags.extend_from_slice(tag.as_ref()),
+                // Only past GCM's 64 GiB message limit: as above, nothing is sealed.
+                Err(_) => {
+                    return SealedPad {
+                        pad_id,
+                        layer,
+                        len: n,
+                        ciphertext: Vec::new(),
+                    }
+                }
+            }
+        }
+        buf.extend_from_slice(&tags);
+        // Encrypted in place: the buffer now holds ciphertexts ‖ tags, no secret.
+        let ciphertext = std::mem::take(&mut *buf);
         SealedPad {
             pad_id,
             layer,
@@ -339,18 +387,20 @@ impl Sealer {
         len: usize,
         sealed: &SealedPad,
     ) -> Result<Zeroizing<Vec<u32>>, FieldError> {
-        let plain = self.open_in_place(pad_id, layer, len, sealed.clone())?;
+        let plain = self.open_in_place(pad_id, layer, len, sealed.clone(), 1)?;
         Ok(Zeroizing::new(words(&plain).collect()))
     }
 
-    /// `open`, decrypting in the sealed pad's own buffer (no copy): returns the plaintext bytes,
-    /// `len` little-endian u32 words, wiped on drop. Read them with `words`.
+    /// `open`, decrypting in the sealed pad's own buffer (no copy), its pieces on up to
+    /// `threads` threads: returns the plaintext bytes, `len` little-endian u32 words, wiped on
+    /// drop. Read them with `words`. Every piece must authenticate.
     pub fn open_in_place(
         &self,
         pad_id: u64,
         layer: u16,
         len: usize,
         sealed: SealedPad,
+        threads: usize,
     ) -> Result<OpenedPad, FieldError> {
         let b = PadBinding {
             model_hash: self.model_hash,
@@ -363,17 +413,37 @@ impl Sealer {
             bytes: sealed.ciphertext,
             len: len * 4,
         };
-        if buf.bytes.len() != len * 4 + TAG_LEN {
+        let (Some(k), Some(total)) = (pieces(len), sealed_len(len)) else {
+            return Err(tampered);
+        };
+        if buf.bytes.len() != total {
             return Err(tampered);
         }
-        let aad = b.aad(len);
-        self.aead
-            .open_in_place(
-                Nonce::assume_unique_for_key(b.nonce()),
-                Aad::from(&aad[..]),
-                &mut buf.bytes[..],
-            )
-            .map_err(|_| tampered)?;
+        let (body, tags) = buf.bytes.split_at_mut(len * 4);
+        let tags: &[u8] = tags;
+        let failed = std::sync::atomic::AtomicBool::new(false);
+        par_parts(body, PIECE_WORDS * 4, threads, |start, part| {
+            let first = start / (PIECE_WORDS * 4);
+            for (j, piece) in part.chunks_mut(PIECE_WORDS * 4).enumerate() {
+                let i = first + j;
+                let aad = b.aad(len, i, k);
+                let ok = self
+                    .aead
+                    .open_in_place_separate_tag(
+                        Nonce::assume_unique_for_key(b.nonce(i as u16)),
+                        Aad::from(&aad[..]),
+                        &tags[i * TAG_LEN..(i + 1) * TAG_LEN],
+                        piece,
+                    )
+                    .is_ok();
+                if !ok {
+                    failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        });
+        if failed.into_inner() {
+            return Err(tampered);
+        }
         Ok(buf)
     }
 }
@@ -591,13 +661,13 @@ mod tests {
         let u: Vec<u32> = (0..100).map(|i| (i * 7919) % P).collect();
         let sealed = s.seal(5, 3, &u);
         assert_eq!(&s.open(5, 3, 100, &sealed).unwrap()[..], &u[..]);
-        let inplace = s.open_in_place(5, 3, 100, sealed.clone()).unwrap();
+        let inplace = s.open_in_place(5, 3, 100, sealed.clone(), 1).unwrap();
         assert_eq!(inplace.len(), 400);
         assert_eq!(words(&inplace).collect::<Vec<_>>(), u);
         let mut t = sealed.clone();
         t.ciphertext[399] ^= 0x80;
-        assert!(s.open_in_place(5, 3, 100, t).is_err());
-        assert!(s.open_in_place(5, 4, 100, sealed.clone()).is_err());
+        assert!(s.open_in_place(5, 3, 100, t, 1).is_err());
+        assert!(s.open_in_place(5, 4, 100, sealed.clone(), 1).is_err());
         // Flipped bit.
         let mut t = sealed.clone();
         t.ciphertext[10] ^= 1;
@@ -617,5 +687,61 @@ mod tests {
         assert!(other_model.open(5, 3, 100, &sealed).is_err());
         let other_instance = Sealer::from_os([9; 32]).unwrap();
         assert!(other_instance.open(5, 3, 100, &sealed).is_err());
+    }
+
+    /// A u of several pieces opens on any number of threads; every piece and every tag is
+    /// authenticated, and pieces cannot be swapped, dropped or taken from another u.
+    #[test]
+    fn multi_piece_seal_opens_on_threads_and_refuses_tampering() {
+        let s = Sealer::insecure_from_seed_for_tests([2; 32], [9; 32]);
+        let n = 2 * PIECE_WORDS + 777;
+        let u: Vec<u32> = (0..n as u64)
+            .map(|i| (i * 7919 % P as u64) as u32)
+            .collect();
+        let sealed = s.seal(8, 1, &u);
+        assert_eq!(sealed.ciphertext.len(), sealed_len(n).unwrap());
+        assert_eq!(sealed.ciphertext.len(), n * 4 + 3 * TAG_LEN);
+        for threads in [1, 2, 3, 5] {
+            let opened = s.open_in_place(8, 1, n, sealed.clone(), threads).unwrap();
+            assert!(words(&opened).eq(u.iter().copied()), "threads {threads}");
+        }
+        let refused = |c: Vec<u8>, len: usize| {
+            let mut t = sealed.clone();
+            t.ciphertext = c;
+            matches!(
+                s.open_in_place(8, 1, len, t, 2),
+                Err(FieldError::SealTampered { .. })
+            )
+        };
+        // A bit of the last piece, of the second tag.
+        let mut c = sealed.ciphertext.clone();
+        c[n * 4 - 1] ^= 1;
+        assert!(refused(c, n));
+        let mut c = sealed.ciphertext.clone();
+        c[n * 4 + TAG_LEN + 3] ^= 0x40;
+        assert!(refused(c, n));
+        // The first two pieces (and their tags) swapped.
+        let b = PIECE_WORDS * 4;
+        let mut c = sealed.ciphertext.clone();
+        let (p0, p1) = (c[..b].to_vec(), c[b..2 * b].to_vec());
+        c[..b].copy_from_slice(&p1);
+        c[b..2 * b].copy_from_slice(&p0);
+        let (t0, t1) = (
+            c[n * 4..n * 4 + TAG_LEN].to_vec(),
+            c[n * 4 + TAG_LEN..n * 4 + 2 * TAG_LEN].to_vec(),
+        );
+        c[n * 4..n * 4 + TAG_LEN].copy_from_slice(&t1);
+        c[n * 4 + TAG_LEN..n * 4 + 2 * TAG_LEN].copy_from_slice(&t0);
+        assert!(refused(c, n));
+        // The last piece dropped (with its tag), claimed as a shorter u.
+        let mut c = sealed.ciphertext[..2 * b].to_vec();
+        c.extend_from_slice(&sealed.ciphertext[n * 4..n * 4 + 2 * TAG_LEN]);
+        assert!(refused(c, 2 * PIECE_WORDS));
+        // The first piece of another u with the same binding but another length.
+        let other = s.seal(8, 1, &u[..PIECE_WORDS]);
+        let mut c = sealed.ciphertext.clone();
+        c[..b].copy_from_slice(&other.ciphertext[..b]);
+        c[n * 4..n * 4 + TAG_LEN].copy_from_slice(&other.ciphertext[b..b + TAG_LEN]);
+        assert!(refused(c, n));
     }
 }

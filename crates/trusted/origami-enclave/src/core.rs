@@ -453,9 +453,13 @@ impl EnclaveCore {
                 let pad_id = s
                     .pad_id
                     .ok_or_else(|| EnclaveError::Misuse("no pad".into()))?;
-                let u = self
-                    .sealer
-                    .open_in_place(pad_id, l.layer, out_len, sealed_u)?;
+                let u = self.sealer.open_in_place(
+                    pad_id,
+                    l.layer,
+                    out_len,
+                    sealed_u,
+                    self.cfg.threads,
+                )?;
                 if let (Some(probe), Some(xq)) = (&self.probes[li], &xq) {
                     if !probe.check(xq, &result, &u, self.cfg.threads) {
                         return Err(misbehaved(Misbehaviour::FreivaldsFailed));
