@@ -28,6 +28,14 @@ pub struct Policy {
     pub max_ssim: f64,
     /// Highest accuracy of the model on the strongest reconstructions (1.0: not constrained).
     pub max_accuracy: f64,
+    /// Highest identification rate of any attack (1.0: not constrained). Audits recorded
+    /// before this field read as 1.0.
+    #[serde(default = "unconstrained")]
+    pub max_identification: f64,
+}
+
+fn unconstrained() -> f64 {
+    1.0
 }
 
 impl Policy {
@@ -35,6 +43,15 @@ impl Policy {
     /// input) never does.
     pub fn allows(&self, split: usize, s: &AttackScore) -> bool {
         split > 0 && s.ssim <= self.max_ssim && s.accuracy <= self.max_accuracy
+    }
+
+    /// Whether a split passes: its strongest attack (by SSIM) within `allows`, and no attack
+    /// identifying more of the inputs than `max_identification`.
+    pub fn passes(&self, split: usize, attacks: &[AttackScore], strongest: &AttackScore) -> bool {
+        self.allows(split, strongest)
+            && attacks
+                .iter()
+                .all(|a| a.identification.unwrap_or(0.0) <= self.max_identification)
     }
 }
 
@@ -50,6 +67,7 @@ impl Default for Policy {
         Self {
             max_ssim: 0.5,
             max_accuracy: 1.0,
+            max_identification: 1.0,
         }
     }
 }
@@ -246,6 +264,11 @@ pub struct AttackScore {
     pub psnr: f64,
     /// Fraction of reconstructions the model classifies as the original's label.
     pub accuracy: f64,
+    /// Identification rate: the fraction of reconstructions whose nearest image (Euclidean)
+    /// among the scored images and a pool of others is the true input (chance: 1 / candidates).
+    /// None in audits recorded before it was measured.
+    #[serde(default)]
+    pub identification: Option<f64>,
     /// Optimisation steps: training batches for learned attacks, per-image steps for white-box.
     pub steps: usize,
     /// Wall time: training and reconstructing all scored images.
@@ -457,7 +480,7 @@ pub fn run(
             .max_by(|&a, &b| attacks[a].ssim.total_cmp(&attacks[b].ssim))
             .expect("three attacks");
         let s = &attacks[best];
-        let passes = cfg.policy.allows(split, s);
+        let passes = cfg.policy.passes(split, &attacks, s);
         gallery.rows.push((
             split,
             s.attack.clone(),
@@ -513,6 +536,7 @@ fn score(
         .map(|(r, x)| psnr(r, x).min(100.0))
         .sum::<f64>()
         / n;
+    let identification = identification(recons, originals, &data.train, IDENTIFICATION_POOL);
     let flat: Vec<f32> = recons.iter().flatten().copied().collect();
     let pred = predict(model, data.shape, &flat)?;
     let ok = pred
@@ -525,9 +549,48 @@ fn score(
         ssim: ssim_mean,
         psnr: psnr_mean,
         accuracy: ok as f64 / n,
+        identification: Some(identification),
         steps,
         seconds: t.elapsed().as_secs_f64(),
     })
+}
+
+/// Training images added to the scored ones as candidates for identification.
+pub const IDENTIFICATION_POOL: usize = 1000;
+
+/// The fraction of `recons[i]` whose nearest candidate (squared Euclidean distance) is
+/// `originals[i]`; the candidates are the originals and the first `pool` images of `others`
+/// (same length each). Ties count against the attack.
+pub fn identification(
+    recons: &[Vec<f32>],
+    originals: &[Vec<f32>],
+    others: &[f32],
+    pool: usize,
+) -> f64 {
+    let Some(l) = originals.first().map(Vec::len).filter(|&l| l > 0) else {
+        return 0.0;
+    };
+    let dist = |a: &[f32], b: &[f32]| -> f64 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
+            .sum()
+    };
+    let pool: Vec<&[f32]> = others.chunks_exact(l).take(pool).collect();
+    let hits = recons
+        .par_iter()
+        .enumerate()
+        .filter(|(i, r)| {
+            let own = dist(r, &originals[*i]);
+            let beaten = |c: &[f32]| dist(r, c) <= own;
+            !originals
+                .iter()
+                .enumerate()
+                .any(|(j, c)| j != *i && beaten(c))
+                && !pool.iter().any(|c| beaten(c))
+        })
+        .count();
+    hits as f64 / recons.len().max(1) as f64
 }
 
 fn baselines(data: &AuditData, originals: &[Vec<f32>]) -> Baselines {
@@ -574,6 +637,7 @@ mod tests {
                 ssim: s,
                 psnr: 20.0,
                 accuracy: acc,
+                identification: None,
                 steps: 1,
                 seconds: 0.0,
             })
@@ -599,6 +663,7 @@ mod tests {
         let p = Policy {
             max_ssim: 0.5,
             max_accuracy: 0.9,
+            max_identification: 1.0,
         };
         let rows = vec![
             layer(0, [0.1, 0.1, 0.1], 0.1, &p),
@@ -615,5 +680,47 @@ mod tests {
         assert_eq!(rows[1].strongest, "cgan");
         assert_eq!(recommend(&rows), Some(3));
         assert_eq!(recommend(&rows[..3]), None);
+        // Identification: any attack above the policy's rate fails the split, even when the
+        // strongest by SSIM stays below it; audits recorded without it are unconstrained.
+        let strict = Policy {
+            max_identification: 0.05,
+            ..p.clone()
+        };
+        let mut attacks = layer(3, [0.4, 0.45, 0.5], 0.8, &p).attacks;
+        assert!(strict.passes(3, &attacks, &attacks[2].clone()));
+        attacks[0].identification = Some(0.2);
+        assert!(!strict.passes(3, &attacks, &attacks[2].clone()));
+        assert!(p.passes(3, &attacks, &attacks[2].clone()));
+        attacks[0].identification = Some(0.05);
+        assert!(strict.passes(3, &attacks, &attacks[2].clone()));
+        let old: Policy =
+            serde_json::from_str(r#"{"max_ssim": 0.5, "max_accuracy": 1.0}"#).unwrap();
+        assert_eq!(old.max_identification, 1.0);
+    }
+
+    /// Identification finds a reconstruction's own input among the scored images and the
+    /// pool; a reconstruction nearer to another candidate, or tied with one, does not count.
+    #[test]
+    fn identification_counts_nearest_true_inputs() {
+        let img = |v: f32, k: usize| -> Vec<f32> {
+            (0..16).map(|i| if i == k { 1.0 } else { v }).collect()
+        };
+        let originals = vec![img(0.0, 0), img(0.0, 5), img(0.0, 9), img(0.5, 3)];
+        let pool: Vec<f32> = [img(0.2, 1), img(0.9, 7)].concat();
+        // Exact copies: all identified.
+        assert_eq!(identification(&originals, &originals, &pool, 10), 1.0);
+        // Noisy copies of 0 and 1, then one nearest to a pool image, then a tie between 0 and 2.
+        let recons = vec![
+            img(0.05, 0),
+            img(0.05, 5),
+            img(0.85, 7),
+            (0..16)
+                .map(|i| if i == 0 || i == 9 { 0.5 } else { 0.0 })
+                .collect(),
+        ];
+        assert_eq!(identification(&recons, &originals, &pool, 10), 0.5);
+        // Without the pool, the third is nearest to the fourth original: still wrong.
+        assert_eq!(identification(&recons, &originals, &[], 0), 0.5);
+        assert_eq!(identification(&[], &[], &pool, 10), 0.0);
     }
 }

@@ -124,7 +124,8 @@ pub fn grid(report: &AuditReport, gallery: &Gallery) -> Result<image::RgbImage, 
     image::RgbImage::from_raw(w, h, buf).ok_or_else(|| err("grid buffer size"))
 }
 
-/// SSIM of each attack and the model's accuracy on the strongest reconstructions per split,
+/// SSIM of each attack, the model's accuracy on the strongest reconstructions and the highest
+/// identification rate per split,
 /// with the policy's SSIM threshold and the class-mean baseline.
 pub fn chart(report: &AuditReport) -> Result<image::RgbImage, AuditError> {
     font();
@@ -207,6 +208,35 @@ pub fn chart(report: &AuditReport) -> Result<image::RgbImage, AuditError> {
                 .map(|&p| TriangleMarker::new(p, 5, purple.filled())),
         )
         .map_err(err)?;
+        // The highest identification rate of any attack per split (audits that measured it).
+        let ident: Vec<(f64, f64)> = report
+            .layers
+            .iter()
+            .filter_map(|l| {
+                let m = l
+                    .attacks
+                    .iter()
+                    .filter_map(|a| a.identification)
+                    .reduce(f64::max)?;
+                Some((l.split as f64, m))
+            })
+            .collect();
+        if !ident.is_empty() {
+            let brown = RGBColor(140, 86, 75);
+            ch.draw_series(LineSeries::new(ident.clone(), brown.stroke_width(2)))
+                .map_err(err)?
+                .label("identification rate (highest of the attacks)")
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], brown.stroke_width(2))
+                });
+            ch.draw_series(ident.iter().map(|&p| {
+                Rectangle::new(
+                    [(p.0 - 0.08, p.1 - 0.015), (p.0 + 0.08, p.1 + 0.015)],
+                    brown.filled(),
+                )
+            }))
+            .map_err(err)?;
+        }
         let hline = |y: f64| vec![(-0.5, y), (x_max, y)];
         let grey = RGBColor(90, 90, 90);
         ch.draw_series(DashedLineSeries::new(

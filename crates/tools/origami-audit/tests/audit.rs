@@ -276,6 +276,7 @@ fn audit_runs_end_to_end_and_writes_its_report() {
         policy: audit::Policy {
             max_ssim: 0.99,
             max_accuracy: 1.0,
+            max_identification: 1.0,
         },
     };
     let (report, gallery) = audit::run(&plan, &data, &cfg, &Silent).unwrap();
@@ -292,13 +293,21 @@ fn audit_runs_end_to_end_and_writes_its_report() {
         for a in &l.attacks {
             assert!((-1.0..=1.0).contains(&a.ssim) && a.psnr > 0.0, "{a:?}");
             assert!((0.0..=1.0).contains(&a.accuracy) && a.steps > 0, "{a:?}");
+            let id = a.identification.expect("measured");
+            assert!((0.0..=1.0).contains(&id), "{a:?}");
         }
         let best = l.attacks.iter().map(|a| a.ssim).fold(f64::MIN, f64::max);
         assert_eq!(l.strongest().ssim, best);
-        assert_eq!(l.passes, cfg.policy.allows(l.split, l.strongest()));
+        assert_eq!(
+            l.passes,
+            cfg.policy.passes(l.split, &l.attacks, l.strongest())
+        );
     }
-    // Split 0 is the raw input: never recommended, whatever the scores.
+    // Split 0 is the raw input: never recommended, whatever the scores; there the strongest
+    // attack (white-box, SSIM ≈ 0.99 with these budgets) picks every scored image out of the
+    // scored ones and the 300-image pool.
     assert!(!report.layers[0].passes);
+    assert_eq!(report.layers[0].strongest().identification, Some(1.0));
     assert_eq!(report.recommended_split, audit::recommend(&report.layers));
     assert!(report.baselines.class_mean_ssim > report.baselines.blank_ssim);
     assert_eq!(gallery.originals.len(), 4);

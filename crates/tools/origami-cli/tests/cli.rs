@@ -447,6 +447,11 @@ fn audit_rejects_bad_input() {
     assert!(e.contains("usable images"), "{e}");
     let e = run_err(&["audit", "--layers", "1,x"]);
     assert!(e.contains("--layers takes"), "{e}");
+    let e = run_err(&["audit", "--max-identification", "1.5"]);
+    assert!(
+        e.contains("--max-identification must be between 0 and 1"),
+        "{e}"
+    );
     let e = run_err(&[
         "audit",
         "--model",

@@ -42,6 +42,10 @@ pub struct Args {
     /// Policy: highest accuracy of the model on the strongest reconstructions.
     #[arg(long)]
     pub max_accuracy: Option<f64>,
+    /// Policy: highest identification rate of any attack (the fraction of reconstructions
+    /// whose nearest image among the scored ones and 1 000 others is the true input).
+    #[arg(long)]
+    pub max_identification: Option<f64>,
     #[arg(long, default_value_t = 4)]
     pub calib: usize,
 }
@@ -68,6 +72,18 @@ pub fn main(a: Args) -> Result<()> {
     }
     if let Some(v) = a.max_accuracy {
         cfg.policy.max_accuracy = v;
+    }
+    if let Some(v) = a.max_identification {
+        cfg.policy.max_identification = v;
+    }
+    for (name, v) in [
+        ("--max-ssim", cfg.policy.max_ssim),
+        ("--max-accuracy", cfg.policy.max_accuracy),
+        ("--max-identification", cfg.policy.max_identification),
+    ] {
+        if !(0.0..=1.0).contains(&v) {
+            bail!("{name} must be between 0 and 1, got {v}");
+        }
     }
     let (model, data, out, cfg, calib) = (
         a.model.as_str(),
@@ -107,18 +123,25 @@ pub fn main(a: Args) -> Result<()> {
         "baselines: blank image SSIM {:.3}, class-mean image (label only) SSIM {:.3}",
         report.baselines.blank_ssim, report.baselines.class_mean_ssim
     );
-    println!("split  last node    strongest   ssim   psnr dB  accuracy  (decoder / cgan / white-box ssim)  policy");
+    println!("split  last node    strongest   ssim   psnr dB  accuracy  ident.  (decoder / cgan / white-box ssim)  policy");
     for l in &report.layers {
         let s = l.strongest();
         let per: Vec<String> = l.attacks.iter().map(|a| format!("{:.3}", a.ssim)).collect();
+        let ident = l
+            .attacks
+            .iter()
+            .filter_map(|a| a.identification)
+            .reduce(f64::max)
+            .map_or("-".to_string(), |v| format!("{v:.2}"));
         println!(
-            "{:>5}  {:<11}  {:<9}  {:.3}  {:>7.1}  {:>8.2}  ({})  {}",
+            "{:>5}  {:<11}  {:<9}  {:.3}  {:>7.1}  {:>8.2}  {:>6}  ({})  {}",
             l.split,
             l.last_node,
             s.attack,
             s.ssim,
             s.psnr,
             s.accuracy,
+            ident,
             per.join(" / "),
             if l.split == 0 {
                 "sanity row"
@@ -131,12 +154,12 @@ pub fn main(a: Args) -> Result<()> {
     }
     match report.recommended_split {
         Some(k) => println!(
-            "recommended split: {k} (max SSIM {}, max accuracy {})",
-            report.policy.max_ssim, report.policy.max_accuracy
+            "recommended split: {k} (max SSIM {}, max accuracy {}, max identification {})",
+            report.policy.max_ssim, report.policy.max_accuracy, report.policy.max_identification
         ),
         None => println!(
-            "no split passes the policy (max SSIM {}, max accuracy {}): keep the whole network in the enclave (--mode slalom)",
-            report.policy.max_ssim, report.policy.max_accuracy
+            "no split passes the policy (max SSIM {}, max accuracy {}, max identification {}): keep the whole network in the enclave (--mode slalom)",
+            report.policy.max_ssim, report.policy.max_accuracy, report.policy.max_identification
         ),
     }
     let paths = origami_audit::report::write(&report, &gallery, out)?;
