@@ -302,6 +302,110 @@ pub fn finish_unblinded(
     })
 }
 
+/// [`finish_unblinded`] of a convolution followed by a 2×2 stride-2 max-pool, without the
+/// unpooled output ever existing: each pair of output rows is unblinded into a small buffer
+/// (wiped) and pooled at once. The same bits as `max_pool_2x2` over `finish_unblinded`'s output,
+/// and the same saturation check over every unpooled value (an odd last row or column is
+/// unblinded and checked, then dropped as the pool drops it). `pooled_shape` is the pool's
+/// output, `[1, out_c, oh / 2, ow / 2]`.
+pub fn finish_unblinded_pool2(
+    l: &QLinear,
+    node: &str,
+    reply: (&[u32], &[u8]),
+    pooled_shape: &[usize],
+    relu: bool,
+    threads: usize,
+) -> Result<QVal, EnclaveError> {
+    let (result, u) = reply;
+    let LinearShape::Conv(g) = l.shape else {
+        return Err(EnclaveError::Plan(format!(
+            "{node}: pooled unblinding of a dense layer"
+        )));
+    };
+    let (oh, ow) = (g.oh, g.ow);
+    let (ph, pw) = (oh / 2, ow / 2);
+    let n = l.shape.out_len();
+    assert!(
+        result.len() == n && u.len() == 4 * n,
+        "reply and pad sizes were checked"
+    );
+    if pooled_shape != [1, g.out_c, ph, pw] {
+        return Err(EnclaveError::Plan(format!(
+            "{node}: a 2×2 pool of {}×{}×{} gives {}×{}×{}, not {pooled_shape:?}",
+            g.out_c, oh, ow, g.out_c, ph, pw
+        )));
+    }
+    if l.bias_q.iter().any(|b| b.unsigned_abs() > 1 << 30) {
+        // Biases beyond 2^30 (an odd model; they saturate anyway): the two steps.
+        let y = finish_unblinded(l, node, reply, &[1, g.out_c, oh, ow], relu, threads)?;
+        let QVal::Int { data, exp, .. } = &y else {
+            return Err(EnclaveError::Plan(format!(
+                "{node}: unblinding gave floats"
+            )));
+        };
+        let mut out = vec![0i32; pooled_shape.iter().product()];
+        origami_model::exec::max_pool_2x2(data, oh, ow, &mut out);
+        return Ok(QVal::Int {
+            shape: pooled_shape.to_vec(),
+            data: out,
+            exp: *exp,
+        });
+    }
+    let (p, half) = (origami_field::P as i32, (origami_field::P / 2) as i32);
+    let (plane, pplane) = (oh * ow, ph * pw);
+    let mut data = vec![0i32; g.out_c * pplane];
+    let worst = std::sync::atomic::AtomicI32::new(0);
+    par_parts(&mut data, pplane.max(1), threads, |start, part| {
+        let mut w = 0i32;
+        let mut rows = vec![0i32; 2 * ow];
+        let first = start / pplane.max(1);
+        for ch in first..first + part.len() / pplane.max(1) {
+            let bias = l.bias_q.get(ch).map_or(0, |&b| b as i32);
+            let out = &mut part[(ch - first) * pplane..(ch - first + 1) * pplane];
+            for y in (0..oh).step_by(2) {
+                let nrows = (oh - y).min(2);
+                let a = ch * plane + y * ow;
+                let len = nrows * ow;
+                let (res, ub) = (&result[a..a + len], &u[4 * a..4 * (a + len)]);
+                w = w.max(simd::unblind(
+                    &mut rows[..len],
+                    res,
+                    ub,
+                    bias,
+                    relu,
+                    p,
+                    half,
+                ));
+                if nrows == 2 {
+                    let o = &mut out[(y / 2) * pw..(y / 2 + 1) * pw];
+                    origami_model::exec::max_pool_2x2(&rows, 2, ow, o);
+                }
+            }
+        }
+        rows.zeroize();
+        worst.fetch_max(w, std::sync::atomic::Ordering::Relaxed);
+    });
+    if worst.into_inner() as i64 > SATURATION_LIMIT {
+        data.zeroize();
+        // The same error as `finish_linear` (it names the layer, never the value).
+        let unblinded = result
+            .iter()
+            .zip(origami_field::pad::words(u))
+            .map(|(&r, u)| origami_field::center(origami_field::sub(r, u)));
+        return match finish_linear(l, node, unblinded, &[1, g.out_c, oh, ow], relu) {
+            Err(e) => Err(e),
+            Ok(_) => Err(EnclaveError::Plan(format!(
+                "{node}: saturation check disagrees"
+            ))),
+        };
+    }
+    Ok(QVal::Int {
+        shape: pooled_shape.to_vec(),
+        data,
+        exp: l.out_exp(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,6 +463,87 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// The pooled unblinding gives exactly `max_pool_2x2` of the plain unblinding, for even
+    /// and odd output sizes, with and without ReLU, negative biases, on 1 to 3 threads; and
+    /// the same saturation error from a value the pool would have dropped.
+    #[test]
+    fn pooled_unblinding_is_unblinding_then_pooling() {
+        use origami_model::linalg::ConvGeom;
+        use origami_model::NodeId;
+        let p = origami_field::P as u64;
+        for (oh, ow, relu) in [(8, 6, true), (7, 5, false), (5, 9, true), (2, 2, false)] {
+            let out_c = 3;
+            let g = ConvGeom {
+                in_c: 1,
+                h: oh,
+                w: ow,
+                out_c,
+                kh: 1,
+                kw: 1,
+                stride: [1, 1],
+                pads: [0; 4],
+                groups: 1,
+                oh,
+                ow,
+            };
+            let l = QLinear {
+                node: NodeId::new(0),
+                layer: 0,
+                shape: LinearShape::Conv(g),
+                wq: vec![1.0; out_c],
+                w_exp: 0,
+                in_exp: 0,
+                bias_q: vec![-40, 0, 25],
+                est_max: 0.0,
+                worst_case: 0,
+                fused_relu: relu,
+            };
+            let n = out_c * oh * ow;
+            // d = result − u mod p spans negative and positive values around ±100.
+            let u: Vec<u32> = (0..n as u64)
+                .map(|i| (i * 2_654_435_761 % p) as u32)
+                .collect();
+            let d: Vec<i64> = (0..n as i64).map(|i| (i * 37 % 201) - 100).collect();
+            let result: Vec<u32> = u
+                .iter()
+                .zip(&d)
+                .map(|(&u, &d)| ((u as i64 + d).rem_euclid(p as i64)) as u32)
+                .collect();
+            let ub: Vec<u8> = u.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let full =
+                finish_unblinded(&l, "c", (&result, &ub), &[1, out_c, oh, ow], relu, 1).unwrap();
+            let QVal::Int { data, exp, .. } = &full else {
+                panic!()
+            };
+            let mut want = vec![0i32; out_c * (oh / 2) * (ow / 2)];
+            origami_model::exec::max_pool_2x2(data, oh, ow, &mut want);
+            let shape = [1, out_c, oh / 2, ow / 2];
+            for threads in [1, 2, 3] {
+                let got =
+                    finish_unblinded_pool2(&l, "c", (&result, &ub), &shape, relu, threads).unwrap();
+                assert_eq!(
+                    got,
+                    QVal::Int {
+                        shape: shape.to_vec(),
+                        data: want.clone(),
+                        exp: *exp
+                    },
+                    "{oh}×{ow}, relu {relu}, {threads} threads"
+                );
+            }
+            // A saturated value in the last row, which an odd pool drops, still fails.
+            let mut bad = result.clone();
+            bad[n - 1] = ((u[n - 1] as u64 + p / 2) % p) as u32;
+            let e = finish_unblinded_pool2(&l, "c", (&bad, &ub), &shape, relu, 2).unwrap_err();
+            assert!(matches!(e, EnclaveError::Saturation { .. }), "{e:?}");
+            // A shape that is not this conv's pool is refused.
+            assert!(
+                finish_unblinded_pool2(&l, "c", (&result, &ub), &[1, out_c, oh, ow], relu, 1)
+                    .is_err()
+            );
         }
     }
 }

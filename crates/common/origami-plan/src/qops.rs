@@ -8,7 +8,7 @@ use origami_model::{Node, Op, Pool, Tensor};
 use crate::plan::{quantize, quantize_scaled, QLinear, SATURATION_LIMIT};
 use crate::EnclaveError;
 
-pub use crate::blinded::{finish_unblinded, requantize_blind};
+pub use crate::blinded::{finish_unblinded, finish_unblinded_pool2, requantize_blind};
 
 /// A value inside the enclave: fixed point (x ≈ data · 2^-exp) or float.
 #[derive(Clone, Debug, PartialEq)]

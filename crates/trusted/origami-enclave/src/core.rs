@@ -18,12 +18,13 @@ use zeroize::{Zeroize, Zeroizing};
 use origami_field::{reduce_f64, PadKey, SealedPad, Sealer, P};
 use origami_model::exec;
 use origami_model::linalg::{conv2d, gemm_nt, LinearShape};
-use origami_model::{NodeId, Tensor, ValueId, INPUT};
+use origami_model::{NodeId, Op, Tensor, ValueId, INPUT};
 
 use crate::probe::Probe;
 use origami_plan::plan::Plan;
 use origami_plan::qops::{
-    eval_nonlinear_on, finish_unblinded, linear_local, requantize, requantize_blind, QVal,
+    eval_nonlinear_on, finish_unblinded, finish_unblinded_pool2, linear_local, requantize,
+    requantize_blind, QVal,
 };
 pub use origami_plan::step::{Handoff, Offload, Placement, Reply, Step};
 use origami_plan::{EnclaveError, Misbehaviour};
@@ -468,16 +469,47 @@ impl EnclaveCore {
                 let held =
                     s.env_bytes() + result.len() * 8 + xq.as_ref().map_or(0, |b| b.len() * 4);
                 let (value, next) = l.produces();
-                let y = finish_unblinded(
-                    l,
-                    &node.name,
-                    (&result, &u),
-                    &self.plan.shapes[value.index()],
-                    l.fused_relu,
-                    self.cfg.threads,
-                )?;
+                // A 2×2 max-pool that is this value's only consumer is done in the same pass.
+                let pool = self.plan.model.nodes.get(next.index()).filter(|p| {
+                    next < self.head_end
+                        && matches!(&p.op, Op::MaxPool(q) if exec::is_pool_2x2(q))
+                        && p.inputs.len() == 1
+                        && p.inputs[0] == value
+                        && self.last_use[value.index()] <= next.index()
+                        && match l.shape {
+                            LinearShape::Conv(g) => {
+                                self.plan.shapes[p.output.index()]
+                                    == [1, g.out_c, g.oh / 2, g.ow / 2]
+                            }
+                            LinearShape::Dense { .. } => false,
+                        }
+                });
+                let (out, y, next) = match pool {
+                    Some(p) => {
+                        let y = finish_unblinded_pool2(
+                            l,
+                            &node.name,
+                            (&result, &u),
+                            &self.plan.shapes[p.output.index()],
+                            l.fused_relu,
+                            self.cfg.threads,
+                        )?;
+                        (p.output, y, NodeId::new(next.index() + 1))
+                    }
+                    None => {
+                        let y = finish_unblinded(
+                            l,
+                            &node.name,
+                            (&result, &u),
+                            &self.plan.shapes[value.index()],
+                            l.fused_relu,
+                            self.cfg.threads,
+                        )?;
+                        (value, y, next)
+                    }
+                };
                 self.stats.peak_request_bytes = self.stats.peak_request_bytes.max(held + y.bytes());
-                s.env[value.index()] = Some(y);
+                s.env[out.index()] = Some(y);
                 s.next = next;
                 self.advance()
             }
