@@ -294,7 +294,7 @@ fn the_vcek_must_be_the_one_issued_for_the_reports_tcb_and_chip() {
     // A report claiming another TCB than its VCEK's (each component in turn): the signature
     // check alone cannot see it when the host pairs a report with another TCB's VCEK.
     for i in 0..4 {
-        let mut t = r.clone();
+        let mut t = r;
         let c = match i {
             0 => &mut t.reported_tcb.bootloader,
             1 => &mut t.reported_tcb.tee,
@@ -305,11 +305,11 @@ fn the_vcek_must_be_the_one_issued_for_the_reports_tcb_and_chip() {
         assert!(code(&t).contains("SPL"), "component {i}");
     }
     // Another chip's report.
-    let mut t = r.clone();
+    let mut t = r;
     t.chip_id[5] ^= 1;
     assert!(code(&t).contains("chip id"));
     // A masked chip id (all zeros) is accepted: the guest chose not to reveal it.
-    let mut t = r.clone();
+    let mut t = r;
     t.chip_id = [0; 64];
     vcek_issued_for(&vcek, &t).unwrap();
 }
