@@ -508,15 +508,14 @@ fn measure_sev_snp_gives_the_launch_digest_and_the_verifiers_code_id() {
     std::fs::write(&initrd, b"").unwrap();
     let (k, i) = (kernel.to_str().unwrap(), initrd.to_str().unwrap());
     let host_data = "ab".repeat(32);
-    let out = run_ok(&[
-        "measure",
-        "sev-snp",
-        "--ovmf",
-        ovmf,
-        "--kernel",
-        k,
-        "--initrd",
-        i,
+    // `measure sev-snp` on the sample firmware, an empty kernel and initrd, and `extra`.
+    let snp = |extra: &[&str]| -> Vec<String> {
+        let base = [
+            "measure", "sev-snp", "--ovmf", ovmf, "--kernel", k, "--initrd", i,
+        ];
+        base.iter().chain(extra).map(|s| s.to_string()).collect()
+    };
+    let args = snp(&[
         "--cmdline",
         "console=ttyS0 loglevel=7",
         "--vcpus",
@@ -530,6 +529,7 @@ fn measure_sev_snp_gives_the_launch_digest_and_the_verifiers_code_id() {
         "--model",
         "fashion",
     ]);
+    let out = run_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let field = |name: &str| -> String {
         out.lines()
             .find_map(|l| l.strip_prefix(name))
@@ -559,22 +559,10 @@ fn measure_sev_snp_gives_the_launch_digest_and_the_verifiers_code_id() {
         origami_proto::evidence::hex(&zoo::load("fashion").unwrap().hash())
     );
     // The SNP-only feature set gives AMD's other vector; another vCPU count another digest.
-    let out = run_ok(&[
-        "measure",
-        "sev-snp",
-        "--ovmf",
-        ovmf,
-        "--kernel",
-        k,
-        "--initrd",
-        i,
-        "--guest-features",
-        "0x1",
-    ]);
+    let run = |extra: &[&str]| run_ok(&snp(extra).iter().map(String::as_str).collect::<Vec<_>>());
+    let out = run(&["--guest-features", "0x1"]);
     assert!(out.contains("MEASUREMENT ddc5224521617a536ee7ce9dd6224d1b58a8d4fda1c741f3ac99fc4bfa04ba6e9fc98646d4a07a9079397fa3852819b5"), "{out}");
-    let two = run_ok(&[
-        "measure", "sev-snp", "--ovmf", ovmf, "--kernel", k, "--initrd", i, "--vcpus", "2",
-    ]);
+    let two = run(&["--vcpus", "2"]);
     assert!(!two.contains("ddc5224521617a53"), "{two}");
     // Clear errors for bad input.
     let e = run_err(&["measure", "sev-snp", "--ovmf", "/nonexistent/OVMF.fd"]);
