@@ -38,6 +38,7 @@ export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-1764979200}   # 2025-12-06 00:00 U
 log() { echo "cvm-image: $*" >&2; }
 fail() { log "error: $*"; exit 1; }
 
+case "$serve_args" in *[!A-Za-z0-9\ ._:/=,@-]*) fail "SERVE_ARGS may hold letters, digits, spaces and . _ : / = , @ - only" ;; esac
 case "$platform" in sev-snp|tdx|simulated) ;; *) fail "PLATFORM must be sev-snp or tdx (or simulated, for boot tests), not $platform" ;; esac
 for b in origami origami-enclave; do
     [ -x "$bin_dir/$b" ] || fail "$bin_dir/$b not found (build: cargo build --release -p origami-cli -p origami-enclave-bin)"
