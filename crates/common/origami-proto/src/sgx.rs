@@ -50,6 +50,30 @@ pub fn report_data(digest: &[u8; 32]) -> [u8; 64] {
     r
 }
 
+/// What every hardware report must bind, whatever the TEE: its code measurement (`code`: the
+/// platform's code id) is the evidence's code id, its report data is the evidence digest, and
+/// the evidence carries no platform key (the hardware signs, not a key of the enclave's).
+pub(crate) fn check_binding(
+    code: &[u8; 32],
+    data: &[u8; 64],
+    ev: &Evidence,
+    digest: &[u8; 32],
+) -> Result<(), ProtoError> {
+    if *code != ev.measurement.code_id {
+        return Err(reject(Rejection::CodeIdMismatch {
+            quote: crate::evidence::hex(code),
+            evidence: crate::evidence::hex(&ev.measurement.code_id),
+        }));
+    }
+    if *data != report_data(digest) {
+        return Err(reject(Rejection::ReportDataMismatch));
+    }
+    if ev.platform_key != [0; 32] {
+        return Err(reject(Rejection::PlatformKeyPresent));
+    }
+    Ok(())
+}
+
 /// Parses a DCAP quote (bounded; SGX enclave reports only) and returns its enclave report.
 pub fn parse_sgx_quote(quote: &[u8]) -> Result<EnclaveReport, ProtoError> {
     if quote.len() > MAX_QUOTE {
@@ -76,19 +100,7 @@ pub fn check_report(
     if report.attributes[0] & SGX_FLAGS_DEBUG != 0 && !policy.sgx_allow_debug {
         return Err(reject(Rejection::DebugEnclave));
     }
-    if report.mr_enclave != ev.measurement.code_id {
-        return Err(reject(Rejection::CodeIdMismatch {
-            quote: crate::evidence::hex(&report.mr_enclave),
-            evidence: crate::evidence::hex(&ev.measurement.code_id),
-        }));
-    }
-    if report.report_data != report_data(digest) {
-        return Err(reject(Rejection::ReportDataMismatch));
-    }
-    if ev.platform_key != [0; 32] {
-        return Err(reject(Rejection::PlatformKeyPresent));
-    }
-    Ok(())
+    check_binding(&report.mr_enclave, &report.report_data, ev, digest)
 }
 
 /// The TCB statuses a policy accepts (`allowed`; empty: `UpToDate` only).

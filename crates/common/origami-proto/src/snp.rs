@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 
 use crate::evidence::{Evidence, Platform, Policy};
 use crate::rejection::Rejection;
-use crate::sgx::report_data;
+use crate::sgx::check_binding;
 use crate::tsm::{self, CvmPlatform, CvmTee, GuestReport, Provider, TsmReport};
 use crate::ProtoError;
 
@@ -161,20 +161,7 @@ pub fn check_snp_report(
             }));
         }
     }
-    let code = snp_code_id(r);
-    if code != ev.measurement.code_id {
-        return Err(reject(Rejection::CodeIdMismatch {
-            quote: crate::evidence::hex(&code),
-            evidence: crate::evidence::hex(&ev.measurement.code_id),
-        }));
-    }
-    if r.report_data != report_data(digest) {
-        return Err(reject(Rejection::ReportDataMismatch));
-    }
-    if ev.platform_key != [0; 32] {
-        return Err(reject(Rejection::PlatformKeyPresent));
-    }
-    Ok(())
+    check_binding(&snp_code_id(r), &r.report_data, ev, digest)
 }
 
 /// Verifies `ev.proof` (an SNP report) with the VCEK in `ev.collateral`, then the report

@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 
 use crate::evidence::{Evidence, Platform, Policy};
 use crate::rejection::Rejection;
-use crate::sgx::{report_data, MAX_QUOTE};
+use crate::sgx::{check_binding, MAX_QUOTE};
 use crate::tsm::{self, CvmPlatform, CvmTee, GuestReport, Provider, TsmReport};
 use crate::ProtoError;
 
@@ -74,20 +74,7 @@ pub fn check_td_report(
     if r.td_attributes[0] & TD_ATTRIBUTES_DEBUG != 0 && !policy.tdx_allow_debug {
         return Err(reject(Rejection::DebugTd));
     }
-    let code = tdx_code_id(r);
-    if code != ev.measurement.code_id {
-        return Err(reject(Rejection::CodeIdMismatch {
-            quote: crate::evidence::hex(&code),
-            evidence: crate::evidence::hex(&ev.measurement.code_id),
-        }));
-    }
-    if r.report_data != report_data(digest) {
-        return Err(reject(Rejection::ReportDataMismatch));
-    }
-    if ev.platform_key != [0; 32] {
-        return Err(reject(Rejection::PlatformKeyPresent));
-    }
-    Ok(())
+    check_binding(&tdx_code_id(r), &r.report_data, ev, digest)
 }
 
 /// Verifies `ev.proof` (a TDX quote) with `ev.collateral` at `now_secs`, then the TD report
