@@ -12,14 +12,27 @@
 //!   (|W·x + b| < p/2 ≈ 2^23 must hold; the plan checks it, see `origami-enclave::plan`).
 
 /// `pub fn NAME(args) -> R => KERNEL`: NAME calls KERNEL (an `#[inline(always)]` fn) built
-/// for AVX2 where the CPU has it, else built for the baseline target. The build never assumes
-/// the CPU (no `target-cpu`): the hot loops of the enclave are compiled twice and chosen at
-/// run time. Items may also be `pub(crate)` or private.
+/// for AVX-512 (F, BW, VL) or AVX2 where the CPU has them, else built for the baseline target.
+/// The build never assumes the CPU (no `target-cpu`): the hot loops of the enclave are compiled
+/// three times and chosen at run time. Items may also be `pub(crate)` or private.
 #[macro_export]
 macro_rules! with_avx2 {
     ($(#[$m:meta])* $vis:vis fn $name:ident($($a:ident: $t:ty),* $(,)?) $(-> $r:ty)? => $kernel:ident) => {
         $(#[$m])*
         $vis fn $name($($a: $t),*) $(-> $r)? {
+            #[cfg(target_arch = "x86_64")]
+            if std::is_x86_feature_detected!("avx512f")
+                && std::is_x86_feature_detected!("avx512bw")
+                && std::is_x86_feature_detected!("avx512vl")
+                && std::is_x86_feature_detected!("avx2")
+            {
+                #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl")]
+                unsafe fn avx512($($a: $t),*) $(-> $r)? {
+                    $kernel($($a),*)
+                }
+                // SAFETY: the CPU has these features, checked just above.
+                return unsafe { avx512($($a),*) };
+            }
             #[cfg(target_arch = "x86_64")]
             if std::is_x86_feature_detected!("avx2") {
                 #[target_feature(enable = "avx2")]

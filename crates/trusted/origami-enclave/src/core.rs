@@ -15,12 +15,15 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use zeroize::{Zeroize, Zeroizing};
 
-use origami_field::{reduce_f64, PadKey, SealedPad, Sealer, P};
+use origami_field::{PadKey, Sealer, P};
 use origami_model::exec;
-use origami_model::linalg::{conv2d, gemm_nt, LinearShape};
+use origami_model::linalg::LinearShape;
 use origami_model::{NodeId, Op, Tensor, ValueId, INPUT};
 
-use crate::probe::Probe;
+use crate::probe::{Probe, TRIALS};
+use pads::ReadyPad;
+
+mod pads;
 use origami_plan::plan::Plan;
 use origami_plan::qops::{
     eval_nonlinear_on, finish_unblinded, finish_unblinded_pool2, linear_local, requantize,
@@ -67,6 +70,8 @@ struct Session {
     next: NodeId,
     env: Vec<Option<QVal>>,
     pad_id: Option<u64>,
+    /// The pad's Freivalds sums per linear layer (see [`ReadyPad`]).
+    pad_sums: Zeroizing<Vec<[u32; TRIALS]>>,
     awaiting: Option<Await>,
 }
 
@@ -87,7 +92,7 @@ pub struct EnclaveCore {
     pad_key: PadKey,
     sealer: Sealer,
     next_pad: u64,
-    ready: VecDeque<u64>,
+    ready: VecDeque<ReadyPad>,
     probes: Vec<Option<Probe>>,
     session: Option<Session>,
     /// Requests parked at their handoff, waiting for their tail (`park` / `finish`).
@@ -206,68 +211,6 @@ impl EnclaveCore {
         self.offloaded.iter().any(|&o| o)
     }
 
-    /// Offline: draws `count` new pads, computes u = W·r for every offloaded layer inside the
-    /// enclave and returns them sealed, for the host to keep until use.
-    pub fn precompute(&mut self, count: usize) -> Result<Vec<SealedPad>, EnclaveError> {
-        self.precompute_with_threads(count, self.cfg.threads)
-    }
-
-    /// [`precompute`](Self::precompute) on `threads` enclave threads (offline work may use more
-    /// threads than the online path; the pads are the same).
-    pub fn precompute_with_threads(
-        &mut self,
-        count: usize,
-        threads: usize,
-    ) -> Result<Vec<SealedPad>, EnclaveError> {
-        let threads = threads.max(1);
-        let mut out = Vec::new();
-        for _ in 0..count {
-            let id = self.next_pad;
-            if id > origami_field::pad::MAX_PAD_ID {
-                return Err(EnclaveError::PadIdsExhausted);
-            }
-            self.next_pad += 1;
-            for (l, _) in self
-                .plan
-                .linears
-                .iter()
-                .zip(&self.offloaded)
-                .filter(|(_, &o)| o)
-            {
-                let mut r = vec![0u32; l.shape.in_len()];
-                self.pad_key.fill_mask(id, l.layer, &mut r, threads);
-                let mut rf: Vec<f64> = r.iter().map(|&v| v as f64).collect();
-                // r and u are secret: cleared once used (zeroize: not optimized away).
-                r.zeroize();
-                let mut u = vec![0f64; l.shape.out_len()];
-                match &l.shape {
-                    LinearShape::Conv(g) => conv2d(g, &rf, &l.wq, &mut u, threads),
-                    LinearShape::Dense { in_f, out_f } => {
-                        gemm_nt(1, *in_f, *out_f, &rf, &l.wq, &mut u, threads)
-                    }
-                }
-                // Exact: r < 2^24, |w̃| ≤ 127, K < 2^15.
-                let mut uq: Vec<u32> = u.iter().map(|&v| reduce_f64(v)).collect();
-                out.push(self.sealer.seal(id, l.layer, &uq));
-                self.stats.peak_precompute_bytes = self
-                    .stats
-                    .peak_precompute_bytes
-                    .max(rf.len() * 8 + u.len() * 16 + tile_bytes(&l.shape));
-                uq.zeroize();
-                u.zeroize();
-                rf.zeroize();
-            }
-            self.ready.push_back(id);
-            self.stats.pads_precomputed += 1;
-        }
-        Ok(out)
-    }
-
-    /// Whether `pad_id` is a precomputed, never used pad of this instance.
-    pub fn pad_is_ready(&self, pad_id: u64) -> bool {
-        self.ready.contains(&pad_id)
-    }
-
     /// Starts a request on one input `[1, C, H, W]`, on the oldest ready pad.
     pub fn begin(&mut self, input: Tensor) -> Result<Step, EnclaveError> {
         self.begin_with_pad(input, None)
@@ -381,6 +324,7 @@ impl EnclaveCore {
                 next: NodeId::new(0),
                 env,
                 pad_id: None,
+                pad_sums: Zeroizing::new(Vec::new()),
                 awaiting: Some(Await::Tail),
             });
             return Ok(Step::Handoff(Handoff {
@@ -388,28 +332,29 @@ impl EnclaveCore {
                 values: vec![(INPUT, input)],
             }));
         }
-        let pad_id = if self.needs_pads() {
-            let id = match pad {
+        let (pad_id, pad_sums) = if self.needs_pads() {
+            let ready = match pad {
                 None => self.ready.pop_front().ok_or(EnclaveError::PadsExhausted)?,
                 Some(id) => {
                     let at = self
                         .ready
                         .iter()
-                        .position(|&r| r == id)
+                        .position(|r| r.id == id)
                         .ok_or(EnclaveError::PadNotReady { pad: id })?;
                     self.ready.remove(at).expect("position is in range")
                 }
             };
             self.stats.pads_consumed += 1;
-            Some(id)
+            (Some(ready.id), ready.sums)
         } else {
-            None
+            (None, Zeroizing::new(Vec::new()))
         };
         env[INPUT.index()] = Some(QVal::Float(input));
         self.session = Some(Session {
             next: NodeId::new(0),
             env,
             pad_id,
+            pad_sums,
             awaiting: None,
         });
         self.advance()
@@ -442,13 +387,22 @@ impl EnclaveCore {
                     }));
                 }
                 // A branch-free maximum (vectorized) rather than an early-exit scan, on the
-                // enclave's threads: this runs over every output of every blinded layer.
-                let top = std::sync::atomic::AtomicU32::new(0);
-                origami_field::pad::par_parts(&mut result, 1 << 16, self.cfg.threads, |_, r| {
-                    let m = r.iter().fold(0u32, |m, &v| m.max(v));
-                    top.fetch_max(m, std::sync::atomic::Ordering::Relaxed);
-                });
-                if top.into_inner() >= P {
+                // enclave's threads: this runs over every output of every blinded layer. With
+                // a probe, the reply side of the Freivalds check comes out of the same pass.
+                let probe = self.probes[li].as_ref();
+                let (top, reply_sums) = match probe {
+                    Some(p) => p.scan_reply(&result, self.cfg.threads),
+                    None => {
+                        let top = std::sync::atomic::AtomicU32::new(0);
+                        let t = self.cfg.threads;
+                        origami_field::pad::par_parts(&mut result, 1 << 16, t, |_, r| {
+                            let m = r.iter().fold(0u32, |m, &v| m.max(v));
+                            top.fetch_max(m, std::sync::atomic::Ordering::Relaxed);
+                        });
+                        (top.into_inner(), [0; TRIALS])
+                    }
+                };
+                if top >= P {
                     return Err(misbehaved(Misbehaviour::NotReduced));
                 }
                 let pad_id = s
@@ -461,8 +415,9 @@ impl EnclaveCore {
                     sealed_u,
                     self.cfg.threads,
                 )?;
-                if let (Some(probe), Some(xq)) = (&self.probes[li], &xq) {
-                    if !probe.check(xq, &result, &u, self.cfg.threads) {
+                if let (Some(probe), Some(xq)) = (probe, &xq) {
+                    let pad = s.pad_sums[li];
+                    if !probe.check(xq, reply_sums, pad, self.cfg.threads) {
                         return Err(misbehaved(Misbehaviour::FreivaldsFailed));
                     }
                 }

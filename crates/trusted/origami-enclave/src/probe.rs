@@ -17,36 +17,36 @@
 //! key of their own (never sent anywhere); a host learns only whether a forgery passed, and a
 //! failed one ends the request.
 //!
-//! **Cost.** The right side never forms X: Σ_x b_x·x̃[c, y′, x·sx + kx − pl] per input row and
-//! kernel column first (in_c·h·kw·ow products), then Σ_y a_y over the rows each kernel row
-//! reaches (in_c·kh·kw·oh). The left side is one pass over the reply and the pad (out_c·oh·ow
-//! products per trial). A check with the conv itself and two rows of sᵀW costs 2·in_c·kh·kw·oh·ow
-//! products on the input side; this one costs 3·in_c·h·kw·ow, about 2·kh/3 times fewer.
+//! **Split by linearity.** Σ s a b d = Σ s a b y′ − Σ s a b u. The pad side is computed offline
+//! with u ([`Probe::pad_sums`], kept in the enclave with the pad); the reply side comes out of the
+//! range scan every reply gets anyway ([`Probe::scan_reply`]), so the online check never reads u.
 //!
-//! **Exactness.** Products are u32 × u32 → u64 (SSE2 `pmuludq` vectorizes them on the baseline
-//! x86-64 target): the input side uses x̃ + clamp ∈ [0, 2·clamp] (clamp < 2^17) and takes the
-//! offset back with prefix sums of b, so a row sum of ow products < 2^42 stays below 2^63 for
-//! ow < 2^21 (checked when the probe is built); field products (< 2^49) are reduced every
-//! [`REDUCE_EVERY`] terms.
+//! **Cost.** The right side never forms X: for each input channel it first folds the rows,
+//! z_{ky}[x] = Σ_y a_y·x̃[c, y·sy + ky − pt, x] (in_c·h·kh·w products per trial, streaming row
+//! axpys), then Σ_x z_{ky}[x]·b_{ox(x, kx)} per kernel tap (in_c·kh·kw·w). The left side is
+//! out_c·oh·ow products per trial in the reply's scan. A check with the conv itself and two rows
+//! of sᵀW would cost 2·in_c·kh·kw·oh·ow products on the input side.
+//!
+//! **Exactness.** The input side is i32 × i32 → i64 (`vpmuldq`) on centred values: |a|, |b| ≤
+//! (p − 1)/2, |x̃| ≤ clamp, so sums of oh products a·x̃ and of w products z·b stay below 2^63
+//! (checked when the probe is built). The reply side is u32 × u32 → u64 with b, y′ < 2^24: a
+//! row of ow < 2^14 products stays below 2^62. The kernels are built for AVX-512, AVX2 and the
+//! baseline and chosen at run time (`origami_field::with_avx2`).
 
-use zeroize::Zeroize;
+use zeroize::{Zeroize, Zeroizing};
 
-use origami_field::{reduce, with_avx2, PadKey, P};
+use origami_field::{reduce, with_avx2, PadKey, HALF, P, P_I64};
 use origami_model::linalg::{ConvGeom, LinearShape};
 use origami_plan::EnclaveError;
 
 /// Independent trials per check.
 pub(crate) const TRIALS: usize = 3;
-/// Field products (< 2^49) summed before a reduction: 2^14 · 2^49 = 2^63.
-const REDUCE_EVERY: usize = 1 << 14;
 
 /// One trial's secret vectors and the probe row v = sᵀW (mod p, groups expanded).
 struct Trial {
     s: Vec<u32>,
     a: Vec<u32>,
     b: Vec<u32>,
-    /// bsum[n] = Σ_{x<n} b_x (to undo the offset that makes x̃ unsigned).
-    bsum: Vec<u64>,
     v: Vec<u32>,
 }
 
@@ -55,7 +55,6 @@ impl Drop for Trial {
         self.s.zeroize();
         self.a.zeroize();
         self.b.zeroize();
-        self.bsum.zeroize();
         self.v.zeroize();
     }
 }
@@ -63,8 +62,10 @@ impl Drop for Trial {
 /// Secret Freivalds vectors for one layer.
 pub(crate) struct Probe {
     g: ConvGeom,
-    clamp: i64,
     trials: Vec<Trial>,
+    /// `kw·TRIALS × w`, row-major: B[kx·TRIALS + j, x] = b_j[ox] (centred in (−p/2, p/2))
+    /// for the output column ox whose tap kx reads input column x, else 0.
+    bmat: Zeroizing<Vec<i32>>,
 }
 
 impl Probe {
@@ -78,8 +79,14 @@ impl Probe {
         clamp: i64,
     ) -> Result<Self, EnclaveError> {
         let g = shape.as_conv();
-        // Row sums of ow products (2·clamp)·2^24 in u64 (see the module doc).
-        if !(0..1 << 20).contains(&clamp) || (g.ow as u128 * 2 * clamp as u128) << 24 >= 1 << 63 {
+        // Exactness (see the module doc): input-side sums of oh products a·x̃ and of w products
+        // z·b (centred, |·| ≤ p/2) below 2^63 in i64; reply-side sums of ow products below
+        // 2^49 · 2^14 = 2^63 in u64.
+        if !(0..1 << 20).contains(&clamp)
+            || g.oh as u128 * clamp as u128 * HALF as u128 >= 1 << 63
+            || g.w as u128 * (HALF * HALF) as u128 >= 1 << 63
+            || g.ow >= 1 << 14
+        {
             return Err(EnclaveError::Plan(format!(
                 "layer {layer}: output width {} with activation clamp {clamp} is too large to verify exactly",
                 g.ow
@@ -110,199 +117,227 @@ impl Probe {
                 }
                 let v = acc.iter().map(|&x| x as u32).collect();
                 acc.zeroize();
-                let bsum = std::iter::once(0)
-                    .chain(b.iter().scan(0u64, |t, &x| {
-                        *t += x as u64;
-                        Some(*t)
-                    }))
-                    .collect();
-                Trial { s, a, b, bsum, v }
+                Trial { s, a, b, v }
             })
-            .collect();
-        Ok(Self { g, clamp, trials })
+            .collect::<Vec<_>>();
+        let [_, sx] = g.stride;
+        let pl = g.pads[1];
+        let cols = g.kw * TRIALS;
+        let mut bmat = Zeroizing::new(vec![0i32; cols * g.w]);
+        for x in 0..g.w {
+            for kx in 0..g.kw {
+                // ox·sx + kx − pl = x
+                let Some(num) = (x + pl).checked_sub(kx) else {
+                    continue;
+                };
+                if num % sx != 0 || num / sx >= g.ow {
+                    continue;
+                }
+                for (j, t) in trials.iter().enumerate() {
+                    bmat[(kx * TRIALS + j) * g.w + x] = centred(t.b[num / sx]) as i32;
+                }
+            }
+        }
+        Ok(Self { g, trials, bmat })
     }
 
     /// Bytes held for the layer's lifetime.
     pub(crate) fn bytes(&self) -> usize {
         self.trials
             .iter()
-            .map(|t| 4 * (t.s.len() + t.a.len() + t.b.len() + t.v.len()) + 8 * t.bsum.len())
-            .sum()
+            .map(|t| 4 * (t.s.len() + t.a.len() + t.b.len() + t.v.len()))
+            .sum::<usize>()
+            + 4 * self.bmat.len()
     }
 
-    /// Whether the reply `y` (with the opened pad `u`, little-endian u32 words) is W·x̃ + u for
-    /// the enclave's requantized input `xq`, on `threads` enclave threads. The caller passes
-    /// buffers of the layer's sizes.
-    pub(crate) fn check(&self, xq: &[i32], y: &[u32], u: &[u8], threads: usize) -> bool {
+    /// Offline, with the pad: Σ sᵢ·a_y·b_x·u_{i,y,x} mod p per trial for the pad's u = W·r
+    /// (the enclave keeps these with the pad; the reply side then never reads u).
+    pub(crate) fn pad_sums(&self, u: &[u32], threads: usize) -> [u32; TRIALS] {
+        let (top, sums) = self.scan_reply(u, threads);
+        debug_assert!(top < P, "u is reduced");
+        sums
+    }
+
+    /// One pass over a reply y′ on `threads` enclave threads: its largest word (the caller
+    /// refuses ≥ p) and Σ sᵢ·a_y·b_x·y′_{i,y,x} mod p per trial.
+    pub(crate) fn scan_reply(&self, y: &[u32], threads: usize) -> (u32, [u32; TRIALS]) {
         let g = &self.g;
-        assert!(
-            xq.len() == g.in_c * g.h * g.w
-                && y.len() == g.out_c * g.oh * g.ow
-                && u.len() == 4 * y.len(),
-            "probe: buffers do not match the layer"
+        assert_eq!(
+            y.len(),
+            g.out_c * g.oh * g.ow,
+            "probe: reply does not match the layer"
         );
-        let threads = threads.max(1);
-        let lhs = split_sum(g.out_c, threads, |r0, r1| lhs(self, y, u, r0, r1));
-        let rhs = split_sum(g.in_c, threads, |c0, c1| rhs(self, xq, c0, c1));
-        lhs == rhs
+        let parts = split(g.out_c, threads, |r0, r1| lhs(self, y, r0, r1));
+        let top = parts.iter().map(|p| p.0).max().unwrap_or(0);
+        (top, sum_mod(parts.iter().map(|p| p.1)))
+    }
+
+    /// Whether the reply whose [`scan_reply`](Self::scan_reply) sums are `reply`, for a pad
+    /// whose [`pad_sums`](Self::pad_sums) are `pad`, is W·x̃ + u for the enclave's requantized
+    /// input `xq` (on `threads` enclave threads): Σ s a b (y′ − u) ≡ sᵀ·W·X·(a⊗b) per trial.
+    pub(crate) fn check(
+        &self,
+        xq: &[i32],
+        reply: [u32; TRIALS],
+        pad: [u32; TRIALS],
+        threads: usize,
+    ) -> bool {
+        let g = &self.g;
+        assert_eq!(
+            xq.len(),
+            g.in_c * g.h * g.w,
+            "probe: input does not match the layer"
+        );
+        let rhs = sum_mod(split(g.in_c, threads, |c0, c1| rhs(self, xq, c0, c1)).into_iter());
+        let mut ok = true;
+        for ((&r, &u), &x) in reply.iter().zip(&pad).zip(&rhs) {
+            // Not short-circuited: the same work whichever trial fails.
+            ok &= origami_field::sub(r, u) == x;
+        }
+        ok
     }
 }
 
 with_avx2!(
-    /// [`lhs_kernel`], with AVX2 where the CPU has it.
-    fn lhs(p: &Probe, y: &[u32], u: &[u8], r0: usize, r1: usize) -> [u64; TRIALS] => lhs_kernel
+    /// [`lhs_kernel`], with AVX-512 or AVX2 where the CPU has them.
+    fn lhs(p: &Probe, y: &[u32], r0: usize, r1: usize) -> (u32, [u32; TRIALS]) => lhs_kernel
 );
 
-with_avx2!(
-    /// [`rhs_kernel`], with AVX2 where the CPU has it.
-    fn rhs(p: &Probe, xq: &[i32], c0: usize, c1: usize) -> [u64; TRIALS] => rhs_kernel
-);
-
-/// Σ over output channels r0..r1 of sᵢ·Σ a_y b_x d_{i,y,x}, per trial.
+/// Over output channels r0..r1: the largest word of y and Σ sᵢ·Σ a_y b_x y_{i,y,x} mod p per
+/// trial, in one pass over each output row.
 #[inline(always)]
-fn lhs_kernel(p: &Probe, y: &[u32], u: &[u8], r0: usize, r1: usize) -> [u64; TRIALS] {
-    let this = p;
-    let (oh, ow) = (this.g.oh, this.g.ow);
-    let mut d = vec![0u32; ow];
+fn lhs_kernel(p: &Probe, y: &[u32], r0: usize, r1: usize) -> (u32, [u32; TRIALS]) {
+    let (oh, ow) = (p.g.oh, p.g.ow);
+    let bs: [&[u32]; TRIALS] = std::array::from_fn(|t| &p.trials[t].b[..ow]);
+    let mut top = 0u32;
     let mut out = [0u64; TRIALS];
     for i in r0..r1 {
         let mut row = [0u64; TRIALS];
         for oy in 0..oh {
             let at = (i * oh + oy) * ow;
-            for ((dv, &yv), ub) in d
-                .iter_mut()
-                .zip(&y[at..at + ow])
-                .zip(u[4 * at..].chunks_exact(4))
-            {
-                let uw = u32::from_le_bytes([ub[0], ub[1], ub[2], ub[3]]);
-                *dv = yv + P - uw; // < 2^25
+            let mut q = [0u64; TRIALS];
+            // b < 2^24 and y < 2^24 in an honest reply: products < 2^48, ow < 2^14 of them
+            // below 2^62 (checked when the probe is built). A word ≥ p (refused by the
+            // caller from `top`) may wrap the sum: it is never used then.
+            for (x, &yv) in y[at..at + ow].iter().enumerate() {
+                top = top.max(yv);
+                for t in 0..TRIALS {
+                    q[t] = q[t].wrapping_add(bs[t][x] as u64 * yv as u64);
+                }
             }
-            for (t, r) in this.trials.iter().zip(row.iter_mut()) {
-                let q = dot_mod(&t.b, &d);
-                *r = (*r + t.a[oy] as u64 * q) % P as u64;
+            for ((t, r), qt) in p.trials.iter().zip(row.iter_mut()).zip(q) {
+                *r = (*r + t.a[oy] as u64 * (qt % P as u64)) % P as u64;
             }
         }
-        for ((t, o), r) in this.trials.iter().zip(out.iter_mut()).zip(row) {
+        for ((t, o), r) in p.trials.iter().zip(out.iter_mut()).zip(row) {
             *o = (*o + t.s[i] as u64 * r) % P as u64;
         }
     }
-    d.zeroize();
-    out
+    (top, out.map(|v| v as u32))
 }
+
+with_avx2!(
+    /// [`rhs_kernel`], with AVX-512 or AVX2 where the CPU has them.
+    fn rhs(p: &Probe, xq: &[i32], c0: usize, c1: usize) -> [u32; TRIALS] => rhs_kernel
+);
 
 /// Σ over input channels c0..c1 and the kernel of vₖ·(X·(a⊗b))ₖ, per trial.
 #[inline(always)]
-fn rhs_kernel(p: &Probe, xq: &[i32], c0: usize, c1: usize) -> [u64; TRIALS] {
-    let this = p;
-    let g = &this.g;
-    let [sy, sx] = g.stride;
-    let (pt, pl) = (g.pads[0], g.pads[1]);
-    // r1[j][iy·kw + kx] = Σ_x b_x · x̃[c, iy, x·sx + kx − pl] mod p, one channel at a time.
-    let mut r1 = vec![vec![0u32; g.h * g.kw]; TRIALS];
-    // x̃ + clamp ≥ 0, so the products are u32 × u32 → u64; the offset is taken back with
-    // the prefix sums of b.
-    let off = this.clamp as u32;
-    let mut row = vec![0u32; g.w];
+fn rhs_kernel(p: &Probe, xq: &[i32], c0: usize, c1: usize) -> [u32; TRIALS] {
+    let g = &p.g;
+    let [sy, _] = g.stride;
+    let pt = g.pads[0];
+    // z[(ky·TRIALS + j)·w + x] = Σ_oy a_j[oy] · x̃[c, oy·sy + ky − pt, x] for one channel: each
+    // input row added, scaled, to the rows of z its kernel rows reach (exact in i64, see
+    // `Probe::new`); then Σ_x z·B per kernel column.
+    let mut z = Zeroizing::new(vec![0i64; g.kh * TRIALS * g.w]);
+    let mut zr = Zeroizing::new(vec![0i32; g.w]);
     let mut out = [0u64; TRIALS];
     for c in c0..c1 {
+        z.fill(0);
         for iy in 0..g.h {
-            let src = &xq[(c * g.h + iy) * g.w..][..g.w];
-            for (d, &v) in row.iter_mut().zip(src) {
-                debug_assert!(v.unsigned_abs() <= off, "x̃ beyond the clamp");
-                *d = (v + off as i32) as u32;
-            }
-            for kx in 0..g.kw {
-                // Output columns whose tap kx lands inside the row.
-                let lo = pl.saturating_sub(kx).div_ceil(sx);
-                let hi = ((g.w + pl).saturating_sub(kx)).div_ceil(sx).min(g.ow);
-                if lo >= hi {
-                    for r in r1.iter_mut() {
-                        r[iy * g.kw + kx] = 0;
-                    }
+            let row = &xq[(c * g.h + iy) * g.w..][..g.w];
+            for ky in 0..g.kh {
+                // oy·sy + ky − pt = iy
+                let Some(num) = (iy + pt).checked_sub(ky) else {
+                    continue;
+                };
+                if num % sy != 0 || num / sy >= g.oh {
                     continue;
                 }
-                for (t, r) in this.trials.iter().zip(r1.iter_mut()) {
-                    let acc: u64 = if sx == 1 {
-                        let xs = &row[lo + kx - pl..hi + kx - pl];
-                        t.b[lo..hi]
-                            .iter()
-                            .zip(xs)
-                            .map(|(&bv, &xv)| bv as u64 * xv as u64)
-                            .sum()
-                    } else {
-                        (lo..hi)
-                            .map(|ox| t.b[ox] as u64 * row[ox * sx + kx - pl] as u64)
-                            .sum()
-                    };
-                    let shift = off as u64 * (t.bsum[hi] - t.bsum[lo]);
-                    r[iy * g.kw + kx] =
-                        ((acc % P as u64 + P as u64 - shift % P as u64) % P as u64) as u32;
-                }
-            }
-        }
-        for (t, (r, o)) in this.trials.iter().zip(r1.iter().zip(out.iter_mut())) {
-            for ky in 0..g.kh {
-                let lo = pt.saturating_sub(ky).div_ceil(sy);
-                let hi = ((g.h + pt).saturating_sub(ky)).div_ceil(sy).min(g.oh);
-                for kx in 0..g.kw {
-                    let mut acc = 0u64;
-                    for (n, oy) in (lo..hi).enumerate() {
-                        acc += t.a[oy] as u64 * r[(oy * sy + ky - pt) * g.kw + kx] as u64;
-                        if (n + 1) % REDUCE_EVERY == 0 {
-                            acc %= P as u64;
-                        }
+                for (j, t) in p.trials.iter().enumerate() {
+                    // i32 × i32 → i64 products (vpmuldq).
+                    let a = centred(t.a[num / sy]) as i32;
+                    let zrow = &mut z[(ky * TRIALS + j) * g.w..][..g.w];
+                    for (zv, &x) in zrow.iter_mut().zip(row) {
+                        *zv += a as i64 * x as i64;
                     }
+                }
+            }
+        }
+        for ky in 0..g.kh {
+            for (j, (t, o)) in p.trials.iter().zip(out.iter_mut()).enumerate() {
+                for (d, &v) in zr.iter_mut().zip(&z[(ky * TRIALS + j) * g.w..][..g.w]) {
+                    *d = centred(reduce(v)) as i32;
+                }
+                for kx in 0..g.kw {
+                    let bcol = &p.bmat[(kx * TRIALS + j) * g.w..][..g.w];
+                    let sum: i64 = zr
+                        .iter()
+                        .zip(bcol)
+                        .map(|(&x, &b)| x as i64 * b as i64)
+                        .sum();
                     let vk = t.v[(c * g.kh + ky) * g.kw + kx] as u64;
-                    *o = (*o + vk * (acc % P as u64)) % P as u64;
+                    *o = (*o + vk * reduce(sum) as u64) % P as u64;
                 }
             }
         }
     }
-    for r in r1.iter_mut() {
-        r.zeroize();
-    }
-    row.zeroize();
-    out
+    out.map(|v| v as u32)
 }
 
-/// Σ a[i]·b[i] mod p for a < p and b < 2^25 (u32 × u32 → u64 products, which vectorize).
+/// The representative of a field element in (−p/2, p/2).
 #[inline(always)]
-fn dot_mod(a: &[u32], b: &[u32]) -> u64 {
-    let mut total = 0u64;
-    for (ac, bc) in a.chunks(REDUCE_EVERY).zip(b.chunks(REDUCE_EVERY)) {
-        let s: u64 = ac.iter().zip(bc).map(|(&x, &y)| x as u64 * y as u64).sum();
-        total = (total + s % P as u64) % P as u64;
+fn centred(v: u32) -> i64 {
+    let v = v as i64;
+    if v > HALF {
+        v - P_I64
+    } else {
+        v
     }
-    total
 }
 
-/// `f` over `0..n` in up to `threads` contiguous ranges (scoped threads), summed per trial mod p.
-fn split_sum<F>(n: usize, threads: usize, f: F) -> [u64; TRIALS]
+/// `f` over `0..n` in up to `threads` contiguous ranges (scoped threads), one result per range.
+fn split<T, F>(n: usize, threads: usize, f: F) -> Vec<T>
 where
-    F: Fn(usize, usize) -> [u64; TRIALS] + Sync,
+    T: Send,
+    F: Fn(usize, usize) -> T + Sync,
 {
-    let parts = threads.min(n).max(1);
+    let parts = threads.max(1).min(n).max(1);
     let per = n.div_ceil(parts);
-    let sums: Vec<[u64; TRIALS]> = if parts == 1 {
-        vec![f(0, n)]
-    } else {
-        std::thread::scope(|sc| {
-            let handles: Vec<_> = (0..parts)
-                .map(|p| {
-                    let f = &f;
-                    sc.spawn(move || f((p * per).min(n), ((p + 1) * per).min(n)))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("probe thread"))
-                .collect()
-        })
-    };
-    let mut out = [0u64; TRIALS];
-    for s in sums {
+    if parts == 1 {
+        return vec![f(0, n)];
+    }
+    std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..parts)
+            .map(|p| {
+                let f = &f;
+                sc.spawn(move || f((p * per).min(n), ((p + 1) * per).min(n)))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("probe thread"))
+            .collect()
+    })
+}
+
+/// Per-trial sums mod p.
+fn sum_mod(parts: impl Iterator<Item = [u32; TRIALS]>) -> [u32; TRIALS] {
+    let mut out = [0u32; TRIALS];
+    for s in parts {
         for (o, v) in out.iter_mut().zip(s) {
-            *o = (*o + v) % P as u64;
+            *o = origami_field::add(*o, v);
         }
     }
     out
@@ -338,8 +373,16 @@ mod tests {
         }
     }
 
-    /// A reply y = W·x̃ + u mod p computed by the definition, and its pad u as bytes.
-    fn reply(g: &ConvGeom, x: &[i32], w: &[f64]) -> (Vec<u32>, Vec<u8>) {
+    /// The core's use: the pad's sums offline, the reply's range and sums, then the check.
+    fn verify(probe: &Probe, x: &[i32], y: &[u32], u: &[u32], threads: usize) -> bool {
+        let pad = probe.pad_sums(u, threads);
+        let (top, reply) = probe.scan_reply(y, threads);
+        assert!(top < P);
+        probe.check(x, reply, pad, threads)
+    }
+
+    /// A reply y = W·x̃ + u mod p computed by the definition, and its pad u.
+    fn reply(g: &ConvGeom, x: &[i32], w: &[f64]) -> (Vec<u32>, Vec<u32>) {
         let xf: Vec<f64> = x.iter().map(|&v| v as f64).collect();
         let z = conv2d_naive(g, &xf, w);
         let u: Vec<u32> = (0..z.len())
@@ -350,7 +393,7 @@ mod tests {
             .zip(&u)
             .map(|(&zv, &uv)| ((zv as i64 + uv as i64).rem_euclid(P as i64)) as u32)
             .collect();
-        (y, u.iter().flat_map(|v| v.to_le_bytes()).collect())
+        (y, u)
     }
 
     #[test]
@@ -373,21 +416,21 @@ mod tests {
                 .collect();
             let probe = Probe::new(&key, 3, &LinearShape::Conv(g), &w, clamp).unwrap();
             let (y, u) = reply(&g, &x, &w);
-            assert!(probe.check(&x, &y, &u, threads), "{g:?}");
+            assert!(verify(&probe, &x, &y, &u, threads), "{g:?}");
             for pos in [0, y.len() / 2, y.len() - 1] {
                 for delta in [1, P - 1, 1 << 20] {
                     let mut bad = y.clone();
                     bad[pos] = (bad[pos] + delta) % P;
                     assert!(
-                        !probe.check(&x, &bad, &u, threads),
+                        !verify(&probe, &x, &bad, &u, threads),
                         "{g:?} pos {pos} delta {delta}"
                     );
                 }
             }
             // A wrong pad is a wrong reply too.
             let mut bad_u = u.clone();
-            bad_u[4] ^= 1;
-            assert!(!probe.check(&x, &y, &bad_u, threads), "{g:?}");
+            bad_u[1] = (bad_u[1] + 1) % P;
+            assert!(!verify(&probe, &x, &y, &bad_u, threads), "{g:?}");
         }
     }
 
@@ -411,9 +454,9 @@ mod tests {
         let probe = Probe::new(&key, 0, &shape, &w, clamp).unwrap();
         let g = probe.g;
         let (y, u) = reply(&g, &x, &w);
-        assert!(probe.check(&x, &y, &u, 1));
+        assert!(verify(&probe, &x, &y, &u, 1));
         let mut bad = y.clone();
         bad[out_f - 1] = (bad[out_f - 1] + 1) % P;
-        assert!(!probe.check(&x, &bad, &u, 1));
+        assert!(!verify(&probe, &x, &bad, &u, 1));
     }
 }
