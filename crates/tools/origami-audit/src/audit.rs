@@ -1,5 +1,5 @@
 //! The full audit: for each candidate split, capture what the host receives there (through the
-//! engine, on images never used for training), run the three attacks, score them, and choose
+//! engine, on images never used for training), run the four attacks, score them, and choose
 //! the recommended split under a policy. `report` writes the results (JSON, PNG grid, chart).
 
 use std::path::Path;
@@ -17,7 +17,7 @@ use crate::decoder::{feature_shape, features, Decoder, TrainBudget};
 use crate::gan::Gan;
 use crate::metrics::{psnr, ssim};
 use crate::nn::Shape;
-use crate::whitebox::{invert, WhiteboxConfig};
+use crate::whitebox::{invert, invert_from, WhiteboxConfig};
 use crate::AuditError;
 
 /// What a split must satisfy to be recommended. Scores are means over the scored images, of
@@ -476,9 +476,35 @@ pub fn run(
         )?);
         recons.push(r);
 
+        // Combined: the same optimisation started at the decoder's reconstruction (its
+        // training time is counted with the decoder's row).
+        let t = Instant::now();
+        progress.stage(&format!("split {split}: decoder + white-box"), n_ev);
+        let done = std::sync::atomic::AtomicUsize::new(0);
+        let r = observed
+            .par_iter()
+            .zip(&recons[0])
+            .map(|(o, init)| {
+                let x = invert_from(model, head_end, o, init, &cfg.whitebox);
+                let d = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                progress.advance(d, "");
+                x
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        attacks.push(score(
+            "combined",
+            &r,
+            &originals,
+            data,
+            model,
+            cfg.whitebox.steps,
+            t,
+        )?);
+        recons.push(r);
+
         let best = (0..attacks.len())
             .max_by(|&a, &b| attacks[a].ssim.total_cmp(&attacks[b].ssim))
-            .expect("three attacks");
+            .expect("four attacks");
         let s = &attacks[best];
         let passes = cfg.policy.passes(split, &attacks, s);
         gallery.rows.push((

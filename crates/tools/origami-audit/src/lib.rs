@@ -1,6 +1,7 @@
-//! The privacy audit: what the untrusted side sees at a split (`capture`), three attacks that
+//! The privacy audit: what the untrusted side sees at a split (`capture`), four attacks that
 //! rebuild the input from it — white-box optimisation (`whitebox`), a learned decoder
-//! (`decoder`) and a pix2pix conditional GAN (`gan`), the learned ones on a small trainable graph
+//! (`decoder`), a pix2pix conditional GAN (`gan`) and the white-box optimisation started at the
+//! decoder's output (combined), the learned ones on a small trainable graph
 //! (`nn`) — their scores (`metrics`: SSIM, PSNR), the per-split audit with its policy and
 //! recommendation (`audit`), the output files (`report`) and the split policy built on the
 //! recorded audit (`split`). See docs/AUDIT.md.

@@ -1,6 +1,10 @@
 //! White-box inversion (He, Zhang, Lee, ACSAC'19): the host knows the weights, so it searches
 //! for an input whose features match the observed ones, by gradient descent (Adam) on
 //! mean((f(x) − observed)²) + λ·TV²(x), with x kept in [0, 1].
+//!
+//! The combined attack ([`invert_from`] started at a learned decoder's output) is the
+//! published refinement: the decoder gives a prior-shaped guess, the optimisation then makes
+//! it consistent with the observed features.
 
 use origami_model::Model;
 
@@ -25,15 +29,34 @@ impl Default for WhiteboxConfig {
     }
 }
 
-/// Rebuilds a 28×28 image in [0, 1] from the features after node `end − 1` of `model`.
+/// Rebuilds a 28×28 image in [0, 1] from the features after node `end − 1` of `model`,
+/// starting from a flat grey image.
 pub fn invert(
     model: &Model,
     end: usize,
     observed: &[f32],
     cfg: &WhiteboxConfig,
 ) -> Result<Vec<f32>, AuditError> {
+    invert_from(model, end, observed, &[0.5; 28 * 28], cfg)
+}
+
+/// [`invert`] starting from `init` (28×28, clamped to [0, 1]), e.g. a decoder's output.
+pub fn invert_from(
+    model: &Model,
+    end: usize,
+    observed: &[f32],
+    init: &[f32],
+    cfg: &WhiteboxConfig,
+) -> Result<Vec<f32>, AuditError> {
     let (h, w) = (28usize, 28usize);
-    let mut x = vec![0.5f32; h * w];
+    if init.len() != h * w {
+        return Err(AuditError::Attack(format!(
+            "white-box start of {} values, expected {}",
+            init.len(),
+            h * w
+        )));
+    }
+    let mut x: Vec<f32> = init.iter().map(|v| v.clamp(0.0, 1.0)).collect();
     let (mut m1, mut m2) = (vec![0f32; h * w], vec![0f32; h * w]);
     let (b1, b2) = (0.9f32, 0.999f32);
     let n = (h * w) as f32;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use origami_audit::capture::capture;
 use origami_audit::metrics::{psnr, ssim};
-use origami_audit::whitebox::{invert, WhiteboxConfig};
+use origami_audit::whitebox::{invert, invert_from, WhiteboxConfig};
 use origami_enclave::{reference_handoff, Placement, Plan, QuantConfig};
 use origami_model::{input, zoo, Tensor};
 
@@ -188,14 +188,24 @@ fn learned_attacks_pass_their_sanity_checks() {
     let dec2 = Decoder::train(&feats, f, &train.images, img, &budget, |_, _, _| {}).unwrap();
     let x = ankle_boot(&model);
     let cap = capture(&plan, 2, &x).unwrap();
-    let s2 = ssim(&dec2.invert(&cap[0].1.data).unwrap(), &x.data, 28, 28);
+    let r2 = dec2.invert(&cap[0].1.data).unwrap();
+    let s2 = ssim(&r2, &x.data, 28, 28);
+    // Combined: white-box optimisation started at the decoder's reconstruction.
+    let wb = WhiteboxConfig::default();
+    let s_comb = bundled_ssim(&model, |x| {
+        invert_from(&plan.model, 0, x, &dec0.invert(x).unwrap(), &wb).unwrap()
+    });
+    let rc2 = invert_from(&plan.model, head_end, &cap[0].1.data, &r2, &wb).unwrap();
+    let sc2 = ssim(&rc2, &x.data, 28, 28);
     let blank = ssim(&vec![0.0; 784], &x.data, 28, 28);
     eprintln!(
-        "split 0: decoder ssim {s_dec:.3}, cGAN {s_gan:.3}; split 2: decoder {s2:.3} (blank {blank:.3})"
+        "split 0: decoder ssim {s_dec:.3}, cGAN {s_gan:.3}, combined {s_comb:.3}; split 2: decoder {s2:.3}, combined {sc2:.3} (blank {blank:.3})"
     );
     assert!(s_dec > 0.9, "decoder at split 0: ssim {s_dec}");
     assert!(s_gan > 0.9, "cGAN at split 0: ssim {s_gan}");
+    assert!(s_comb > 0.9, "combined at split 0: ssim {s_comb}");
     assert!(s2 > blank + 0.3, "decoder at split 2: ssim {s2}");
+    assert!(sc2 > blank + 0.3, "combined at split 2: ssim {sc2}");
 }
 
 fn tmpdir(name: &str) -> std::path::PathBuf {

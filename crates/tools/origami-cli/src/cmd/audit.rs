@@ -1,4 +1,4 @@
-//! `origami audit`: per candidate split, three attacks rebuild the input from what the host
+//! `origami audit`: per candidate split, four attacks rebuild the input from what the host
 //! receives; writes audit.json, grid.png and chart.png and recommends a split.
 
 use std::path::Path;
@@ -123,7 +123,7 @@ pub fn main(a: Args) -> Result<()> {
         "baselines: blank image SSIM {:.3}, class-mean image (label only) SSIM {:.3}",
         report.baselines.blank_ssim, report.baselines.class_mean_ssim
     );
-    println!("split  last node    strongest   ssim   psnr dB  accuracy  ident.  (decoder / cgan / white-box ssim)  policy");
+    println!("split  last node    strongest   ssim   psnr dB  accuracy  ident.  (decoder / cgan / white-box / combined ssim)  policy");
     for l in &report.layers {
         let s = l.strongest();
         let per: Vec<String> = l.attacks.iter().map(|a| format!("{:.3}", a.ssim)).collect();
