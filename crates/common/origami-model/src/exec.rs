@@ -4,7 +4,7 @@
 
 use crate::ir::{Model, Node, NodeId, Op, Pool, ValueId, INPUT};
 use crate::linalg::{conv2d, gemm_nt, ConvGeom};
-use crate::ops;
+use crate::{ops, winograd};
 use crate::{ModelError, Tensor};
 
 /// Runs the whole model on a batch `[N, C, H, W]`.
@@ -266,15 +266,17 @@ fn conv(c: &crate::ir::Conv, x: &Tensor, threads: usize, relu: bool) -> Result<T
     let (n, _, h, w) = dims4(x)?;
     let g = ConvGeom::new(c, h, w)?;
     let mut out = vec![0f32; batch_len(n, g.out_len(), "conv")?];
+    // Float data only: Winograd where it applies (docs in `winograd`; bias and ReLU in its
+    // output pass), else im2col + GEMM and a bias pass.
+    let wino = winograd::applies(&g).then(|| winograd::Filters::new(&g, &c.weight, threads));
     for b in 0..n {
         let o = &mut out[b * g.out_len()..(b + 1) * g.out_len()];
-        conv2d(
-            &g,
-            &x.data[b * g.in_len()..(b + 1) * g.in_len()],
-            &c.weight,
-            o,
-            threads,
-        );
+        let xb = &x.data[b * g.in_len()..(b + 1) * g.in_len()];
+        if let Some(f) = &wino {
+            winograd::conv3x3(&g, f, xb, (&c.bias, relu), o, threads);
+            continue;
+        }
+        conv2d(&g, xb, &c.weight, o, threads);
         let plane = g.oh * g.ow;
         for (oc, chunk) in o.chunks_mut(plane).enumerate() {
             let bias = c.bias[oc];

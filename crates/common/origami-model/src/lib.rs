@@ -15,6 +15,7 @@ pub mod ops;
 mod shape;
 pub mod skip;
 pub mod tensor;
+pub mod winograd;
 pub mod zoo;
 
 pub use ir::{
