@@ -299,7 +299,7 @@ fn audit_runs_end_to_end_and_writes_its_report() {
     assert_eq!(report.layers[1].last_node, "relu_fc1");
     for l in &report.layers {
         let names: Vec<&str> = l.attacks.iter().map(|a| a.attack.as_str()).collect();
-        assert_eq!(names, ["decoder", "cgan", "white-box"]);
+        assert_eq!(names, ["decoder", "cgan", "white-box", "combined"]);
         for a in &l.attacks {
             assert!((-1.0..=1.0).contains(&a.ssim) && a.psnr > 0.0, "{a:?}");
             assert!((0.0..=1.0).contains(&a.accuracy) && a.steps > 0, "{a:?}");
