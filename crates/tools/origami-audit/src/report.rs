@@ -170,7 +170,7 @@ pub fn chart(report: &AuditReport) -> Result<image::RgbImage, AuditError> {
             ("decoder", RGBColor(31, 119, 180)),
             ("cgan", RGBColor(214, 39, 40)),
             ("white-box", RGBColor(44, 160, 44)),
-            ("combined", RGBColor(148, 103, 189)),
+            ("combined", RGBColor(255, 127, 14)),
         ];
         for (name, color) in attacks {
             let pts: Vec<(f64, f64)> = report
