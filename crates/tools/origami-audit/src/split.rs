@@ -7,7 +7,7 @@ use std::path::Path;
 
 use origami_model::{Model, Op};
 
-use crate::audit::{hex, AuditReport};
+use crate::audit::{hex, AuditReport, IDENTIFICATION_POOL};
 use crate::AuditError;
 
 /// `assets/recorded-audit.json`: the recorded audit of the built-in model.
@@ -71,8 +71,23 @@ pub fn verdict(model: &Model, split: usize) -> String {
         .find(|l| l.split == split)
         .map(|l| {
             let s = l.strongest();
+            // The best identification rate, where the audit measured it, with its attack.
+            let id = l
+                .attacks
+                .iter()
+                .filter_map(|a| a.identification.map(|r| (r, a)))
+                .max_by(|x, y| x.0.total_cmp(&y.0))
+                .map(|(r, a)| {
+                    format!(
+                        ", and the {} attack picks out {:.0} % of inputs among {} candidates",
+                        a.attack,
+                        100.0 * r,
+                        report.eval_images + IDENTIFICATION_POOL.min(report.train_images)
+                    )
+                })
+                .unwrap_or_default();
             format!(
-                "at split {split} the strongest attack ({}) rebuilds the input with SSIM {:.2}",
+                "at split {split} the strongest attack ({}) rebuilds the input with SSIM {:.2}{id}",
                 s.attack, s.ssim
             )
         })
@@ -110,5 +125,42 @@ pub fn default_split(model: &Model) -> usize {
     match pools.get(1).or(pools.first()) {
         Some(&i) if before(i) > 0 && before(i) < lin => before(i),
         _ => (lin / 2).max(1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The verdict for the built-in model names the strongest attack by SSIM and, from the
+    /// same recorded audit, the attack with the highest identification rate and its rate.
+    #[test]
+    fn verdict_reports_ssim_and_identification() {
+        let model = origami_model::zoo::fashion();
+        let report = recorded().unwrap();
+        let layer = report.layers.iter().find(|l| l.split == 4).unwrap();
+        let v = verdict(&model, 4);
+        let s = layer.strongest();
+        assert!(
+            v.contains(&format!(
+                "strongest attack ({}) rebuilds the input with SSIM {:.2}",
+                s.attack, s.ssim
+            )),
+            "{v}"
+        );
+        let (rate, who) = layer
+            .attacks
+            .iter()
+            .filter_map(|a| a.identification.map(|r| (r, a.attack.clone())))
+            .max_by(|x, y| x.0.total_cmp(&y.0))
+            .expect("the recorded audit measures identification");
+        assert!(
+            v.contains(&format!(
+                "the {who} attack picks out {:.0} % of inputs",
+                100.0 * rate
+            )),
+            "{v}"
+        );
+        assert!(verdict(&model, 17).contains("split 17 was not audited"));
     }
 }
