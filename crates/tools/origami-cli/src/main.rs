@@ -54,9 +54,9 @@ enum Cmd {
     Demo(cmd::demo::Args),
     /// One inference with a chosen placement.
     Run(cmd::run::Args),
-    /// The four placements side by side on one model and input.
+    /// The four placements and the tee-plain baseline side by side on one model and input.
     Bench(cmd::bench::Args),
-    /// Privacy audit: per candidate split, three attacks rebuild the input from what the host
+    /// Privacy audit: per candidate split, four attacks rebuild the input from what the host
     /// receives; writes audit.json, grid.png and chart.png and recommends a split.
     Audit(cmd::audit::Args),
     /// Run the enclave as its own process: serve the host over a Unix socket or TCP
