@@ -13,6 +13,7 @@ use origami_model::linalg::ConvGeom;
 use origami_model::{exec, Model, Op, Tensor, ValueId};
 
 pub mod data;
+pub mod graph;
 
 pub use data::{Dataset, Split};
 
