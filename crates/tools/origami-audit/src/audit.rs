@@ -429,10 +429,7 @@ pub fn run(
         let dec = Decoder::train(&feats, f, &data.train, img, &cfg.decoder, |s, _, l| {
             progress.advance(s, &format!("mse {l:.4}"))
         })?;
-        let r = observed
-            .iter()
-            .map(|o| dec.invert(o))
-            .collect::<Result<Vec<_>, _>>()?;
+        let r = dec.invert(&observed)?;
         attacks.push(score("decoder", &r, &originals, data, model, dec.steps, t)?);
         recons.push(r);
 
@@ -446,33 +443,22 @@ pub fn run(
             )
         })?;
         drop(feats);
-        let r = observed
-            .iter()
-            .map(|o| gan.invert(o))
-            .collect::<Result<Vec<_>, _>>()?;
+        let r = gan.invert(&observed)?;
         attacks.push(score("cgan", &r, &originals, data, model, gan.steps, t)?);
         recons.push(r);
 
         // White-box from flat grey, then combined: the same optimisation started at the
         // decoder's reconstruction (its training time is counted with the decoder's row).
-        let grey = vec![vec![0.5f32; 28 * 28]; n_ev];
+        let grey = vec![vec![0.5f32; img.iter().product()]; n_ev];
         for (name, stage, starts) in [
             ("white-box", "white-box", grey),
             ("combined", "decoder + white-box", recons[0].clone()),
         ] {
             let t = Instant::now();
-            progress.stage(&format!("split {split}: {stage}"), n_ev);
-            let done = std::sync::atomic::AtomicUsize::new(0);
-            let r = observed
-                .par_iter()
-                .zip(&starts)
-                .map(|(o, init)| {
-                    let x = invert_from(model, head_end, o, init, &cfg.whitebox);
-                    let d = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                    progress.advance(d, "");
-                    x
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+            progress.stage(&format!("split {split}: {stage}"), cfg.whitebox.steps);
+            let r = invert_from(model, head_end, &observed, &starts, &cfg.whitebox, |s| {
+                progress.advance(s, "")
+            })?;
             let sc = score(name, &r, &originals, data, model, cfg.whitebox.steps, t)?;
             attacks.push(sc);
             recons.push(r);

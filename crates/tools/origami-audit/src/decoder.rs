@@ -7,12 +7,15 @@
 //! upsampling + 3×3 convolution + ReLU until the image size, two more convolutions and a linear
 //! output, trained with Adam on the pixel MSE. Reconstructions are clamped to [0, 1].
 
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::tensor::{Device, Tensor as BurnTensor};
 use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
 
 use origami_model::{exec, Model, Op, Tensor, ValueId};
+use origami_train::graph::{device, tensor, values};
 
-use crate::nn::{shuffled, Adam, Net, Shape, Value};
+use crate::nn::{shuffled, Builder, Net, Shape, Value};
 use crate::AuditError;
 
 /// Training settings of a learned attack (decoder or GAN).
@@ -114,11 +117,12 @@ impl Scaler {
         Self { shape, scale }
     }
 
+    /// Scales one feature vector, or several one after the other.
     pub fn apply(&self, f: &[f32]) -> Vec<f32> {
         let plane = self.shape[1] * self.shape[2];
         f.iter()
             .enumerate()
-            .map(|(i, v)| v * self.scale[i / plane])
+            .map(|(i, v)| v * self.scale[(i / plane) % self.shape[0]])
             .collect()
     }
 }
@@ -161,7 +165,7 @@ pub(crate) fn vector_grid(img: Shape) -> usize {
 }
 
 /// Brings the features (value `x`) to the image's resolution with learned layers.
-fn lift(n: &mut Net, x: Value, img: Shape) -> Result<Value, AuditError> {
+fn lift(n: &mut Builder, x: Value, img: Shape) -> Result<Value, AuditError> {
     let f = n.shape(x);
     let mut v;
     let mut h;
@@ -194,12 +198,13 @@ fn lift(n: &mut Net, x: Value, img: Shape) -> Result<Value, AuditError> {
 /// The checked shape of a learned attack's training set.
 pub(crate) struct TrainingPairs {
     pub n: usize,
-    pub image_len: usize,
+    pub feature_shape: Shape,
+    pub image_shape: Shape,
 }
 
 impl TrainingPairs {
     /// Checks `N` feature vectors of shape `f` against `N` images of shape `img` and the
-    /// budget; returns the counts, the fitted feature scaler and the scaled features.
+    /// budget; returns the counts, the fitted feature scaler and the scaled features (flat).
     pub fn new(
         feats: &[f32],
         f: Shape,
@@ -207,16 +212,56 @@ impl TrainingPairs {
         img: Shape,
         cfg: &TrainBudget,
         attack: &str,
-    ) -> Result<(Self, Scaler, Vec<Vec<f32>>), AuditError> {
+    ) -> Result<(Self, Scaler, Vec<f32>), AuditError> {
         let (fl, il) = (f.iter().product::<usize>(), img.iter().product::<usize>());
-        let n = images.len() / il;
+        let n = images.len() / il.max(1);
         if n == 0 || feats.len() != n * fl || cfg.batch == 0 || cfg.epochs == 0 {
             return Err(AuditError::Attack(format!("{attack}: no training data")));
         }
         let scaler = Scaler::fit(f, feats);
-        let xs = feats.chunks(fl).map(|r| scaler.apply(r)).collect();
-        Ok((Self { n, image_len: il }, scaler, xs))
+        let xs = scaler.apply(feats);
+        Ok((
+            Self {
+                n,
+                feature_shape: f,
+                image_shape: img,
+            },
+            scaler,
+            xs,
+        ))
     }
+
+    /// Batch `idx` of the scaled features and of the images, as tensors.
+    pub fn batch(
+        &self,
+        xs: &[f32],
+        images: &[f32],
+        idx: &[usize],
+        dev: &Device,
+    ) -> (BurnTensor<4>, BurnTensor<4>) {
+        (
+            rows(xs, self.feature_shape, idx, dev),
+            rows(images, self.image_shape, idx, dev),
+        )
+    }
+}
+
+/// Rows `idx` of `data` (rows of shape `s`) as an `[len(idx), s…]` tensor.
+pub(crate) fn rows(data: &[f32], s: Shape, idx: &[usize], dev: &Device) -> BurnTensor<4> {
+    let l = s.iter().product::<usize>();
+    let mut out = Vec::with_capacity(idx.len() * l);
+    for &i in idx {
+        out.extend_from_slice(&data[i * l..(i + 1) * l]);
+    }
+    tensor(out, [idx.len(), s[0], s[1], s[2]], dev)
+}
+
+/// Adam as the learned attacks use it (β₂ 0.999, ε 1e-8).
+pub(crate) fn adam(beta1: f32) -> burn::optim::ModuleOptimizer {
+    AdamConfig::new()
+        .with_beta_1(beta1)
+        .with_epsilon(1e-8)
+        .init()
 }
 
 /// A trained decoder.
@@ -228,13 +273,13 @@ pub struct Decoder {
 
 impl Decoder {
     /// The architecture for features of shape `f` and images of shape `img`.
-    pub fn build(f: Shape, img: Shape, seed: u64) -> Result<Net, AuditError> {
-        let mut n = Net::new(&[f], seed);
+    pub fn build(f: Shape, img: Shape, seed: u64, dev: &Device) -> Result<Net, AuditError> {
+        let mut n = Builder::new(&[f], seed, dev);
         let v = lift(&mut n, 0, img)?;
         let v = n.conv(v, 16, 3);
         let v = n.relu(v);
         n.conv(v, img[0], 3);
-        Ok(n)
+        Ok(n.finish())
     }
 
     /// Trains on (features, images) pairs: `feats` is `N` vectors of shape `f`, `images` is `N`
@@ -248,62 +293,56 @@ impl Decoder {
         mut progress: impl FnMut(usize, usize, f32),
     ) -> Result<Self, AuditError> {
         let (pairs, scaler, xs) = TrainingPairs::new(feats, f, images, img, cfg, "decoder")?;
-        let (n, il) = (pairs.n, pairs.image_len);
-        let mut net = Self::build(f, img, cfg.seed)?;
-        let mut opt = Adam::new(net.params.len(), cfg.lr, 0.9);
+        let dev = device();
+        let mut net = Self::build(f, img, cfg.seed, &dev)?;
+        let mut opt = adam(0.9);
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5eed);
-        let total = cfg.epochs * n.div_ceil(cfg.batch);
+        let total = cfg.epochs * pairs.n.div_ceil(cfg.batch);
+        let mut steps = 0;
         for _ in 0..cfg.epochs {
-            for idx in shuffled(n, &mut rng).chunks(cfg.batch) {
-                let (g, loss) = net.batch_grad(idx, |i, g| {
-                    let t = net.forward(&[&xs[i]]);
-                    let target = &images[i * il..(i + 1) * il];
-                    let mut l = 0f64;
-                    let d: Vec<f32> = t
-                        .output()
-                        .iter()
-                        .zip(target)
-                        .map(|(y, x)| {
-                            l += ((y - x) * (y - x)) as f64;
-                            2.0 * (y - x) / il as f32
-                        })
-                        .collect();
-                    net.backward(&t, &d, Some(g), false);
-                    l / il as f64
-                });
-                let mut p = std::mem::take(&mut net.params);
-                opt.step(&mut p, &g, 1.0 / idx.len() as f32);
-                net.params = p;
-                progress(opt.steps, total, (loss / idx.len() as f64) as f32);
+            for idx in shuffled(pairs.n, &mut rng).chunks(cfg.batch) {
+                let (x, target) = pairs.batch(&xs, images, idx, &dev);
+                let d = net.forward(&[x]) - target;
+                let loss = (d.clone() * d).mean();
+                let l = values(loss.clone().detach())[0];
+                let g = GradientsParams::from_grads(loss.backward(), &net);
+                net = opt.step(cfg.lr as f64, net, g);
+                steps += 1;
+                progress(steps, total, l);
             }
         }
-        Ok(Self {
-            net,
-            scaler,
-            steps: opt.steps,
-        })
+        Ok(Self { net, scaler, steps })
     }
 
-    /// Reconstructs one image from observed features.
-    pub fn invert(&self, observed: &[f32]) -> Result<Vec<f32>, AuditError> {
+    /// Reconstructs images from observed features.
+    pub fn invert(&self, observed: &[Vec<f32>]) -> Result<Vec<Vec<f32>>, AuditError> {
         reconstruct(&self.net, &self.scaler, observed)
     }
 }
 
-/// Runs a trained inverse network on observed features (scaled as in training); pixels clamped
-/// to [0, 1].
+/// Runs a trained inverse network on observed features (scaled as in training), in batches;
+/// pixels clamped to [0, 1].
 pub(crate) fn reconstruct(
     net: &Net,
     scaler: &Scaler,
-    observed: &[f32],
-) -> Result<Vec<f32>, AuditError> {
-    let want = net.input_shapes()[0].iter().product::<usize>();
-    if observed.len() != want {
+    observed: &[Vec<f32>],
+) -> Result<Vec<Vec<f32>>, AuditError> {
+    let f = net.input_shapes()[0];
+    let want = f.iter().product::<usize>();
+    if let Some(o) = observed.iter().find(|o| o.len() != want) {
         return Err(AuditError::Attack(format!(
             "the attack expects {want} features, got {}",
-            observed.len()
+            o.len()
         )));
     }
-    let t = net.forward(&[&scaler.apply(observed)]);
-    Ok(t.output().iter().map(|v| v.clamp(0.0, 1.0)).collect())
+    let il = net.output_shape().iter().product::<usize>();
+    let dev = device();
+    let mut out = Vec::with_capacity(observed.len());
+    for chunk in observed.chunks(128) {
+        let scaled: Vec<f32> = chunk.iter().flat_map(|o| scaler.apply(o)).collect();
+        let x = tensor(scaled, [chunk.len(), f[0], f[1], f[2]], &dev);
+        let y = values(net.forward(&[x]).clamp(0.0, 1.0));
+        out.extend(y.chunks(il).map(<[f32]>::to_vec));
+    }
+    Ok(out)
 }

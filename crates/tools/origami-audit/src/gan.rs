@@ -9,11 +9,15 @@
 //! two pooling levels (16, 32, 64 channels) with skip connections; the discriminator sees the
 //! image concatenated with the upsampled features and outputs a 7×7 grid of patch logits.
 
+use burn::optim::GradientsParams;
+use burn::tensor::{activation, Device, Tensor};
 use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
 
-use crate::decoder::{ups, vector_grid, width, Scaler, TrainBudget, TrainingPairs};
-use crate::nn::{par_grads, shuffled, Adam, Net, Shape, Value};
+use origami_train::graph::{device, values};
+
+use crate::decoder::{adam, ups, vector_grid, width, Scaler, TrainBudget, TrainingPairs};
+use crate::nn::{shuffled, Builder, Net, Shape, Value};
 use crate::AuditError;
 
 /// Weight of the L1 term against the adversarial one.
@@ -21,7 +25,7 @@ pub const L1_WEIGHT: f32 = 100.0;
 
 /// The features brought to the image's resolution: learned for a vector, else a learned
 /// 3×3 convolution (when `learned`) and nearest upsampling.
-fn condition(n: &mut Net, x: Value, img: Shape, learned: bool) -> Result<Value, AuditError> {
+fn condition(n: &mut Builder, x: Value, img: Shape, learned: bool) -> Result<Value, AuditError> {
     let f = n.shape(x);
     let mut v = x;
     let mut h;
@@ -52,7 +56,7 @@ fn condition(n: &mut Net, x: Value, img: Shape, learned: bool) -> Result<Value, 
 }
 
 /// The U-Net generator: features of shape `f` → image of shape `img`.
-pub fn generator(f: Shape, img: Shape, seed: u64) -> Result<Net, AuditError> {
+pub fn generator(f: Shape, img: Shape, seed: u64, dev: &Device) -> Result<Net, AuditError> {
     if !(img[1].is_multiple_of(4) && img[2].is_multiple_of(4)) {
         return Err(AuditError::Attack(format!(
             "the U-Net needs image sides divisible by 4, got {}×{}",
@@ -60,7 +64,7 @@ pub fn generator(f: Shape, img: Shape, seed: u64) -> Result<Net, AuditError> {
         )));
     }
     let full = img[1];
-    let mut n = Net::new(&[f], seed);
+    let mut n = Builder::new(&[f], seed, dev);
     let x0 = condition(&mut n, 0, img, true)?;
     let e1 = n.conv(x0, width(full, full), 3);
     let e1 = n.leaky_relu(e1);
@@ -79,12 +83,12 @@ pub fn generator(f: Shape, img: Shape, seed: u64) -> Result<Net, AuditError> {
     let u = n.conv(u, width(full, full), 3);
     let u = n.relu(u);
     n.conv(u, img[0], 3);
-    Ok(n)
+    Ok(n.finish())
 }
 
 /// The PatchGAN discriminator: (image, features) → a grid of logits (one per patch).
-pub fn discriminator(f: Shape, img: Shape, seed: u64) -> Result<Net, AuditError> {
-    let mut n = Net::new(&[img, f], seed);
+pub fn discriminator(f: Shape, img: Shape, seed: u64, dev: &Device) -> Result<Net, AuditError> {
+    let mut n = Builder::new(&[img, f], seed, dev);
     let c = condition(&mut n, 1, img, false)?;
     let v = n.concat(0, c);
     let v = n.conv(v, 16, 3);
@@ -96,26 +100,14 @@ pub fn discriminator(f: Shape, img: Shape, seed: u64) -> Result<Net, AuditError>
     let v = n.conv(v, 32, 3);
     let v = n.leaky_relu(v);
     n.conv(v, 1, 3);
-    Ok(n)
+    Ok(n.finish())
 }
 
-fn sigmoid(z: f32) -> f32 {
-    1.0 / (1.0 + (-z).exp())
-}
-
-/// Binary cross-entropy with logits against `target`, as (mean loss, gradient per logit).
-fn bce(z: &[f32], target: f32) -> (f64, Vec<f32>) {
-    let k = z.len() as f32;
-    let mut loss = 0f64;
-    let g = z
-        .iter()
-        .map(|&v| {
-            // log(1 + e^−|v|) + max(v, 0) − v·t, stable for large |v|.
-            loss += ((-v.abs()).exp().ln_1p() + v.max(0.0) - v * target) as f64;
-            (sigmoid(v) - target) / k
-        })
-        .collect();
-    (loss / k as f64, g)
+/// Mean binary cross-entropy of logits `z` against target 1 (`real`) or 0, in the stable
+/// form log(1 + e^−|z|) + max(z, 0) − z·t.
+fn bce(z: Tensor<4>, real: bool) -> Tensor<1> {
+    let soft = z.clone().abs().neg().exp().log1p() + activation::relu(z.clone());
+    if real { soft - z } else { soft }.mean()
 }
 
 /// A trained conditional GAN (only the generator is kept).
@@ -144,83 +136,48 @@ impl Gan {
         mut progress: impl FnMut(usize, usize, GanLosses),
     ) -> Result<Self, AuditError> {
         let (pairs, scaler, xs) = TrainingPairs::new(feats, f, images, img, cfg, "cGAN")?;
-        let (n, il) = (pairs.n, pairs.image_len);
-        let mut gen = generator(f, img, cfg.seed)?;
-        let mut disc = discriminator(f, img, cfg.seed ^ 0xd15c)?;
-        let (ng, nd) = (gen.params.len(), disc.params.len());
-        let mut opt_g = Adam::new(ng, cfg.lr, 0.5);
-        let mut opt_d = Adam::new(nd, cfg.lr, 0.5);
+        let dev = device();
+        let mut gen = generator(f, img, cfg.seed, &dev)?;
+        let mut disc = discriminator(f, img, cfg.seed ^ 0xd15c, &dev)?;
+        let (mut opt_g, mut opt_d) = (adam(0.5), adam(0.5));
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x6a7);
-        let total = cfg.epochs * n.div_ceil(cfg.batch);
+        let total = cfg.epochs * pairs.n.div_ceil(cfg.batch);
+        let mut steps = 0;
+        let lr = cfg.lr as f64;
         for _ in 0..cfg.epochs {
-            for idx in shuffled(n, &mut rng).chunks(cfg.batch) {
-                // One pass per sample fills [generator grads | discriminator grads]; the
-                // losses are packed into the returned f64 (L1, adversarial, discriminator)
-                // by running three sums.
-                let sums = std::sync::Mutex::new([0f64; 3]);
-                let (g, _) = par_grads(idx, ng + nd, |i, grad| {
-                    let (gg, gd) = grad.split_at_mut(ng);
-                    let target = &images[i * il..(i + 1) * il];
-                    let tg = gen.forward(&[&xs[i]]);
-                    let y = tg.output();
-                    let fake = disc.forward(&[y, &xs[i]]);
-                    // Generator: fool the discriminator (target 1) and stay close in L1.
-                    let (adv, dz) = bce(fake.output(), 1.0);
-                    let dimg = disc.backward(&fake, &dz, None, true).swap_remove(0);
-                    let mut l1 = 0f64;
-                    let dy: Vec<f32> = y
-                        .iter()
-                        .zip(target)
-                        .zip(&dimg)
-                        .map(|((a, b), da)| {
-                            l1 += (a - b).abs() as f64;
-                            L1_WEIGHT * (a - b).signum() / il as f32 + da
-                        })
-                        .collect();
-                    gen.backward(&tg, &dy, Some(gg), false);
-                    // Discriminator: generated pairs → 0, real pairs → 1.
-                    let (lf, dzf) = bce(fake.output(), 0.0);
-                    let half: Vec<f32> = dzf.iter().map(|v| 0.5 * v).collect();
-                    disc.backward(&fake, &half, Some(&mut *gd), false);
-                    let real = disc.forward(&[target, &xs[i]]);
-                    let (lr, dzr) = bce(real.output(), 1.0);
-                    let half: Vec<f32> = dzr.iter().map(|v| 0.5 * v).collect();
-                    disc.backward(&real, &half, Some(gd), false);
-                    let mut s = sums.lock().expect("no panics while held");
-                    s[0] += l1 / il as f64;
-                    s[1] += adv;
-                    s[2] += 0.5 * (lf + lr);
-                    0.0
-                });
-                let scale = 1.0 / idx.len() as f32;
-                let mut p = std::mem::take(&mut gen.params);
-                opt_g.step(&mut p, &g[..ng], scale);
-                gen.params = p;
-                let mut p = std::mem::take(&mut disc.params);
-                opt_d.step(&mut p, &g[ng..], scale);
-                disc.params = p;
-                let s = sums.into_inner().expect("no panics while held");
-                let k = idx.len() as f64;
+            for idx in shuffled(pairs.n, &mut rng).chunks(cfg.batch) {
+                let (x, target) = pairs.batch(&xs, images, idx, &dev);
+                // Generator: fool the discriminator (target 1) and stay close in L1.
+                let fake = gen.forward(std::slice::from_ref(&x));
+                let adv = bce(disc.forward(&[fake.clone(), x.clone()]), true);
+                let l1 = (fake.clone() - target.clone()).abs().mean();
+                let loss_g = l1.clone().mul_scalar(L1_WEIGHT) + adv.clone();
+                let g = GradientsParams::from_grads(loss_g.backward(), &gen);
+                gen = opt_g.step(lr, gen, g);
+                // Discriminator: generated pairs → 0, real pairs → 1.
+                let lf = bce(disc.forward(&[fake.detach(), x.clone()]), false);
+                let lr_ = bce(disc.forward(&[target, x]), true);
+                let loss_d = (lf + lr_).mul_scalar(0.5);
+                let d = values(loss_d.clone().detach())[0];
+                let g = GradientsParams::from_grads(loss_d.backward(), &disc);
+                disc = opt_d.step(lr, disc, g);
+                steps += 1;
                 progress(
-                    opt_g.steps,
+                    steps,
                     total,
                     GanLosses {
-                        l1: (s[0] / k) as f32,
-                        adv: (s[1] / k) as f32,
-                        disc: (s[2] / k) as f32,
+                        l1: values(l1.detach())[0],
+                        adv: values(adv.detach())[0],
+                        disc: d,
                     },
                 );
             }
         }
-        Ok(Self {
-            gen,
-            scaler,
-            steps: opt_g.steps,
-        })
+        Ok(Self { gen, scaler, steps })
     }
 
-    /// Reconstructs one image from observed features.
-    pub fn invert(&self, observed: &[f32]) -> Result<Vec<f32>, AuditError> {
+    /// Reconstructs images from observed features.
+    pub fn invert(&self, observed: &[Vec<f32>]) -> Result<Vec<Vec<f32>>, AuditError> {
         crate::decoder::reconstruct(&self.gen, &self.scaler, observed)
     }
 }

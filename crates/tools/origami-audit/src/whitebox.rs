@@ -2,11 +2,21 @@
 //! for an input whose features match the observed ones, by gradient descent (Adam) on
 //! mean((f(x) − observed)²) + λ·TV²(x), with x kept in [0, 1].
 //!
+//! `f` is the model's own head up to the split, differentiated by burn through the IR
+//! interpreter (`origami_train::graph`), so any head the importer reads can be attacked:
+//! strided and grouped convolutions, pooling, residual adds, concatenations. All images are
+//! optimised as one batch; the loss is a sum of per-image terms and Adam is elementwise, so
+//! each image's trajectory is the one it would have alone.
+//!
 //! The combined attack ([`invert_from`] started at a learned decoder's output) is the
 //! published refinement: the decoder gives a prior-shaped guess, the optimisation then makes
 //! it consistent with the observed features.
 
-use origami_model::Model;
+use burn::optim::{AdamConfig, Optimizer};
+use burn::tensor::Tensor;
+
+use origami_model::{Model, ValueId};
+use origami_train::graph::{device, tensor, values, Graph, Weights};
 
 use crate::AuditError;
 
@@ -29,62 +39,90 @@ impl Default for WhiteboxConfig {
     }
 }
 
-/// Rebuilds a 28×28 image in [0, 1] from the features after node `end − 1` of `model`,
-/// starting from a flat grey image.
+fn err(e: impl std::fmt::Display) -> AuditError {
+    AuditError::Attack(e.to_string())
+}
+
+/// Rebuilds images in [0, 1] (the model's input shape) from the features after node
+/// `end − 1` of `model`, starting from flat grey.
 pub fn invert(
     model: &Model,
     end: usize,
-    observed: &[f32],
+    observed: &[Vec<f32>],
     cfg: &WhiteboxConfig,
-) -> Result<Vec<f32>, AuditError> {
-    invert_from(model, end, observed, &[0.5; 28 * 28], cfg)
+    progress: impl FnMut(usize),
+) -> Result<Vec<Vec<f32>>, AuditError> {
+    let len: usize = model.input_shape.iter().product();
+    let grey = vec![vec![0.5; len]; observed.len()];
+    invert_from(model, end, observed, &grey, cfg, progress)
 }
 
-/// [`invert`] starting from `init` (28×28, clamped to [0, 1]), e.g. a decoder's output.
+/// [`invert`] starting from `init` (one image per observation, clamped to [0, 1]), e.g. a
+/// decoder's output. `progress(step)` after each step.
 pub fn invert_from(
     model: &Model,
     end: usize,
-    observed: &[f32],
-    init: &[f32],
+    observed: &[Vec<f32>],
+    init: &[Vec<f32>],
     cfg: &WhiteboxConfig,
-) -> Result<Vec<f32>, AuditError> {
-    let (h, w) = (28usize, 28usize);
-    if init.len() != h * w {
+    mut progress: impl FnMut(usize),
+) -> Result<Vec<Vec<f32>>, AuditError> {
+    let [c, h, w] = match model.input_shape[..] {
+        [c, h, w] => [c, h, w],
+        _ => return Err(err("the white-box attack needs a [C, H, W] input")),
+    };
+    let n = observed.len();
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    if init.len() != n || init.iter().any(|x| x.len() != c * h * w) {
         return Err(AuditError::Attack(format!(
-            "white-box start of {} values, expected {}",
+            "white-box starts: {} images, expected {n} of {} values",
             init.len(),
-            h * w
+            c * h * w
         )));
     }
-    let mut x: Vec<f32> = init.iter().map(|v| v.clamp(0.0, 1.0)).collect();
-    let (mut m1, mut m2) = (vec![0f32; h * w], vec![0f32; h * w]);
-    let (b1, b2) = (0.9f32, 0.999f32);
-    let n = (h * w) as f32;
-    for step in 1..=cfg.steps {
-        let (_, mut g) = origami_train::feature_gradient(model, end, &x, observed)
-            .map_err(|e| AuditError::Attack(e.to_string()))?;
-        // Gradient of (tv / n) · Σ (neighbour differences)².
-        for y in 0..h {
-            for xx in 0..w {
-                let i = y * w + xx;
-                if xx + 1 < w {
-                    let d = 2.0 * cfg.tv / n * (x[i] - x[i + 1]);
-                    g[i] += d;
-                    g[i + 1] -= d;
-                }
-                if y + 1 < h {
-                    let d = 2.0 * cfg.tv / n * (x[i] - x[i + w]);
-                    g[i] += d;
-                    g[i + w] -= d;
-                }
-            }
-        }
-        let (c1, c2) = (1.0 - b1.powi(step as i32), 1.0 - b2.powi(step as i32));
-        for i in 0..h * w {
-            m1[i] = b1 * m1[i] + (1.0 - b1) * g[i];
-            m2[i] = b2 * m2[i] + (1.0 - b2) * g[i] * g[i];
-            x[i] = (x[i] - cfg.lr * (m1[i] / c1) / ((m2[i] / c2).sqrt() + 1e-8)).clamp(0.0, 1.0);
-        }
+    let graph = Graph::new(model).map_err(err)?;
+    let dev = device();
+    let weights = Weights::frozen(model, &dev);
+    let at = ValueId::new(end);
+    let f: usize = graph.shape(at).iter().product();
+    if observed.iter().any(|o| o.len() != f) {
+        return Err(AuditError::Attack(format!(
+            "observed features must have {f} values (split after node {end})"
+        )));
     }
-    Ok(x)
+    let obs: Tensor<2> = tensor(observed.concat(), [n, f], &dev);
+    let start: Vec<f32> = init.concat().iter().map(|v| v.clamp(0.0, 1.0)).collect();
+    let mut x: Tensor<4> = tensor(start, [n, c, h, w], &dev);
+    let adam = AdamConfig::new().with_epsilon(1e-8).build();
+    let mut state = None;
+    let tv = cfg.tv / (c * h * w) as f32;
+    for step in 1..=cfg.steps {
+        let xg = x.clone().require_grad();
+        let feats = graph.run(&weights, xg.clone(), at).map_err(err)?;
+        let d = feats - obs.clone();
+        // Σ over images of (mean squared feature error + tv/pixels · Σ neighbour differences²).
+        let mut loss = (d.clone() * d).sum().div_scalar(f as f32);
+        if w > 1 {
+            let dx = xg.clone().slice([0..n, 0..c, 0..h, 1..w])
+                - xg.clone().slice([0..n, 0..c, 0..h, 0..w - 1]);
+            loss = loss + (dx.clone() * dx).sum().mul_scalar(tv);
+        }
+        if h > 1 {
+            let dy = xg.clone().slice([0..n, 0..c, 1..h, 0..w])
+                - xg.clone().slice([0..n, 0..c, 0..h - 1, 0..w]);
+            loss = loss + (dy.clone() * dy).sum().mul_scalar(tv);
+        }
+        let grads = loss.backward();
+        let g = xg
+            .grad(&grads)
+            .ok_or_else(|| err("no gradient reached the input"))?;
+        let (next, s) = adam.step(cfg.lr as f64, x, g, state);
+        state = s;
+        x = next.clamp(0.0, 1.0);
+        progress(step);
+    }
+    let out = values(x);
+    Ok(out.chunks(c * h * w).map(<[f32]>::to_vec).collect())
 }

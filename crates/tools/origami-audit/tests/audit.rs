@@ -90,8 +90,8 @@ fn whitebox_attack_passes_its_sanity_checks() {
     let x = ankle_boot(&model);
     let cfg = WhiteboxConfig::default();
     // Split 0: the features are the image.
-    let r0 = invert(&plan.model, 0, &x.data, &cfg).unwrap();
-    let s0 = ssim(&r0, &x.data, 28, 28);
+    let r0 = invert(&plan.model, 0, &[x.data.clone()], &cfg, |_| {}).unwrap();
+    let s0 = ssim(&r0[0], &x.data, 28, 28);
     assert!(s0 > 0.9, "split 0: ssim {s0}");
     // After the first convolution (and its ReLU), from the captured tensor.
     let feats = capture(&plan, 1, &x).unwrap();
@@ -100,11 +100,18 @@ fn whitebox_attack_passes_its_sanity_checks() {
         .head_end(Placement::Origami { split: 1 })
         .unwrap()
         .index();
-    let r1 = invert(&plan.model, head_end, &feats[0].1.data, &cfg).unwrap();
-    let s1 = ssim(&r1, &x.data, 28, 28);
+    let r1 = invert(
+        &plan.model,
+        head_end,
+        &[feats[0].1.data.clone()],
+        &cfg,
+        |_| {},
+    )
+    .unwrap();
+    let s1 = ssim(&r1[0], &x.data, 28, 28);
     eprintln!(
         "white-box: ssim {s0:.3} at split 0, {s1:.3} after conv1_1 (psnr {:.1} dB)",
-        psnr(&r1, &x.data)
+        psnr(&r1[0], &x.data)
     );
     assert!(s1 > 0.9, "after the first convolution: ssim {s1}");
 }
@@ -128,14 +135,23 @@ fn fashion_train(n: usize) -> Option<origami_train::Dataset> {
     )
 }
 
-/// Mean SSIM of `attack` over the ten bundled test images (never used for training).
-fn bundled_ssim(model: &origami_model::Model, attack: impl Fn(&[f32]) -> Vec<f32>) -> f64 {
-    let mut scores = Vec::new();
-    for (_, png) in input::SAMPLE_PNGS {
-        let x = input::image_to_tensor(&image::load_from_memory(png).unwrap(), model);
-        scores.push(ssim(&attack(&x.data), &x.data, 28, 28));
-    }
-    assert_eq!(scores.len(), 10);
+/// Mean SSIM of `attack` (on all images at once) over the ten bundled test images (never used
+/// for training).
+fn bundled_ssim(
+    model: &origami_model::Model,
+    attack: impl Fn(&[Vec<f32>]) -> Vec<Vec<f32>>,
+) -> f64 {
+    let xs: Vec<Vec<f32>> = input::SAMPLE_PNGS
+        .iter()
+        .map(|(_, png)| input::image_to_tensor(&image::load_from_memory(png).unwrap(), model).data)
+        .collect();
+    assert_eq!(xs.len(), 10);
+    let rs = attack(&xs);
+    let scores: Vec<f64> = rs
+        .iter()
+        .zip(&xs)
+        .map(|(r, x)| ssim(r, x, 28, 28))
+        .collect();
     scores.iter().sum::<f64>() / scores.len() as f64
 }
 
@@ -188,15 +204,16 @@ fn learned_attacks_pass_their_sanity_checks() {
     let dec2 = Decoder::train(&feats, f, &train.images, img, &budget, |_, _, _| {}).unwrap();
     let x = ankle_boot(&model);
     let cap = capture(&plan, 2, &x).unwrap();
-    let r2 = dec2.invert(&cap[0].1.data).unwrap();
-    let s2 = ssim(&r2, &x.data, 28, 28);
+    let observed = vec![cap[0].1.data.clone()];
+    let r2 = dec2.invert(&observed).unwrap();
+    let s2 = ssim(&r2[0], &x.data, 28, 28);
     // Combined: white-box optimisation started at the decoder's reconstruction.
     let wb = WhiteboxConfig::default();
     let s_comb = bundled_ssim(&model, |x| {
-        invert_from(&plan.model, 0, x, &dec0.invert(x).unwrap(), &wb).unwrap()
+        invert_from(&plan.model, 0, x, &dec0.invert(x).unwrap(), &wb, |_| {}).unwrap()
     });
-    let rc2 = invert_from(&plan.model, head_end, &cap[0].1.data, &r2, &wb).unwrap();
-    let sc2 = ssim(&rc2, &x.data, 28, 28);
+    let rc2 = invert_from(&plan.model, head_end, &observed, &r2, &wb, |_| {}).unwrap();
+    let sc2 = ssim(&rc2[0], &x.data, 28, 28);
     let blank = ssim(&vec![0.0; 784], &x.data, 28, 28);
     eprintln!(
         "split 0: decoder ssim {s_dec:.3}, cGAN {s_gan:.3}, combined {s_comb:.3}; split 2: decoder {s2:.3}, combined {sc2:.3} (blank {blank:.3})"

@@ -65,6 +65,12 @@ impl Weights {
         Self { tensors }
     }
 
+    /// The model's weights as constants (no gradients kept): for attacks that differentiate
+    /// with respect to the input only.
+    pub fn frozen(model: &Model, device: &Device) -> Self {
+        Self::from_model(model, device).no_grad()
+    }
+
     /// Writes these weights into `model` (the one they were taken from, or one of the same
     /// architecture).
     pub fn write_to(&self, model: &mut Model) -> Result<(), TrainError> {
@@ -317,9 +323,9 @@ impl<'m> Graph<'m> {
                 .iter()
                 .map(|v| vals[v.index()].clone().expect("topological order"))
                 .collect();
-            let y = self
-                .node(i, w, ins, n)
-                .map_err(|e| TrainError::Model(format!("node {} ({}): {e}", node.name, node.op.kind())))?;
+            let y = self.node(i, w, ins, n).map_err(|e| {
+                TrainError::Model(format!("node {} ({}): {e}", node.name, node.op.kind()))
+            })?;
             vals[i + 1] = Some(y);
             for v in &node.inputs {
                 if last[v.index()] == i && v.index() != end {
@@ -380,16 +386,11 @@ impl<'m> Graph<'m> {
                     .with_count_include_pad(p.count_include_pad);
                 Value::R4(avg_pool2d(x.r4("AveragePool")?, opts))
             }
-            Op::GlobalAvgPool => {
-                Value::R4(x.r4("GlobalAveragePool")?.mean_dim(3).mean_dim(2))
-            }
+            Op::GlobalAvgPool => Value::R4(x.r4("GlobalAveragePool")?.mean_dim(3).mean_dim(2)),
             Op::GlobalMaxPool => Value::R4(x.r4("GlobalMaxPool")?.max_dim(3).max_dim(2)),
             Op::BatchNorm { scale, shift } => {
                 let r = x.rank();
-                let (s, b) = (
-                    per_channel(scale, r, &dev)?,
-                    per_channel(shift, r, &dev)?,
-                );
+                let (s, b) = (per_channel(scale, r, &dev)?, per_channel(shift, r, &dev)?);
                 let y = each2!(x, s, a, b => a * b)?;
                 each2!(y, b, a, b => a + b)?
             }
@@ -406,7 +407,11 @@ impl<'m> Graph<'m> {
             Op::PRelu { slope } => {
                 let r = x.rank();
                 let s = if slope.len() == 1 {
-                    per_channel(&vec![slope[0]; self.shapes[node.inputs[0].index()][1]], r, &dev)?
+                    per_channel(
+                        &vec![slope[0]; self.shapes[node.inputs[0].index()][1]],
+                        r,
+                        &dev,
+                    )?
                 } else {
                     per_channel(slope, r, &dev)?
                 };
@@ -466,9 +471,10 @@ impl<'m> Graph<'m> {
                 let [sh, sw] = *stride;
                 // Each pixel followed by stride − 1 zeros in both directions, then the trailing
                 // zeros after the last row and column cut off.
-                let t: Tensor<6> = t
-                    .reshape([b, c, h, 1, wd, 1])
-                    .pad([(0, 0), (0, sh - 1), (0, 0), (0, sw - 1)], BurnPad::Constant(0.0));
+                let t: Tensor<6> = t.reshape([b, c, h, 1, wd, 1]).pad(
+                    [(0, 0), (0, sh - 1), (0, 0), (0, sw - 1)],
+                    BurnPad::Constant(0.0),
+                );
                 let t = t.reshape([b, c, h * sh, wd * sw]).slice([
                     0..b,
                     0..c,

@@ -63,7 +63,10 @@ fn forward_equals_the_float_executor_on_every_operator() {
     for (name, m, x) in fixtures() {
         let g = Graph::new(&m).unwrap_or_else(|e| panic!("{name}: {e}"));
         let w = Weights::from_model(&m, &device());
-        let got = values(g.run(&w, input(&x), m.output).unwrap_or_else(|e| panic!("{name}: {e}")));
+        let got = values(
+            g.run(&w, input(&x), m.output)
+                .unwrap_or_else(|e| panic!("{name}: {e}")),
+        );
         let want = exec::run(&m, &x).unwrap();
         let err = rel(&got, &want.data);
         assert!(err < 1e-4, "{name}: interpreter differs from exec by {err}");
@@ -73,7 +76,11 @@ fn forward_equals_the_float_executor_on_every_operator() {
 /// Σ out · r through the executor.
 fn loss_exec(m: &Model, x: &Tensor, r: &[f32]) -> f64 {
     let y = exec::run(m, x).unwrap();
-    y.data.iter().zip(r).map(|(a, b)| *a as f64 * *b as f64).sum()
+    y.data
+        .iter()
+        .zip(r)
+        .map(|(a, b)| *a as f64 * *b as f64)
+        .sum()
 }
 
 /// The input gradient of Σ out · r along a direction d against a central difference of the
@@ -96,8 +103,8 @@ fn input_gradients_match_finite_differences_on_every_operator() {
             let data = x.data.iter().zip(&d).map(|(v, e)| v + s * h * e).collect();
             Tensor::new(x.shape.clone(), data).unwrap()
         };
-        let numeric =
-            (loss_exec(&m, &shifted(1.0), &r) - loss_exec(&m, &shifted(-1.0), &r)) / (2.0 * h as f64);
+        let numeric = (loss_exec(&m, &shifted(1.0), &r) - loss_exec(&m, &shifted(-1.0), &r))
+            / (2.0 * h as f64);
         let tol = 1e-2 * numeric.abs().max(analytic.abs()).max(1.0);
         assert!(
             (numeric - analytic).abs() <= tol,
@@ -126,7 +133,11 @@ fn weight_gradients_match_finite_differences() {
             .map(|(k, p)| {
                 let gk = values(p.val().grad(&grads).expect("a weight gradient"));
                 let d = direction(gk.len(), 10 + k as u64);
-                analytic += gk.iter().zip(&d).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>();
+                analytic += gk
+                    .iter()
+                    .zip(&d)
+                    .map(|(a, b)| *a as f64 * *b as f64)
+                    .sum::<f64>();
                 d
             })
             .collect();
@@ -140,8 +151,11 @@ fn weight_gradients_match_finite_differences() {
                     .into_iter()
                     .zip(&dirs)
                     .map(|(p, d)| {
-                        let v: Vec<f32> =
-                            values(p.val()).iter().zip(d).map(|(a, e)| a + s * h * e).collect();
+                        let v: Vec<f32> = values(p.val())
+                            .iter()
+                            .zip(d)
+                            .map(|(a, e)| a + s * h * e)
+                            .collect();
                         let n = v.len();
                         burn::module::Param::from_tensor(tensor(v, [n], &device()))
                     })
