@@ -9,13 +9,14 @@ use std::time::Instant;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use origami_model::{exec, input, Model, Tensor};
+use origami_model::input::{self, Preprocess};
+use origami_model::{exec, Model, Tensor};
 use origami_plan::Plan;
 
 use crate::capture::capture;
 use crate::decoder::{feature_shape, features, Decoder, TrainBudget};
 use crate::gan::Gan;
-use crate::metrics::{psnr, ssim};
+use crate::metrics::{psnr, ssim_image};
 use crate::nn::Shape;
 use crate::whitebox::{invert_from, WhiteboxConfig};
 use crate::AuditError;
@@ -130,11 +131,30 @@ impl AuditConfig {
     }
 }
 
-/// Images for the audit: the attacker's training set and the scored set, flattened, with
-/// labels (for a folder without labels: the model's prediction on the original).
+impl AuditConfig {
+    /// This budget for images of shape `img`: the attacker's training images scaled down by
+    /// the image's area against 28×28 (the learned attacks' cost grows with it), at least
+    /// [`MIN_TRAIN_IMAGES`]; 28×28 inputs keep the budget as it is.
+    pub fn scaled_to(mut self, img: Shape) -> Self {
+        let area = img[1] * img[2];
+        if area > 28 * 28 {
+            self.n_train = (self.n_train * 28 * 28 / area).max(MIN_TRAIN_IMAGES);
+        }
+        self
+    }
+}
+
+/// Fewest attacker training images [`AuditConfig::scaled_to`] leaves.
+pub const MIN_TRAIN_IMAGES: usize = 200;
+
+/// Images for the audit: the attacker's training set and the scored set, flattened, as pixels
+/// in [0, 1] (what reconstructions are scored against), with labels (for a folder without
+/// labels: the model's prediction on the original). The model sees them after `pre`.
 pub struct AuditData {
     pub source: String,
     pub shape: Shape,
+    /// The model's preprocessing (pixels → model input).
+    pub pre: Preprocess,
     pub train: Vec<f32>,
     pub train_labels: Vec<usize>,
     pub eval: Vec<f32>,
@@ -153,6 +173,11 @@ impl AuditData {
         &self.eval[i * l..(i + 1) * l]
     }
 
+    /// Images (pixels, one or more one after the other) as the model takes them.
+    pub fn to_model(&self, pixels: &[f32]) -> Vec<f32> {
+        to_model(&self.pre, self.shape, pixels)
+    }
+
     /// Fashion-MNIST from its IDX files: training images for the attacker, test images scored.
     pub fn fashion_mnist(dir: &Path, n_train: usize, n_eval: usize) -> Result<Self, AuditError> {
         use origami_train::data::{load, Split};
@@ -162,6 +187,10 @@ impl AuditData {
         Ok(Self {
             source: format!("fashion-mnist ({})", dir.display()),
             shape: [1, 28, 28],
+            pre: Preprocess {
+                mean: vec![0.0],
+                std: vec![1.0],
+            },
             train_labels: train.labels.iter().map(|&l| l as usize).collect(),
             train: train.images,
             eval_labels: test.labels.iter().map(|&l| l as usize).collect(),
@@ -169,8 +198,9 @@ impl AuditData {
         })
     }
 
-    /// A folder of images of the model's input size (PNG or JPEG, sorted by name): the last
-    /// `n_eval` (at most a fifth) are scored, the others train the attacks.
+    /// A folder of images of the model's input size (PNG or JPEG, sorted by name; grey images
+    /// are replicated for RGB models): the last `n_eval` (at most a fifth) are scored, the
+    /// others train the attacks. At least [`MIN_FOLDER_IMAGES`] are needed.
     pub fn folder(
         dir: &Path,
         model: &Model,
@@ -188,13 +218,14 @@ impl AuditData {
             })
             .collect();
         paths.sort();
-        if paths.len() < 2 {
+        if paths.len() < MIN_FOLDER_IMAGES {
             return Err(AuditError::Data(format!(
-                "{} has {} usable images (PNG or JPEG); the audit needs at least 2",
+                "{} has {} usable images (PNG or JPEG); the audit needs at least {MIN_FOLDER_IMAGES}",
                 dir.display(),
                 paths.len()
             )));
         }
+        let pre = Preprocess::for_model(model);
         let n_ev = n_eval.min(paths.len() / 5).max(1);
         let n_tr = (paths.len() - n_ev).min(n_train);
         let mut images = Vec::new();
@@ -213,12 +244,19 @@ impl AuditData {
             }
             images.extend(input::image_to_tensor(&img, model).data);
         }
+        // Back to pixels: the attacks rebuild and are scored in [0, 1].
+        let plane = shape[1] * shape[2];
+        for (i, v) in images.iter_mut().enumerate() {
+            let ch = (i / plane) % shape[0];
+            *v = *v * pre.std[ch] + pre.mean[ch];
+        }
         let l = shape.iter().product::<usize>();
         let eval = images.split_off(n_tr * l);
-        let labels = |x: &[f32]| predict(model, shape, x);
+        let labels = |x: &[f32]| predict(model, shape, &to_model(&pre, shape, x));
         Ok(Self {
             source: format!("folder {}", dir.display()),
             shape,
+            pre: pre.clone(),
             train_labels: labels(&images)?,
             train: images,
             eval_labels: labels(&eval)?,
@@ -227,15 +265,36 @@ impl AuditData {
     }
 }
 
+/// Fewest images a folder must hold: a fifth (at least one) is scored, the rest train.
+pub const MIN_FOLDER_IMAGES: usize = 10;
+
+/// The image sizes the audit takes: 1 or 3 channels, sides from 28 to 224 pixels.
+pub const IMAGE_SIDES: std::ops::RangeInclusive<usize> = 28..=224;
+
 fn model_shape(model: &Model) -> Result<Shape, AuditError> {
     match model.input_shape[..] {
-        [1, 28, 28] => Ok([1, 28, 28]),
+        [c @ (1 | 3), h, w] if IMAGE_SIDES.contains(&h) && IMAGE_SIDES.contains(&w) => {
+            Ok([c, h, w])
+        }
         _ => Err(AuditError::Data(format!(
-            "the audit supports single-channel 28×28 image models (the white-box attack's \
-             differentiable subset); this one takes {:?}",
-            model.input_shape
+            "the audit takes image models with 1 or 3 channels and sides of 28 to 224 pixels; \
+             {} takes {:?}",
+            model.name, model.input_shape
         ))),
     }
+}
+
+/// Pixels → model input with `pre` (per channel (x − mean) / std).
+fn to_model(pre: &Preprocess, shape: Shape, pixels: &[f32]) -> Vec<f32> {
+    let plane = shape[1] * shape[2];
+    pixels
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let ch = (i / plane) % shape[0];
+            (v - pre.mean[ch]) / pre.std[ch]
+        })
+        .collect()
 }
 
 /// Top-1 class of `model` for each image in `images`.
@@ -328,6 +387,8 @@ pub struct AuditReport {
 
 /// Reconstructions kept for the grid: per split, the strongest attack's images.
 pub struct Gallery {
+    /// The images' shape (channels, height, width).
+    pub shape: Shape,
     pub originals: Vec<Vec<f32>>,
     pub rows: Vec<(usize, String, Vec<Vec<f32>>)>,
 }
@@ -388,6 +449,7 @@ pub fn run(
     let baselines = baselines(data, &originals);
     let mut out_layers = Vec::new();
     let mut gallery = Gallery {
+        shape: img,
         originals: originals.iter().take(GALLERY).cloned().collect(),
         rows: Vec::new(),
     };
@@ -406,7 +468,7 @@ pub fn run(
         progress.stage(&format!("split {split}: capture"), n_ev);
         let mut observed = Vec::with_capacity(n_ev);
         for (i, x) in originals.iter().enumerate() {
-            let t = Tensor::new(vec![1, img[0], img[1], img[2]], x.clone())
+            let t = Tensor::new(vec![1, img[0], img[1], img[2]], data.to_model(x))
                 .map_err(|e| AuditError::Engine(e.to_string()))?;
             let vals = capture(plan, split, &t)?;
             if vals.len() != 1 {
@@ -419,7 +481,7 @@ pub fn run(
             progress.advance(i + 1, "");
         }
         // The attacker's training pairs, from public data and public weights.
-        let feats = features(model, head_end, &data.train)?;
+        let feats = features(model, head_end, &data.to_model(&data.train))?;
         let mut attacks = Vec::new();
         let mut recons: Vec<Vec<Vec<f32>>> = Vec::new();
 
@@ -510,12 +572,11 @@ fn score(
     steps: usize,
     t: Instant,
 ) -> Result<AttackScore, AuditError> {
-    let [_, h, w] = data.shape;
     let n = recons.len() as f64;
     let ssim_mean = recons
         .iter()
         .zip(originals)
-        .map(|(r, x)| ssim(r, x, h, w))
+        .map(|(r, x)| ssim_image(r, x, data.shape))
         .sum::<f64>()
         / n;
     let psnr_mean = recons
@@ -526,7 +587,7 @@ fn score(
         / n;
     let identification = identification(recons, originals, &data.train, IDENTIFICATION_POOL);
     let flat: Vec<f32> = recons.iter().flatten().copied().collect();
-    let pred = predict(model, data.shape, &flat)?;
+    let pred = predict(model, data.shape, &data.to_model(&flat))?;
     let ok = pred
         .iter()
         .zip(&data.eval_labels)
@@ -582,8 +643,8 @@ pub fn identification(
 }
 
 fn baselines(data: &AuditData, originals: &[Vec<f32>]) -> Baselines {
-    let [_, h, w] = data.shape;
-    let l = h * w;
+    let s = data.shape;
+    let l = s.iter().product::<usize>();
     let classes = data.train_labels.iter().max().map_or(0, |m| m + 1);
     let mut means = vec![vec![0f32; l]; classes];
     let mut counts = vec![0usize; classes];
@@ -596,13 +657,17 @@ fn baselines(data: &AuditData, originals: &[Vec<f32>]) -> Baselines {
     }
     let n = originals.len() as f64;
     let blank = vec![0f32; l];
-    let blank_ssim = originals.iter().map(|x| ssim(&blank, x, h, w)).sum::<f64>() / n;
+    let blank_ssim = originals
+        .iter()
+        .map(|x| ssim_image(&blank, x, s))
+        .sum::<f64>()
+        / n;
     let class_mean_ssim = originals
         .iter()
         .zip(&data.eval_labels)
         .map(|(x, &c)| match means.get(c) {
-            Some(m) => ssim(m, x, h, w),
-            None => ssim(&blank, x, h, w),
+            Some(m) => ssim_image(m, x, s),
+            None => ssim_image(&blank, x, s),
         })
         .sum::<f64>()
         / n;

@@ -96,25 +96,46 @@ pub fn feature_shape(model: &Model, end: usize) -> Result<Shape, AuditError> {
     }
 }
 
-/// Per-channel scaling of the features to [−1, 1] (1 / max |f| over the training pairs).
+/// Per-channel scaling of the features to [0, 1]: (f − min) / (max − min) over the training
+/// pairs. Post-ReLU features (min 0) are divided by their maximum; normalised images (an RGB
+/// model's input at split 0) are brought back to a non-negative range before the first ReLU.
 #[derive(Clone, Debug)]
 pub struct Scaler {
     shape: Shape,
+    shift: Vec<f32>,
     scale: Vec<f32>,
 }
 
 impl Scaler {
     pub fn fit(shape: Shape, feats: &[f32]) -> Self {
         let plane = shape[1] * shape[2];
-        let mut scale = vec![0f32; shape[0]];
+        let mut lo = vec![f32::INFINITY; shape[0]];
+        let mut hi = vec![f32::NEG_INFINITY; shape[0]];
         for (i, v) in feats.iter().enumerate() {
             let c = (i / plane) % shape[0];
-            scale[c] = scale[c].max(v.abs());
+            lo[c] = lo[c].min(*v);
+            hi[c] = hi[c].max(*v);
         }
-        scale
-            .iter_mut()
-            .for_each(|s| *s = if *s > 0.0 { 1.0 / *s } else { 0.0 });
-        Self { shape, scale }
+        let shift: Vec<f32> = lo
+            .iter()
+            .map(|&l| if l.is_finite() { l.min(0.0) } else { 0.0 })
+            .collect();
+        let scale = hi
+            .iter()
+            .zip(&shift)
+            .map(|(&h, &l)| {
+                if h.is_finite() && h - l > 0.0 {
+                    1.0 / (h - l)
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        Self {
+            shape,
+            shift,
+            scale,
+        }
     }
 
     /// Scales one feature vector, or several one after the other.
@@ -122,7 +143,10 @@ impl Scaler {
         let plane = self.shape[1] * self.shape[2];
         f.iter()
             .enumerate()
-            .map(|(i, v)| v * self.scale[(i / plane) % self.shape[0]])
+            .map(|(i, v)| {
+                let c = (i / plane) % self.shape[0];
+                (v - self.shift[c]) * self.scale[c]
+            })
             .collect()
     }
 }
@@ -155,13 +179,17 @@ pub(crate) fn ups(f: Shape, img: Shape) -> Result<usize, AuditError> {
 }
 
 /// The spatial size a feature vector is first projected to: the image size over 4 when it
-/// divides, else the image size.
+/// divides, halved further while above 16 and even (so the projection stays small for large
+/// images: 224 → 14), else the image size.
 pub(crate) fn vector_grid(img: Shape) -> usize {
-    if img[1].is_multiple_of(4) && img[1] == img[2] {
-        img[1] / 4
-    } else {
-        img[1]
+    if !(img[1].is_multiple_of(4) && img[1] == img[2]) {
+        return img[1];
     }
+    let mut g = img[1] / 4;
+    while g > 16 && g.is_multiple_of(2) {
+        g /= 2;
+    }
+    g
 }
 
 /// Brings the features (value `x`) to the image's resolution with learned layers.
@@ -256,6 +284,17 @@ pub(crate) fn rows(data: &[f32], s: Shape, idx: &[usize], dev: &Device) -> BurnT
     tensor(out, [idx.len(), s[0], s[1], s[2]], dev)
 }
 
+/// The mean pixel of each channel over `images` (`[N, C, H, W]` flat).
+pub(crate) fn channel_means(images: &[f32], img: Shape) -> Vec<f32> {
+    let plane = img[1] * img[2];
+    let mut sums = vec![0f64; img[0]];
+    for (i, v) in images.iter().enumerate() {
+        sums[(i / plane) % img[0]] += *v as f64;
+    }
+    let per = (images.len() / img[0]).max(1) as f64;
+    sums.iter().map(|s| (s / per) as f32).collect()
+}
+
 /// Adam as the learned attacks use it (β₂ 0.999, ε 1e-8).
 pub(crate) fn adam(beta1: f32) -> burn::optim::ModuleOptimizer {
     AdamConfig::new()
@@ -295,6 +334,7 @@ impl Decoder {
         let (pairs, scaler, xs) = TrainingPairs::new(feats, f, images, img, cfg, "decoder")?;
         let dev = device();
         let mut net = Self::build(f, img, cfg.seed, &dev)?;
+        net.set_output_bias(&channel_means(images, img));
         let mut opt = adam(0.9);
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5eed);
         let total = cfg.epochs * pairs.n.div_ceil(cfg.batch);

@@ -138,6 +138,7 @@ impl Gan {
         let (pairs, scaler, xs) = TrainingPairs::new(feats, f, images, img, cfg, "cGAN")?;
         let dev = device();
         let mut gen = generator(f, img, cfg.seed, &dev)?;
+        gen.set_output_bias(&crate::decoder::channel_means(images, img));
         let mut disc = discriminator(f, img, cfg.seed ^ 0xd15c, &dev)?;
         let (mut opt_g, mut opt_d) = (adam(0.5), adam(0.5));
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x6a7);

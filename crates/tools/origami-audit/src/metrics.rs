@@ -71,6 +71,28 @@ fn gaussian(img: &[f64], h: usize, w: usize) -> Vec<f64> {
     out
 }
 
+/// Mean structural similarity of two `[C, H, W]` images in [0, 1]: the mean over channels of
+/// each plane's SSIM (as scikit-image's `channel_axis`).
+pub fn ssim_image(a: &[f32], b: &[f32], shape: [usize; 3]) -> f64 {
+    let [c, h, w] = shape;
+    assert!(
+        a.len() == c * h * w && b.len() == c * h * w,
+        "ssim: bad image size"
+    );
+    let plane = h * w;
+    (0..c)
+        .map(|k| {
+            ssim(
+                &a[k * plane..(k + 1) * plane],
+                &b[k * plane..(k + 1) * plane],
+                h,
+                w,
+            )
+        })
+        .sum::<f64>()
+        / c.max(1) as f64
+}
+
 /// Mean structural similarity of two `h × w` images in [0, 1].
 pub fn ssim(a: &[f32], b: &[f32], h: usize, w: usize) -> f64 {
     assert!(

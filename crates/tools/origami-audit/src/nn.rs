@@ -184,6 +184,23 @@ impl Builder {
 }
 
 impl Net {
+    /// Sets the bias of the output layer (a convolution) to `bias`, one value per output
+    /// channel: the learned attacks start from the mean training image's colour instead of
+    /// black, which the biases would otherwise have to learn step by step.
+    pub fn set_output_bias(&mut self, bias: &[f32]) {
+        if let Some(Op::Conv(k)) = self.nodes.last().map(|n| &n.op) {
+            let conv = &mut self.convs[*k];
+            if conv.weight.val().dims()[0] == bias.len() {
+                let dev = conv.weight.val().device();
+                conv.bias = Some(Param::from_tensor(tensor(
+                    bias.to_vec(),
+                    [bias.len()],
+                    &dev,
+                )));
+            }
+        }
+    }
+
     pub fn output_shape(&self) -> Shape {
         *self.shapes.last().expect("inputs exist")
     }

@@ -76,8 +76,10 @@ fn save_png(img: &image::RgbImage, p: &Path) -> Result<(), AuditError> {
 /// Originals in the first column, then per split the strongest attack's reconstructions.
 pub fn grid(report: &AuditReport, gallery: &Gallery) -> Result<image::RgbImage, AuditError> {
     font();
-    let (scale, gap, head) = (3u32, 6u32, 44u32);
-    let side = 28 * scale;
+    // Every image is shown 84 pixels tall (28×28 at 3×), nearest-sampled; RGB in colour.
+    let (side, gap, head) = (84u32, 6u32, 44u32);
+    let [ic, ih, iw] = gallery.shape;
+    let plane = ih * iw;
     let cols = 1 + gallery.rows.len() as u32;
     let rows = gallery.originals.len() as u32;
     let (w, h) = (gap + cols * (side + gap), head + rows * (side + gap));
@@ -86,10 +88,15 @@ pub fn grid(report: &AuditReport, gallery: &Gallery) -> Result<image::RgbImage, 
         let (x0, y0) = (gap + col * (side + gap), head + row * (side + gap));
         for y in 0..side {
             for x in 0..side {
-                let v = px[((y / scale) * 28 + x / scale) as usize];
-                let g = (v.clamp(0.0, 1.0) * 255.0).round() as u8;
+                let (sy, sx) = (
+                    y as usize * ih / side as usize,
+                    x as usize * iw / side as usize,
+                );
                 let o = (((y0 + y) * w + x0 + x) * 3) as usize;
-                buf[o..o + 3].fill(g);
+                for k in 0..3 {
+                    let v = px[(k % ic) * plane + sy * iw + sx];
+                    buf[o + k] = (v.clamp(0.0, 1.0) * 255.0).round() as u8;
+                }
             }
         }
     };

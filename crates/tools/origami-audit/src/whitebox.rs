@@ -8,6 +8,9 @@
 //! optimised as one batch; the loss is a sum of per-image terms and Adam is elementwise, so
 //! each image's trajectory is the one it would have alone.
 //!
+//! The search is in pixel space ([0, 1]); the model's own preprocessing
+//! ([`Preprocess::for_model`], ImageNet normalisation for RGB models) is applied before the head.
+//!
 //! The combined attack ([`invert_from`] started at a learned decoder's output) is the
 //! published refinement: the decoder gives a prior-shaped guess, the optimisation then makes
 //! it consistent with the observed features.
@@ -15,6 +18,7 @@
 use burn::optim::{AdamConfig, Optimizer};
 use burn::tensor::Tensor;
 
+use origami_model::input::Preprocess;
 use origami_model::{Model, ValueId};
 use origami_train::graph::{device, tensor, values, Graph, Weights};
 
@@ -43,8 +47,9 @@ fn err(e: impl std::fmt::Display) -> AuditError {
     AuditError::Attack(e.to_string())
 }
 
-/// Rebuilds images in [0, 1] (the model's input shape) from the features after node
-/// `end − 1` of `model`, starting from flat grey.
+/// Rebuilds images (pixels in [0, 1], the model's input shape) from the features after node
+/// `end − 1` of `model`, starting from flat grey. At split 0 the features are the model's
+/// input, i.e. the image after its preprocessing.
 pub fn invert(
     model: &Model,
     end: usize,
@@ -95,12 +100,22 @@ pub fn invert_from(
     let obs: Tensor<2> = tensor(observed.concat(), [n, f], &dev);
     let start: Vec<f32> = init.concat().iter().map(|v| v.clamp(0.0, 1.0)).collect();
     let mut x: Tensor<4> = tensor(start, [n, c, h, w], &dev);
+    // Pixels → model input: (x − mean) / std per channel.
+    let pre = Preprocess::for_model(model);
+    let identity = pre.mean.iter().all(|&m| m == 0.0) && pre.std.iter().all(|&s| s == 1.0);
+    let mean: Tensor<4> = tensor(pre.mean.clone(), [1, c, 1, 1], &dev);
+    let std: Tensor<4> = tensor(pre.std.clone(), [1, c, 1, 1], &dev);
     let adam = AdamConfig::new().with_epsilon(1e-8).build();
     let mut state = None;
     let tv = cfg.tv / (c * h * w) as f32;
     for step in 1..=cfg.steps {
         let xg = x.clone().require_grad();
-        let feats = graph.run(&weights, xg.clone(), at).map_err(err)?;
+        let input = if identity {
+            xg.clone()
+        } else {
+            (xg.clone() - mean.clone()) / std.clone()
+        };
+        let feats = graph.run(&weights, input, at).map_err(err)?;
         let d = feats - obs.clone();
         // Σ over images of (mean squared feature error + tv/pixels · Σ neighbour differences²).
         let mut loss = (d.clone() * d).sum().div_scalar(f as f32);

@@ -246,7 +246,7 @@ fn folder_data_is_validated() {
         .to_string();
     assert!(e.contains("usable images"), "{e}");
     let wrong = tmpdir("wrong");
-    for i in 0..3 {
+    for i in 0..10 {
         image::GrayImage::new(32, 32)
             .save(wrong.join(format!("{i}.png")))
             .unwrap();

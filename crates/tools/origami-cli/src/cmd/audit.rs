@@ -12,7 +12,8 @@ use crate::common::*;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// A .onnx file or a built-in model (single-channel 28×28, sequential).
+    /// A .onnx file or a built-in model: an image classifier with 1 or 3 channels and sides of
+    /// 28 to 224 pixels (any operator the importer reads).
     #[arg(long, default_value = "fashion")]
     pub model: String,
     /// `fashion-mnist` (Debian's dataset-fashion-mnist) or a folder of PNG/JPEG images of
@@ -27,7 +28,8 @@ pub struct Args {
     /// A small budget (1 500 training images, 20 scored, 2 epochs): a first look.
     #[arg(long)]
     pub quick: bool,
-    /// Attacker's training images (default: 10 000; --quick: 1 500).
+    /// Attacker's training images (default: 10 000, --quick: 1 500, both scaled down by the
+    /// image area for inputs larger than 28×28, to at least 200).
     #[arg(long)]
     pub train_images: Option<usize>,
     /// Images scored, never used for training (default: 100; --quick: 20).
@@ -51,11 +53,17 @@ pub struct Args {
 }
 
 pub fn main(a: Args) -> Result<()> {
+    let m = load_model(&a.model)?;
+    let img = match m.input_shape[..] {
+        [c, h, w] => [c, h, w],
+        _ => bail!("{} takes {:?}, not an image", m.name, m.input_shape),
+    };
     let mut cfg = if a.quick {
         AuditConfig::quick()
     } else {
         AuditConfig::full()
-    };
+    }
+    .scaled_to(img);
     cfg.layers = parse_layers(&a.layers)?;
     if let Some(n) = a.train_images {
         cfg.n_train = n;
@@ -85,14 +93,7 @@ pub fn main(a: Args) -> Result<()> {
             bail!("{name} must be between 0 and 1, got {v}");
         }
     }
-    let (model, data, out, cfg, calib) = (
-        a.model.as_str(),
-        a.data.as_str(),
-        a.out.as_path(),
-        &cfg,
-        a.calib,
-    );
-    let m = load_model(model)?;
+    let (data, out, cfg, calib) = (a.data.as_str(), a.out.as_path(), &cfg, a.calib);
     let ds = if data == "fashion-mnist" {
         AuditData::fashion_mnist(
             Path::new(origami_train::data::DEFAULT_DIR),
