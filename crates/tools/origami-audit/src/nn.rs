@@ -321,7 +321,7 @@ mod tests {
         };
         let x = tensor(vec![1.0, 2.0, 3.0, 4.0], [1, 1, 2, 2], &dev);
         assert_eq!(
-            values(up.forward(&[x.clone()])),
+            values(up.forward(std::slice::from_ref(&x))),
             [1., 1., 2., 2., 1., 1., 2., 2., 3., 3., 4., 4., 3., 3., 4., 4.]
         );
         assert_eq!(values(b.finish().forward(&[x])), [1.0, 2.0, 3.0, 4.0]);

@@ -90,7 +90,7 @@ fn whitebox_attack_passes_its_sanity_checks() {
     let x = ankle_boot(&model);
     let cfg = WhiteboxConfig::default();
     // Split 0: the features are the image.
-    let r0 = invert(&plan.model, 0, &[x.data.clone()], &cfg, |_| {}).unwrap();
+    let r0 = invert(&plan.model, 0, std::slice::from_ref(&x.data), &cfg, |_| {}).unwrap();
     let s0 = ssim(&r0[0], &x.data, 28, 28);
     assert!(s0 > 0.9, "split 0: ssim {s0}");
     // After the first convolution (and its ReLU), from the captured tensor.
