@@ -455,11 +455,11 @@ fn audit_rejects_bad_input() {
     let e = run_err(&[
         "audit",
         "--model",
-        "vgg16@32",
+        "squeezenet1.1@256",
         "--data",
         &empty.display().to_string(),
     ]);
-    assert!(e.contains("single-channel 28×28"), "{e}");
+    assert!(e.contains("sides of 28 to 224 pixels"), "{e}");
 }
 
 #[test]
