@@ -284,6 +284,18 @@ impl<'m> Graph<'m> {
     /// Runs the graph on `x` (`[N, C, H, W]`, the model's input shape) up to value `upto`
     /// (the input itself for value 0), returned as `[N, elements per image]`.
     pub fn run(&self, w: &Weights, x: Tensor<4>, upto: ValueId) -> Result<Tensor<2>, TrainError> {
+        let mut out = self.run_many(w, x, &[upto])?;
+        Ok(out.pop().expect("one value asked, one returned"))
+    }
+
+    /// Like [`Graph::run`], for several values from one pass (each `[N, elements per image]`,
+    /// in the order asked).
+    pub fn run_many(
+        &self,
+        w: &Weights,
+        x: Tensor<4>,
+        outs: &[ValueId],
+    ) -> Result<Vec<Tensor<2>>, TrainError> {
         let dims = x.dims();
         if dims[1..] != self.model.input_shape[..] {
             return Err(TrainError::Model(format!(
@@ -292,12 +304,15 @@ impl<'m> Graph<'m> {
                 self.model.input_shape
             )));
         }
-        if upto.index() >= self.shapes.len() {
+        if let Some(bad) = outs.iter().find(|v| v.index() >= self.shapes.len()) {
             return Err(TrainError::Model(format!(
-                "value {upto} does not exist in {}",
+                "value {bad} does not exist in {}",
                 self.model.name
             )));
         }
+        let Some(end) = outs.iter().map(|v| v.index()).max() else {
+            return Ok(Vec::new());
+        };
         if w.tensors.len() != 2 * self.slot.iter().flatten().count() {
             return Err(TrainError::Model(format!(
                 "{} weight tensors for a model with {} linear layers",
@@ -306,7 +321,6 @@ impl<'m> Graph<'m> {
             )));
         }
         let n = dims[0];
-        let end = upto.index();
         // The last node (below `end`) reading each value, to free it after.
         let mut last = vec![0usize; end + 1];
         for (i, node) in self.model.nodes[..end].iter().enumerate() {
@@ -328,12 +342,15 @@ impl<'m> Graph<'m> {
             })?;
             vals[i + 1] = Some(y);
             for v in &node.inputs {
-                if last[v.index()] == i && v.index() != end {
+                if last[v.index()] == i && !outs.contains(v) {
                     vals[v.index()] = None;
                 }
             }
         }
-        Ok(vals[end].take().expect("computed").flat())
+        Ok(outs
+            .iter()
+            .map(|v| vals[v.index()].clone().expect("computed").flat())
+            .collect())
     }
 
     /// Shape of value `v` for batch `n`.

@@ -1,7 +1,8 @@
 //! Training classifiers on burn: the model's own IR run by the differentiable interpreter
 //! ([`graph`]), so any architecture the importer reads trains the same way; softmax
-//! cross-entropy, burn's Adam, a learning rate decayed per epoch. Seeded: the same seed and
-//! data give the same order of batches and the same weights.
+//! cross-entropy, burn's Adam, a learning rate decayed per epoch, and optionally a privacy
+//! penalty at a split layer ([`harden`]). Seeded: the same seed and data give the same order
+//! of batches.
 
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{activation, Tensor as BurnTensor};
@@ -14,8 +15,10 @@ use crate::graph::{device, tensor, values, Graph, Weights};
 
 pub mod data;
 pub mod graph;
+pub mod harden;
 
 pub use data::{Dataset, Split};
+pub use harden::Harden;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -35,6 +38,8 @@ pub struct TrainConfig {
     /// Learning rate multiplier applied after each epoch.
     pub lr_decay: f32,
     pub seed: u64,
+    /// Privacy hardening at a split layer ([`harden`]); `None` trains for accuracy alone.
+    pub harden: Option<Harden>,
 }
 
 impl Default for TrainConfig {
@@ -45,6 +50,7 @@ impl Default for TrainConfig {
             lr: 2e-3,
             lr_decay: 0.7,
             seed: 2026,
+            harden: None,
         }
     }
 }
@@ -57,6 +63,8 @@ pub struct Progress {
     pub batches: usize,
     pub loss: f32,
     pub accuracy: f32,
+    /// With hardening: the mean within-class share at the split over this epoch's batches.
+    pub share: Option<f32>,
 }
 
 /// The result of one epoch.
@@ -66,6 +74,8 @@ pub struct EpochReport {
     pub train_loss: f32,
     pub train_accuracy: f32,
     pub test_accuracy: f32,
+    /// With hardening: the mean within-class share at the split over the epoch's batches.
+    pub train_share: Option<f32>,
 }
 
 /// Top-1 accuracy of `model` on `ds` with the float executor (what inference runs).
@@ -118,6 +128,7 @@ pub fn train(
             "label {bad} for a model with {classes} outputs"
         )));
     }
+    let split = cfg.harden.map(|h| h.value(&arch)).transpose()?;
     let dev = device();
     let mut weights = Weights::from_model(&arch, &dev);
     let mut opt = AdamConfig::new().with_epsilon(1e-8).init();
@@ -132,6 +143,7 @@ pub fn train(
             order.swap(i, j);
         }
         let (mut tot_loss, mut tot_correct, mut seen) = (0f64, 0usize, 0usize);
+        let mut tot_share = 0f64;
         for (bi, chunk) in order.chunks(cfg.batch).enumerate() {
             let b = chunk.len();
             let mut xs = Vec::with_capacity(b * 784);
@@ -141,10 +153,22 @@ pub fn train(
                 onehot[k * classes + train_set.labels[idx] as usize] = 1.0;
             }
             let x = tensor(xs, [b, 1, 28, 28], &dev);
-            let logits = graph.run(&weights, x, arch.output)?;
             let y: BurnTensor<2> = tensor(onehot, [b, classes], &dev);
+            let (logits, feats) = match split {
+                Some(v) => {
+                    let mut out = graph.run_many(&weights, x, &[arch.output, v])?;
+                    let f = out.pop().expect("two values");
+                    (out.pop().expect("two values"), Some(f))
+                }
+                None => (graph.run(&weights, x, arch.output)?, None),
+            };
             let logp = activation::log_softmax(logits.clone(), 1);
-            let loss = (logp * y).sum().neg().div_scalar(b as f32);
+            let mut loss = (logp * y.clone()).sum().neg().div_scalar(b as f32);
+            if let (Some(f), Some(h)) = (feats, cfg.harden) {
+                let share = harden::within_class_share(f, y);
+                tot_share += values(share.clone().detach())[0] as f64;
+                loss = loss + share.mul_scalar(h.weight);
+            }
             let l = values(loss.clone().detach())[0];
             let grads = GradientsParams::from_grads(loss.backward(), &weights);
             weights = opt.step(lr, weights, grads);
@@ -162,6 +186,7 @@ pub fn train(
                 batches,
                 loss: (tot_loss / seen as f64) as f32,
                 accuracy: tot_correct as f32 / seen as f32,
+                share: split.map(|_| (tot_share / (bi + 1) as f64) as f32),
             });
         }
         weights.write_to(model)?;
@@ -175,6 +200,7 @@ pub fn train(
             train_loss: (tot_loss / seen as f64) as f32,
             train_accuracy: tot_correct as f32 / seen as f32,
             test_accuracy,
+            train_share: split.map(|_| (tot_share / batches as f64) as f32),
         });
         lr *= cfg.lr_decay as f64;
     }
@@ -268,6 +294,7 @@ mod tests {
             lr: 1e-2,
             lr_decay: 1.0,
             seed: 1,
+            harden: None,
         };
         let rep = train(
             &mut model,

@@ -1,0 +1,99 @@
+//! `origami train --harden-split`: a hardened model is an ordinary ONNX model — it loads and
+//! runs in every placement, bit-identical to the quantized reference — and bad hardening
+//! settings fail with clear errors. Skips without Fashion-MNIST (Debian's
+//! dataset-fashion-mnist, which `.ci/run` installs).
+
+use std::sync::Arc;
+
+use origami_enclave::{reference, Placement, Plan, QuantConfig};
+use origami_model::{npy, onnx, zoo, Tensor};
+
+mod common;
+use common::{run_err, run_ok, tmpdir};
+
+#[test]
+fn hardened_model_exports_and_runs_in_every_placement() {
+    let data = std::path::Path::new(origami_train::data::DEFAULT_DIR);
+    if !data.exists() {
+        origami_model::skip::missing(
+            origami_model::skip::REQUIRE_DATA,
+            "Fashion-MNIST not found (apt-get install dataset-fashion-mnist)",
+        );
+        return;
+    }
+    let d = tmpdir("harden");
+    let path = d.join("hardened.onnx");
+    let out = run_ok(&[
+        "train",
+        "--quick",
+        "--harden-split",
+        "4",
+        "--harden-weight",
+        "3",
+        "--out",
+        path.to_str().unwrap(),
+    ]);
+    assert!(out.contains("hardened at split 4 with λ = 3"), "{out}");
+    assert!(out.contains("split 4: within-class share"), "{out}");
+    let model = onnx::load(&path).unwrap();
+    assert_eq!(model.name, "fashion-small-hardened-4");
+    let x = zoo::calibration(&model, 1).remove(0);
+    let inp = d.join("x.npy");
+    npy::write_npy(&inp, &x).unwrap();
+    let plan = Arc::new(
+        Plan::build(&model, &zoo::calibration(&model, 3), QuantConfig::default()).unwrap(),
+    );
+    let path = path.to_str().unwrap();
+    for (mode, split) in [
+        ("enclave", None),
+        ("slalom", None),
+        ("origami", Some("4")),
+        ("origami", Some("2")),
+        ("plain", None),
+    ] {
+        let outp = d.join(format!("y-{mode}-{}.npy", split.unwrap_or("-")));
+        let mut args = vec![
+            "run",
+            "--model",
+            path,
+            "--mode",
+            mode,
+            "--verify",
+            "--input",
+            inp.to_str().unwrap(),
+            "--output",
+            outp.to_str().unwrap(),
+            "--calib",
+            "3",
+        ];
+        if let Some(s) = split {
+            args.extend(["--split", s]);
+        }
+        run_ok(&args);
+        let got: Tensor = npy::read_npy(&outp).unwrap();
+        let placement = Placement::parse(mode, split.map(|s| s.parse().unwrap())).unwrap();
+        let want = reference(&plan, &x, plan.head_end(placement).unwrap(), 1).unwrap();
+        assert_eq!(got, want, "{mode} {split:?}");
+    }
+    // Bad settings: refused before any training, with the reason.
+    let e = run_err(&["train", "--quick", "--harden-split", "0"]);
+    assert!(
+        e.contains("a hardened split must be between 1 and 5"),
+        "{e}"
+    );
+    let e = run_err(&["train", "--quick", "--harden-split", "6"]);
+    assert!(
+        e.contains("a hardened split must be between 1 and 5"),
+        "{e}"
+    );
+    let e = run_err(&[
+        "train",
+        "--quick",
+        "--harden-split",
+        "4",
+        "--harden-weight=-1",
+    ]);
+    assert!(e.contains("hardening weight"), "{e}");
+    let e = run_err(&["train", "--quick", "--harden-weight", "2"]);
+    assert!(e.contains("--harden-split"), "{e}");
+}
