@@ -358,6 +358,25 @@ impl LayerReport {
     }
 }
 
+/// The split-0 sanity bar: there the host sees the raw input, and an attack that rebuilds it
+/// with a lower mean SSIM is broken (undertrained for this model and data) — its scores at
+/// deeper splits bound nothing.
+pub const SANITY_SSIM: f64 = 0.9;
+
+impl AuditReport {
+    /// The attacks below [`SANITY_SSIM`] at split 0, with their SSIM (none when split 0 was
+    /// not audited).
+    pub fn broken_attacks(&self) -> Vec<(&str, f64)> {
+        self.layers
+            .iter()
+            .filter(|l| l.split == 0)
+            .flat_map(|l| &l.attacks)
+            .filter(|a| a.ssim.is_nan() || a.ssim < SANITY_SSIM)
+            .map(|a| (a.attack.as_str(), a.ssim))
+            .collect()
+    }
+}
+
 /// Reference points for the scores: what an attacker gets without inverting anything.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Baselines {

@@ -25,13 +25,19 @@ pub fn recorded() -> Result<AuditReport, AuditError> {
 /// The split the audit recommended for `model`: from `path` (default ./audit/audit.json when it
 /// exists), else from the recorded audit. Returns the split and where it came from.
 pub fn audited_split(model: &Model, path: Option<&Path>) -> Result<(usize, String), AuditError> {
+    let (report, from) = audit_report(path)?;
+    Ok((recommended(&report, model, &from)?, from))
+}
+
+/// The audit `--split auto` and the privacy verdict read: `path`, else ./audit/audit.json when
+/// it exists, else the recorded audit; with where it came from.
+pub fn audit_report(path: Option<&Path>) -> Result<(AuditReport, String), AuditError> {
     let default = Path::new("audit/audit.json");
-    let (report, from) = match path {
+    Ok(match path {
         Some(p) => (crate::report::load(p)?, p.display().to_string()),
         None if default.exists() => (crate::report::load(default)?, default.display().to_string()),
         None => (recorded()?, format!("{RECORDED_NAME} (docs/AUDIT.md)")),
-    };
-    Ok((recommended(&report, model, &from)?, from))
+    })
 }
 
 /// The recommended split of `report`, checked to be an audit of `model`.
@@ -54,16 +60,23 @@ pub fn recommended(report: &AuditReport, model: &Model, from: &str) -> Result<us
     })
 }
 
-/// What the recorded audit says about `split` of `model`, as one line for the user.
-pub fn verdict(model: &Model, split: usize) -> String {
-    let report = match recorded() {
-        Ok(r) if r.model_hash == hex(&model.hash()) => r,
-        _ => {
+/// What the audit (`path`, else ./audit/audit.json, else the recorded one: [`audit_report`])
+/// says about `split` of `model`, as one line for the user.
+pub fn verdict(model: &Model, split: usize, path: Option<&Path>) -> String {
+    let (report, from) = match audit_report(path) {
+        Ok((r, from)) if r.model_hash == hex(&model.hash()) => (r, from),
+        Ok((_, from)) => {
             return format!(
-                "privacy: {} has no recorded audit; run `origami audit --model …` before trusting a split",
+                "privacy: {from} is not an audit of {}; run `origami audit --model …` before trusting a split",
                 model.name
             )
         }
+        Err(e) => return format!("privacy: no audit of {} ({e})", model.name),
+    };
+    let from = if from.starts_with(RECORDED_NAME) {
+        "docs/AUDIT.md".to_string()
+    } else {
+        from
     };
     let at = report
         .layers
@@ -99,7 +112,7 @@ pub fn verdict(model: &Model, split: usize) -> String {
             report.policy.max_ssim
         ),
     };
-    format!("privacy (audit, docs/AUDIT.md): {at}; {verdict}")
+    format!("privacy (audit, {from}): {at}; {verdict}")
 }
 
 /// The split `origami` takes when none is given: the recorded audit's recommendation when it
@@ -139,7 +152,7 @@ mod tests {
         let model = origami_model::zoo::fashion();
         let report = recorded().unwrap();
         let layer = report.layers.iter().find(|l| l.split == 4).unwrap();
-        let v = verdict(&model, 4);
+        let v = verdict(&model, 4, None);
         let s = layer.strongest();
         assert!(
             v.contains(&format!(
@@ -161,6 +174,6 @@ mod tests {
             )),
             "{v}"
         );
-        assert!(verdict(&model, 17).contains("split 17 was not audited"));
+        assert!(verdict(&model, 17, None).contains("split 17 was not audited"));
     }
 }

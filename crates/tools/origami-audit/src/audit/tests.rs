@@ -94,3 +94,40 @@ fn identification_counts_nearest_true_inputs() {
     assert_eq!(identification(&recons, &originals, &[], 0), 0.5);
     assert_eq!(identification(&[], &[], &pool, 10), 0.0);
 }
+
+/// The split-0 sanity bar names every attack that cannot rebuild the raw input (NaN counts as
+/// broken), and says nothing when split 0 was not audited.
+#[test]
+fn sanity_bar_names_broken_attacks() {
+    let p = Policy {
+        max_ssim: 0.5,
+        max_accuracy: 1.0,
+        max_identification: 1.0,
+    };
+    let report = |layers: Vec<LayerReport>| AuditReport {
+        model: "m".into(),
+        model_hash: String::new(),
+        data: String::new(),
+        train_images: 1,
+        eval_images: 1,
+        policy: p.clone(),
+        baselines: Baselines {
+            blank_ssim: 0.0,
+            class_mean_ssim: 0.0,
+        },
+        layers,
+        recommended_split: None,
+        seconds: 0.0,
+    };
+    let good = report(vec![
+        layer(0, [0.95, 0.99, 1.0], 0.9, &p),
+        layer(2, [0.1; 3], 0.9, &p),
+    ]);
+    assert!(good.broken_attacks().is_empty());
+    let bad = report(vec![layer(0, [0.55, f64::NAN, 1.0], 0.9, &p)]);
+    let names: Vec<&str> = bad.broken_attacks().iter().map(|b| b.0).collect();
+    assert_eq!(names, ["decoder", "cgan"]);
+    assert!(report(vec![layer(4, [0.1; 3], 0.9, &p)])
+        .broken_attacks()
+        .is_empty());
+}

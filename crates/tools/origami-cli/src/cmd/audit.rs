@@ -153,6 +153,20 @@ pub fn main(a: Args) -> Result<()> {
             }
         );
     }
+    let broken = report.broken_attacks();
+    if !broken.is_empty() {
+        let list: Vec<String> = broken
+            .iter()
+            .map(|(a, s)| format!("{a} (SSIM {s:.3})"))
+            .collect();
+        println!(
+            "warning: at split 0 (the raw input) {} stay below the sanity bar of SSIM {}: \
+             undertrained for this model and data, so their scores deeper bound nothing and \
+             the policy below leans on the other attacks; raise --train-images or --epochs",
+            list.join(", "),
+            origami_audit::audit::SANITY_SSIM
+        );
+    }
     match report.recommended_split {
         Some(k) => println!(
             "recommended split: {k} (max SSIM {}, max accuracy {}, max identification {})",

@@ -63,7 +63,7 @@ pub fn main(a: Args, accel: Accel) -> Result<()> {
         plan.model.nodes[..head_end.index()].iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ")
     );
     println!("enclave platform: in-process, NO TEE (simulation for development)");
-    println!("{}", audit_verdict(&model, split));
+    println!("{}", audit_verdict(&model, split, None));
     let (out, st, pre, engine) =
         infer_once(accel, &model, plan.clone(), placement, true, x.clone())?;
     print_answer(&model, &out);

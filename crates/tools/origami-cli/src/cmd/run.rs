@@ -66,7 +66,7 @@ pub fn main(a: Args, accel: Accel) -> Result<()> {
     };
     let placement = Placement::parse(mode, split)?;
     if let Placement::Origami { split } = placement {
-        println!("{}", audit_verdict(&m, split));
+        println!("{}", audit_verdict(&m, split, audit_path));
     }
     let x = input::load_input(input_path, &m)?;
     let t = Instant::now();
