@@ -2,13 +2,11 @@
 //! clear errors for bad input.
 
 use std::path::Path;
-use std::sync::Arc;
 
-use origami_enclave::{reference, Placement, Plan, QuantConfig};
 use origami_model::{npy, onnx, zoo, Tensor};
 
 mod common;
-use common::{run_err, run_ok, tmpdir};
+use common::{run_err, run_ok, runs_match_the_reference, tmpdir};
 
 #[test]
 fn demo_runs_and_checks_itself() {
@@ -36,46 +34,20 @@ fn demo_runs_and_checks_itself() {
 /// quantized reference with the same calibration (seeded inputs + the bundled images).
 #[test]
 fn run_npy_in_npy_out_matches_the_reference() {
-    let d = tmpdir("npy");
     let model = zoo::resnet_small();
     let x = zoo::seeded_input(&model, 77);
-    let inp = d.join("x.npy");
-    npy::write_npy(&inp, &x).unwrap();
-    for (mode, split) in [
-        ("slalom", None),
-        ("origami", Some("3")),
-        ("plain", None),
-        ("enclave", None),
-    ] {
-        let outp = d.join(format!("y-{mode}.npy"));
-        let mut args = vec![
-            "run",
-            "--model",
-            "resnet-small",
-            "--mode",
-            mode,
-            "--verify",
-            "--input",
-            inp.to_str().unwrap(),
-            "--output",
-            outp.to_str().unwrap(),
-            "--calib",
-            "3",
-        ];
-        if let Some(s) = split {
-            args.extend(["--split", s]);
-        }
-        let text = run_ok(&args);
-        assert!(text.contains("top-5:"), "{text}");
-        let got = npy::read_npy(&outp).unwrap();
-        let calib: Vec<Tensor> = (0..3u64)
-            .map(|s| zoo::seeded_input(&model, 0xca11b + s))
-            .collect();
-        let plan = Arc::new(Plan::build(&model, &calib, QuantConfig::default()).unwrap());
-        let placement = Placement::parse(mode, split.map(|s| s.parse().unwrap())).unwrap();
-        let want = reference(&plan, &x, plan.head_end(placement).unwrap(), 1).unwrap();
-        assert_eq!(got, want, "{mode}");
-    }
+    runs_match_the_reference(
+        &tmpdir("npy"),
+        "resnet-small",
+        &model,
+        &x,
+        &[
+            ("slalom", None),
+            ("origami", Some("3")),
+            ("plain", None),
+            ("enclave", None),
+        ],
+    );
 }
 
 #[test]

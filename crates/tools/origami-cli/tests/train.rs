@@ -3,13 +3,10 @@
 //! settings fail with clear errors. Skips without Fashion-MNIST (Debian's
 //! dataset-fashion-mnist, which `.ci/run` installs).
 
-use std::sync::Arc;
-
-use origami_enclave::{reference, Placement, Plan, QuantConfig};
-use origami_model::{npy, onnx, zoo, Tensor};
+use origami_model::{onnx, zoo};
 
 mod common;
-use common::{run_err, run_ok, tmpdir};
+use common::{run_err, run_ok, runs_match_the_reference, tmpdir};
 
 #[test]
 fn hardened_model_exports_and_runs_in_every_placement() {
@@ -38,43 +35,19 @@ fn hardened_model_exports_and_runs_in_every_placement() {
     let model = onnx::load(&path).unwrap();
     assert_eq!(model.name, "fashion-small-hardened-4");
     let x = zoo::calibration(&model, 1).remove(0);
-    let inp = d.join("x.npy");
-    npy::write_npy(&inp, &x).unwrap();
-    let plan = Arc::new(
-        Plan::build(&model, &zoo::calibration(&model, 3), QuantConfig::default()).unwrap(),
+    runs_match_the_reference(
+        &d,
+        path.to_str().unwrap(),
+        &model,
+        &x,
+        &[
+            ("enclave", None),
+            ("slalom", None),
+            ("origami", Some("4")),
+            ("origami", Some("2")),
+            ("plain", None),
+        ],
     );
-    let path = path.to_str().unwrap();
-    for (mode, split) in [
-        ("enclave", None),
-        ("slalom", None),
-        ("origami", Some("4")),
-        ("origami", Some("2")),
-        ("plain", None),
-    ] {
-        let outp = d.join(format!("y-{mode}-{}.npy", split.unwrap_or("-")));
-        let mut args = vec![
-            "run",
-            "--model",
-            path,
-            "--mode",
-            mode,
-            "--verify",
-            "--input",
-            inp.to_str().unwrap(),
-            "--output",
-            outp.to_str().unwrap(),
-            "--calib",
-            "3",
-        ];
-        if let Some(s) = split {
-            args.extend(["--split", s]);
-        }
-        run_ok(&args);
-        let got: Tensor = npy::read_npy(&outp).unwrap();
-        let placement = Placement::parse(mode, split.map(|s| s.parse().unwrap())).unwrap();
-        let want = reference(&plan, &x, plan.head_end(placement).unwrap(), 1).unwrap();
-        assert_eq!(got, want, "{mode} {split:?}");
-    }
     // Bad settings: refused before any training, with the reason.
     let e = run_err(&["train", "--quick", "--harden-split", "0"]);
     assert!(
