@@ -3,7 +3,7 @@
 //! of the built-in model (`origami audit` with its defaults, the run docs/AUDIT.md shows) is an
 //! asset of this crate.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use origami_model::{Model, Op};
 
@@ -26,18 +26,47 @@ pub fn recorded() -> Result<AuditReport, AuditError> {
 /// exists), else from the recorded audit. Returns the split and where it came from.
 pub fn audited_split(model: &Model, path: Option<&Path>) -> Result<(usize, String), AuditError> {
     let (report, from) = audit_report(path)?;
+    let from = from.describe();
     Ok((recommended(&report, model, &from)?, from))
+}
+
+/// Where an audit came from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AuditSource {
+    /// An `audit.json` file.
+    File(PathBuf),
+    /// The recorded audit of the built-in model ([`RECORDED_AUDIT`]).
+    Recorded,
+}
+
+impl AuditSource {
+    /// For messages: the file, or the recorded audit by name.
+    pub fn describe(&self) -> String {
+        match self {
+            AuditSource::File(p) => p.display().to_string(),
+            AuditSource::Recorded => format!("{RECORDED_NAME} (docs/AUDIT.md)"),
+        }
+    }
+
+    /// Short, for the privacy line: the file, or the document that shows the recorded audit.
+    pub fn cite(&self) -> String {
+        match self {
+            AuditSource::File(p) => p.display().to_string(),
+            AuditSource::Recorded => "docs/AUDIT.md".to_string(),
+        }
+    }
 }
 
 /// The audit `--split auto` and the privacy verdict read: `path`, else ./audit/audit.json when
 /// it exists, else the recorded audit; with where it came from.
-pub fn audit_report(path: Option<&Path>) -> Result<(AuditReport, String), AuditError> {
+pub fn audit_report(path: Option<&Path>) -> Result<(AuditReport, AuditSource), AuditError> {
     let default = Path::new("audit/audit.json");
-    Ok(match path {
-        Some(p) => (crate::report::load(p)?, p.display().to_string()),
-        None if default.exists() => (crate::report::load(default)?, default.display().to_string()),
-        None => (recorded()?, format!("{RECORDED_NAME} (docs/AUDIT.md)")),
-    })
+    let file = match path {
+        Some(p) => p,
+        None if default.exists() => default,
+        None => return Ok((recorded()?, AuditSource::Recorded)),
+    };
+    Ok((crate::report::load(file)?, AuditSource::File(file.into())))
 }
 
 /// The recommended split of `report`, checked to be an audit of `model`.
@@ -67,17 +96,14 @@ pub fn verdict(model: &Model, split: usize, path: Option<&Path>) -> String {
         Ok((r, from)) if r.model_hash == hex(&model.hash()) => (r, from),
         Ok((_, from)) => {
             return format!(
-                "privacy: {from} is not an audit of {}; run `origami audit --model …` before trusting a split",
+                "privacy: {} is not an audit of {}; run `origami audit --model …` before trusting a split",
+                from.describe(),
                 model.name
             )
         }
         Err(e) => return format!("privacy: no audit of {} ({e})", model.name),
     };
-    let from = if from.starts_with(RECORDED_NAME) {
-        "docs/AUDIT.md".to_string()
-    } else {
-        from
-    };
+    let from = from.cite();
     let at = report
         .layers
         .iter()

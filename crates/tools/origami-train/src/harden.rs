@@ -81,8 +81,9 @@ pub fn within_class_share(f: Tensor<2>, y: Tensor<2>) -> Tensor<1> {
 /// ε relative to the mean per-feature variance.
 const EPS: f32 = 1e-3;
 
-/// The within-class share of the features at `split` over a whole data set (labels from `ds`),
-/// accumulated in f64: the figure `origami train` reports for a hardened model.
+/// The within-class share of the features at `split` over a whole data set (labels from `ds`,
+/// the whole set as one batch of [`within_class_share`]): the figure `origami train` reports
+/// for a hardened model.
 pub fn split_share(model: &Model, ds: &Dataset, split: usize) -> Result<f64, TrainError> {
     let v = Harden { split, weight: 0.0 }.value(model)?;
     let graph = Graph::new(model)?;
@@ -94,12 +95,8 @@ pub fn split_share(model: &Model, ds: &Dataset, split: usize) -> Result<f64, Tra
         model.input_shape[1],
         model.input_shape[2],
     ];
-    let fl: usize = graph.shape(v).iter().skip(1).product();
     let classes = ds.labels.iter().map(|&l| l as usize + 1).max().unwrap_or(0);
-    // Per class and feature: count, Σf and Σf²; n·Var = Σf² − (Σf)²/n.
-    let mut count = vec![0f64; classes];
-    let mut sum = vec![0f64; classes * fl];
-    let mut sq = vec![0f64; classes * fl];
+    let mut feats = Vec::new();
     for start in (0..ds.len()).step_by(256) {
         let end = (start + 256).min(ds.len());
         let x = tensor(
@@ -107,33 +104,15 @@ pub fn split_share(model: &Model, ds: &Dataset, split: usize) -> Result<f64, Tra
             [end - start, dims[0], dims[1], dims[2]],
             &dev,
         );
-        let f = values(graph.run(&w, x, v)?);
-        for (k, row) in f.chunks(fl).enumerate() {
-            let c = ds.labels[start + k] as usize;
-            count[c] += 1.0;
-            for (j, &x) in row.iter().enumerate() {
-                sum[c * fl + j] += x as f64;
-                sq[c * fl + j] += (x as f64) * (x as f64);
-            }
-        }
+        feats.push(graph.run(&w, x, v)?.detach());
     }
-    let n: f64 = count.iter().sum();
-    let (mut within, mut total) = (vec![0f64; fl], vec![0f64; fl]);
-    for j in 0..fl {
-        let (mut all, mut all_sq) = (0.0, 0.0);
-        for c in (0..classes).filter(|&c| count[c] > 0.0) {
-            let (s, q) = (sum[c * fl + j], sq[c * fl + j]);
-            within[j] += q - s * s / count[c];
-            all += s;
-            all_sq += q;
-        }
-        total[j] = all_sq - all * all / n.max(1.0);
+    if feats.is_empty() {
+        return Ok(0.0);
     }
-    let eps = EPS as f64 * total.iter().sum::<f64>() / fl.max(1) as f64 + 1e-20;
-    Ok(within
-        .iter()
-        .zip(&total)
-        .map(|(w, t)| w.max(0.0) / (t.max(0.0) + eps))
-        .sum::<f64>()
-        / fl.max(1) as f64)
+    let mut onehot = vec![0f32; ds.len() * classes];
+    for (i, &l) in ds.labels.iter().enumerate() {
+        onehot[i * classes + l as usize] = 1.0;
+    }
+    let y = tensor(onehot, [ds.len(), classes], &dev);
+    Ok(values(within_class_share(Tensor::cat(feats, 0), y))[0] as f64)
 }

@@ -9,7 +9,7 @@ use burn::tensor::{activation, Tensor as BurnTensor};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 
-use origami_model::{exec, Model, Tensor};
+use origami_model::{exec, Model, Tensor, ValueId};
 
 use crate::graph::{device, tensor, values, Graph, Weights};
 
@@ -128,7 +128,14 @@ pub fn train(
             "label {bad} for a model with {classes} outputs"
         )));
     }
-    let split = cfg.harden.map(|h| h.value(&arch)).transpose()?;
+    // With hardening: the value the host sees at the split and λ.
+    let harden = cfg
+        .harden
+        .map(|h| h.value(&arch).map(|v| (v, h.weight)))
+        .transpose()?;
+    let outs: Vec<ValueId> = std::iter::once(arch.output)
+        .chain(harden.map(|(v, _)| v))
+        .collect();
     let dev = device();
     let mut weights = Weights::from_model(&arch, &dev);
     let mut opt = AdamConfig::new().with_epsilon(1e-8).init();
@@ -154,20 +161,14 @@ pub fn train(
             }
             let x = tensor(xs, [b, 1, 28, 28], &dev);
             let y: BurnTensor<2> = tensor(onehot, [b, classes], &dev);
-            let (logits, feats) = match split {
-                Some(v) => {
-                    let mut out = graph.run_many(&weights, x, &[arch.output, v])?;
-                    let f = out.pop().expect("two values");
-                    (out.pop().expect("two values"), Some(f))
-                }
-                None => (graph.run(&weights, x, arch.output)?, None),
-            };
+            let mut vals = graph.run_many(&weights, x, &outs)?.into_iter();
+            let logits = vals.next().expect("the output is asked first");
             let logp = activation::log_softmax(logits.clone(), 1);
             let mut loss = (logp * y.clone()).sum().neg().div_scalar(b as f32);
-            if let (Some(f), Some(h)) = (feats, cfg.harden) {
+            if let (Some(f), Some((_, weight))) = (vals.next(), harden) {
                 let share = harden::within_class_share(f, y);
                 tot_share += values(share.clone().detach())[0] as f64;
-                loss = loss + share.mul_scalar(h.weight);
+                loss = loss + share.mul_scalar(weight);
             }
             let l = values(loss.clone().detach())[0];
             let grads = GradientsParams::from_grads(loss.backward(), &weights);
@@ -186,7 +187,7 @@ pub fn train(
                 batches,
                 loss: (tot_loss / seen as f64) as f32,
                 accuracy: tot_correct as f32 / seen as f32,
-                share: split.map(|_| (tot_share / (bi + 1) as f64) as f32),
+                share: harden.map(|_| (tot_share / (bi + 1) as f64) as f32),
             });
         }
         weights.write_to(model)?;
@@ -200,7 +201,7 @@ pub fn train(
             train_loss: (tot_loss / seen as f64) as f32,
             train_accuracy: tot_correct as f32 / seen as f32,
             test_accuracy,
-            train_share: split.map(|_| (tot_share / batches as f64) as f32),
+            train_share: harden.map(|_| (tot_share / batches as f64) as f32),
         });
         lr *= cfg.lr_decay as f64;
     }
